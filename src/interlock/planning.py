@@ -1,0 +1,282 @@
+"""Planning: decide, purely, what a node whose upstream has settled does.
+
+Given the compiled topology, the node, a lookup of upstream node states/artifacts and the run
+input, :func:`plan_node` returns a :class:`Settle` (FILTERED, SKIPPED or FAILED with a reason) or
+a :class:`Launch` with one :class:`TaskPlan` per task, in a deterministic order. No I/O: the
+``lookup`` callable is the only source of upstream facts (the kernel backs it with the store,
+tests with dicts).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import attrs
+
+from interlock.errors import ExpressionError
+from interlock.filters import EdgeFilter
+from interlock.graph import CompiledBinding, Topology
+from interlock.jsonvalues import JSON, MISSING, get_path, truthy
+from interlock.limits import Limits
+from interlock.model import (
+    ExpressionSource,
+    FanMode,
+    FieldSource,
+    InputSource,
+    LiteralSource,
+    Node,
+    TriggerRule,
+)
+from interlock.records import Artifact, OriginMode
+from interlock.states import NodeState
+
+__all__ = ["Launch", "PlanError", "Settle", "TaskPlan", "Upstream", "plan_node"]
+
+
+@attrs.frozen
+class Upstream:
+    """What planning needs to know about one upstream node (current generation)."""
+
+    state: NodeState
+    artifacts: Sequence[Artifact] = ()
+
+
+@attrs.frozen
+class TaskPlan:
+    """One task to create: its inputs per dependency slug, resolved bindings and correlation."""
+
+    seq: int
+    inputs: Mapping[str, Sequence[Artifact]]
+    bindings: Mapping[str, JSON]
+    origin: str | None
+    origin_mode: OriginMode
+
+
+@attrs.frozen
+class Settle:
+    """The node settles without tasks."""
+
+    state: NodeState
+    reason: str | None = None
+
+
+@attrs.frozen
+class Launch:
+    """The node launches these tasks (at least one)."""
+
+    tasks: tuple[TaskPlan, ...]
+
+
+class PlanError(Exception):
+    """Internal: a binding failed; becomes ``Settle(FAILED, reason)``."""
+
+
+Lookup = Callable[[int], Upstream]
+
+
+def plan_node(
+    topology: Topology,
+    index: int,
+    lookup: Lookup,
+    run_input: Mapping[str, JSON],
+    limits: Limits = Limits(),
+) -> Settle | Launch:
+    """Decide the node's fate once every parent has settled (see docs/concepts.md)."""
+    node = topology.node(index)
+    parents = topology.parents[index]
+    states = {p: lookup(p).state for p in parents}
+    blocked = _trigger_blocks(topology, node, states)
+    if blocked is not None:
+        return Settle(NodeState.SKIPPED, blocked)
+    inputs: dict[str, list[Artifact]] = {}
+    for parent in parents:
+        slug = topology.slugs[parent]
+        reaching = _collect(topology, parent, lookup)
+        edge_filter = node.edge_filters.get(slug)
+        passed = reaching if edge_filter is None else [
+            a for a in reaching if edge_filter.matches(a.fields)
+        ]
+        if (reaching and not passed and node.fan_mode is FanMode.AGGREGATE
+                and node.trigger_rule is TriggerRule.ALL_SUCCESS):
+            # the merged input would be incomplete: the aggregate is dead, and that cascades
+            return Settle(NodeState.SKIPPED, f"edge filter on {slug!r} rejected every artifact")
+        inputs[slug] = passed
+    shapes = _shape(node, inputs, bool(parents))
+    if not shapes:
+        return Settle(NodeState.FILTERED, "no artifact reached the node")
+    if len(shapes) > limits.max_tasks_per_node:
+        return Settle(NodeState.FAILED, f"limit 'max_tasks_per_node' exceeded: {len(shapes)} > "
+                                        f"{limits.max_tasks_per_node}")
+    try:
+        tasks = tuple(
+            TaskPlan(seq, task_inputs, _bindings(topology, index, node, task_inputs, run_input,
+                                                 limits), origin, mode)
+            for seq, (task_inputs, origin, mode) in enumerate(shapes)
+        )
+    except PlanError as exc:
+        return Settle(NodeState.FAILED, str(exc))
+    return Launch(tasks)
+
+
+def _trigger_blocks(
+    topology: Topology, node: Node, states: Mapping[int, NodeState]
+) -> str | None:
+    """The reason the trigger rule skips the node, or None if it may run."""
+    rule = node.trigger_rule
+    failed = [topology.slugs[p] for p, s in states.items() if s is NodeState.FAILED]
+    skipped = [topology.slugs[p] for p, s in states.items() if s is NodeState.SKIPPED]
+    if rule is TriggerRule.ALL_DONE:
+        return None
+    if failed:
+        return f"upstream {failed[0]!r} failed (trigger rule {rule.value})"
+    if rule is TriggerRule.ALL_SUCCESS and skipped:
+        return f"upstream {skipped[0]!r} was skipped (trigger rule all_success)"
+    if rule is TriggerRule.ONE_SUCCESS and states and not any(
+        s is NodeState.COMPLETED for s in states.values()
+    ):
+        return "no upstream completed (trigger rule one_success)"
+    return None
+
+
+def _collect(topology: Topology, parent: int, lookup: Lookup) -> list[Artifact]:
+    """Artifacts a dependency supplies, walking up through empty passthrough nodes."""
+    upstream = lookup(parent)
+    if upstream.state is not NodeState.COMPLETED:
+        return []
+    if upstream.artifacts or not topology.passthrough[parent]:
+        return list(upstream.artifacts)
+    # Passthrough walk: a routing node that completed empty hands over what reached it: its
+    # own parents' artifacts, through its own edge filters; the first level with any wins.
+    frontier = [parent]
+    seen = {parent}
+    while frontier:
+        found: list[Artifact] = []
+        walk_on: list[int] = []
+        for gate in frontier:
+            gate_node = topology.node(gate)
+            for grand in topology.parents[gate]:
+                up = lookup(grand)
+                if up.state is not NodeState.COMPLETED:
+                    continue
+                edge = gate_node.edge_filters.get(topology.slugs[grand])
+                found.extend(_passing(up.artifacts, edge))
+                if not up.artifacts and topology.passthrough[grand] and grand not in seen:
+                    seen.add(grand)
+                    walk_on.append(grand)
+        if found:
+            return sorted(found, key=lambda a: a.seq)
+        frontier = walk_on
+    return []
+
+
+def _passing(artifacts: Sequence[Artifact], edge: EdgeFilter | None) -> list[Artifact]:
+    return list(artifacts) if edge is None else [a for a in artifacts if edge.matches(a.fields)]
+
+
+Shape = tuple[dict[str, list[Artifact]], str | None, OriginMode]
+
+
+def _shape(node: Node, inputs: dict[str, list[Artifact]], has_parents: bool) -> list[Shape]:
+    """Split the inputs into tasks per fan mode: (inputs, origin, origin mode) each."""
+    new = node.correlation == "new"
+    if not has_parents:
+        return [({}, None, "self")]
+    any_input = any(inputs.values())
+    if not any_input:
+        if node.trigger_rule is TriggerRule.ALL_DONE:
+            # all_done runs even when nothing reached it; lists are empty, never null
+            return [({slug: [] for slug in inputs}, None, "self" if new else "broadcast")]
+        return []
+    if node.fan_mode is FanMode.AGGREGATE:
+        return [(inputs, None, "self" if new else "broadcast")]
+    if node.fan_mode is FanMode.SINGLE:
+        flat = sorted(((a, slug) for slug, arts in inputs.items() for a in arts),
+                      key=lambda pair: pair[0].seq)
+        return [
+            ({slug: [a]}, a.origin if a.origin is not None else a.artifact_id,
+             "self" if new else "inherit")
+            for a, slug in flat
+        ]
+    return _groups(node, inputs, new)
+
+
+def _groups(node: Node, inputs: dict[str, list[Artifact]], new: bool) -> list[Shape]:
+    """Grouped scatter-gather: one task per origin, broadcasts joined to every group."""
+    order: dict[str, None] = {}
+    for artifact in sorted((a for arts in inputs.values() for a in arts), key=lambda a: a.seq):
+        if artifact.origin is not None:
+            order.setdefault(artifact.origin, None)
+    broadcast = {s: [a for a in arts if a.origin is None] for s, arts in inputs.items()}
+    if not order:
+        return [(broadcast, None, "self" if new else "broadcast")]
+    shapes: list[Shape] = []
+    for group in order:
+        per_dep = {
+            slug: [a for a in arts if a.origin == group] + broadcast[slug]
+            for slug, arts in inputs.items()
+        }
+        if node.group_join == "inner" and not all(per_dep.values()):
+            continue
+        shapes.append((per_dep, group, "self" if new else "inherit"))
+    return shapes
+
+
+def _bindings(
+    topology: Topology,
+    index: int,
+    node: Node,
+    inputs: Mapping[str, Sequence[Artifact]],
+    run_input: Mapping[str, JSON],
+    limits: Limits,
+) -> dict[str, JSON]:
+    """Resolve every binding of one task; a failure raises PlanError naming the binding."""
+    single = node.fan_mode is FanMode.SINGLE
+
+    def resolve(namespace: str, path: str) -> JSON:
+        if namespace == "input":
+            return get_path(dict(run_input), path)
+        if namespace == "config":
+            return get_path(node.config, path)
+        values = [get_path(a.fields, path) for a in inputs.get(namespace, ())]
+        if single:
+            return values[0] if values else MISSING
+        return [None if v is MISSING else v for v in values]
+
+    out: dict[str, JSON] = {}
+    for compiled in topology.bindings[index]:
+        name = compiled.binding.name
+        try:
+            if compiled.when is not None and not truthy(
+                compiled.when.evaluate(resolve, limits.expression)
+            ):
+                continue
+            out[name] = _binding_value(compiled, resolve, run_input, limits)
+        except ExpressionError as exc:
+            raise PlanError(f"binding {name!r}: {exc}") from exc
+    return out
+
+
+def _binding_value(
+    compiled: CompiledBinding,
+    resolve: Callable[[str, str], Any],
+    run_input: Mapping[str, JSON],
+    limits: Limits,
+) -> JSON:
+    source = compiled.binding.source
+    if isinstance(source, LiteralSource):
+        return source.value
+    if isinstance(source, ExpressionSource):
+        assert compiled.expression is not None
+        return compiled.expression.evaluate(resolve, limits.expression)
+    if isinstance(source, FieldSource):
+        value = resolve(source.node, source.key)
+        return None if value is MISSING else value
+    assert isinstance(source, InputSource)
+    value = get_path(dict(run_input), source.key)
+    if value is not MISSING:
+        return value
+    if source.required:
+        raise PlanError(f"binding {compiled.binding.name!r}: required run input "
+                        f"{source.key!r} is missing")
+    return source.default if source.has_default else None

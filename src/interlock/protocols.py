@@ -1,0 +1,248 @@
+"""The contracts between the kernel and the world: ``DagStore``, ``Dispatcher``, ``Clock``.
+
+Every mutating ``DagStore`` method is **atomic per run** (requirement 1 of
+docs/store-contract.md): all of its effects commit together or none do, serialised with every
+other mutation of the same run. Each is **fenced** (task attempt id, node generation, run
+state) and returns a :class:`~interlock.records.Transition` / outcome telling whether it
+``applied``, was an exact ``duplicate`` of an applied call (nothing changes, the first result
+stands) or was ``stale`` (fenced out, nothing changes).
+
+The *settle procedure* shared by several methods (stated once here, referenced below) — when a
+node reaches a settled state S (COMPLETED, FILTERED, SKIPPED, FAILED) in its generation:
+
+1. ``node.state = S``; ``run.unsettled -= 1``; if S is FAILED, ``run.failed_nodes += 1``;
+2. for each index in ``children``: ``remaining_parents -= 1``; a child reaching 0 while WAITING is
+   reported in ``Transition.ready``;
+3. if ``run.unsettled == 0``: the run becomes COMPLETED (``failed_nodes == 0``) or FAILED, and
+   ``Transition.run_state`` reports it.
+
+The *terminate procedure* (fail-fast and cancel) — the run becomes the terminal state given, every
+QUEUED/RUNNING/WAITING task becomes CANCELLED and every WAITING/LAUNCHED node CANCELLED, all in
+the same atomic step; ``Transition.run_state`` reports it.
+
+:mod:`interlock.storekit` implements every mutating method once, over a small per-run
+transaction primitive; most SQL-style stores only need to provide that primitive.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Sequence
+from typing import Protocol, runtime_checkable
+
+from interlock.records import (
+    Artifact,
+    NewArtifact,
+    NodeRecord,
+    Outcome,
+    RunRecord,
+    TaskRecord,
+    TaskRef,
+    Transition,
+)
+from interlock.states import NodeState, RunState, TaskState
+
+__all__ = ["Clock", "DagStore", "Dispatcher"]
+
+
+@runtime_checkable
+class Clock(Protocol):
+    """Where adapters and the kernel API read time; the pure core never does."""
+
+    def now(self) -> float:
+        """Seconds since the epoch (any monotonic-enough float clock shared by all workers)."""
+        ...
+
+
+@runtime_checkable
+class Dispatcher(Protocol):
+    """Hands tasks to the user's queue/workers. Called only after the tasks are committed."""
+
+    def dispatch(self, tasks: Sequence[TaskRef]) -> None:
+        """Deliver each task to some worker, at least once, not before ``task.not_before``.
+
+        May deliver duplicates (workers claim with compare-and-set). Must not block for long:
+        enqueue and return. An exception is logged by the kernel; the tasks stay QUEUED and
+        ``reconcile_run`` re-dispatches them.
+        """
+        ...
+
+
+@runtime_checkable
+class DagStore(Protocol):
+    """Persistence of DAG runs. See docs/store-contract.md for the clause ids."""
+
+    # ---- reads (no atomicity beyond reading committed state) ------------------------------
+
+    def get_run(self, run_id: str) -> RunRecord | None:
+        """The run, or None if it does not exist."""
+        ...
+
+    def get_nodes(self, run_id: str, indices: Sequence[int] | None = None) -> list[NodeRecord]:
+        """The run's node records (all, or those at ``indices``), ordered by index."""
+        ...
+
+    def get_task(self, run_id: str, task_id: str) -> TaskRecord | None:
+        """One task, or None."""
+        ...
+
+    def list_tasks(
+        self,
+        run_id: str,
+        *,
+        node_index: int | None = None,
+        states: Collection[TaskState] | None = None,
+    ) -> list[TaskRecord]:
+        """Tasks of the run (optionally of one node / in some states), by (node, gen, seq)."""
+        ...
+
+    def get_artifacts(self, run_id: str, node_index: int, generation: int) -> list[Artifact]:
+        """Artifacts published by the node's tasks in ``generation``, by ``seq``."""
+        ...
+
+    def list_expired(self, now: float, limit: int) -> list[TaskRecord]:
+        """Up to ``limit`` RUNNING tasks, of any run, whose ``lease_until`` < ``now``."""
+        ...
+
+    # ---- mutations (each atomic per run, fenced, repeat-safe) -----------------------------
+
+    def create_run(self, run: RunRecord, nodes: Sequence[NodeRecord]) -> tuple[RunRecord, bool]:
+        """[run.create] Insert the run and its node records unless ``run.run_id`` exists.
+
+        Returns (stored run, created). An exact repeat returns the existing run and False.
+        """
+        ...
+
+    def launch_node(
+        self,
+        run_id: str,
+        node_index: int,
+        generation: int,
+        tasks: Sequence[TaskRecord],
+        total_tasks: int,
+        now: float,
+    ) -> Outcome:
+        """[launch.atomic] Claim a WAITING node of ``generation`` and write tasks, together.
+
+        If the run is RUNNING and the node is WAITING in ``generation``: the node becomes
+        LAUNCHED with ``total_tasks`` and ``remaining_tasks = total_tasks`` and ``tasks`` are
+        inserted (QUEUED), all atomically -> ``applied``. If the node is already LAUNCHED in
+        ``generation``: tasks whose id is not stored yet are inserted (a later batch of a large
+        launch, or a replay) -> ``duplicate``. Otherwise ``stale``, nothing written.
+        ``total_tasks`` >= 1 (a node with no task is settled with ``settle_node``).
+        """
+        ...
+
+    def settle_node(
+        self,
+        run_id: str,
+        node_index: int,
+        generation: int,
+        state: NodeState,
+        reason: str | None,
+        children: Sequence[int],
+        fail_run: RunState | None,
+        now: float,
+    ) -> Transition:
+        """[settle.once] Settle a WAITING node without tasks (FILTERED, SKIPPED or FAILED).
+
+        If the run is RUNNING and the node WAITING in ``generation``: the settle procedure runs;
+        if ``state`` is FAILED and ``fail_run`` is given, the terminate procedure runs with
+        ``fail_run`` instead of step 3. Otherwise ``duplicate`` (node already in ``state``) or
+        ``stale``.
+        """
+        ...
+
+    def claim_task(
+        self,
+        run_id: str,
+        task_id: str,
+        attempt_id: str,
+        worker: str,
+        lease_until: float | None,
+        now: float,
+    ) -> tuple[Outcome, TaskRecord | None]:
+        """[claim.cas] Compare-and-set QUEUED -> RUNNING under a new attempt.
+
+        Applies only if the run is RUNNING, the task QUEUED and ``now >= not_before``: sets
+        ``attempt += 1``, ``attempt_id``, ``worker``, ``lease_until``. An exact repeat (task
+        RUNNING under ``attempt_id``) is ``duplicate``. Returns the task as stored after the call
+        (None if it does not exist). Of N concurrent claims of one task exactly one applies.
+        """
+        ...
+
+    def heartbeat(self, run_id: str, task_id: str, attempt_id: str, lease_until: float) -> bool:
+        """[lease.renew] Extend the lease of a RUNNING task under ``attempt_id``; False if stale."""
+        ...
+
+    def complete_task(
+        self,
+        run_id: str,
+        task_id: str,
+        attempt_id: str,
+        outputs: Sequence[NewArtifact],
+        children: Sequence[int],
+        now: float,
+    ) -> Transition:
+        """[complete.once] Complete a RUNNING task under ``attempt_id`` and publish its outputs.
+
+        Atomically: task COMPLETED; each output stored as an Artifact of the task's node and
+        generation with the next run-wide ``seq`` and ``origin = task.output_origin(id)``;
+        the node's ``remaining_tasks -= 1`` and, at 0 while LAUNCHED, the settle procedure with
+        COMPLETED (``children`` are the node's children). An exact repeat (task COMPLETED under
+        ``attempt_id``) is ``duplicate`` and publishes nothing; anything else is ``stale``.
+        """
+        ...
+
+    def fail_task(
+        self,
+        run_id: str,
+        task_id: str,
+        attempt_id: str,
+        error: str,
+        retry_at: float | None,
+        final_state: TaskState,
+        children: Sequence[int],
+        fail_run: RunState | None,
+        now: float,
+    ) -> Transition:
+        """[fail.fenced] End the attempt ``attempt_id`` of a RUNNING task in failure.
+
+        With ``retry_at``: the task goes back to QUEUED with ``not_before = retry_at`` and
+        ``error`` recorded (``attempt_id`` is kept until the next claim, so a repeat is a
+        ``duplicate``). Without: the task becomes ``final_state`` (FAILED or CRASHED), its node
+        FAILED, the node's other unfinished tasks CANCELLED, then the settle procedure — or, if
+        ``fail_run`` is given, the terminate procedure with ``fail_run``.
+        """
+        ...
+
+    def suspend_task(
+        self, run_id: str, task_id: str, attempt_id: str, reason: str, now: float
+    ) -> Outcome:
+        """[wait.fenced] RUNNING under ``attempt_id`` -> WAITING (human in the loop)."""
+        ...
+
+    def resume_task(
+        self, run_id: str, task_id: str, payload: object, now: float
+    ) -> tuple[Outcome, TaskRecord | None]:
+        """[wait.resume] WAITING -> QUEUED with ``resume = payload`` (the next claim is a new
+        attempt). A repeat while the task is no longer WAITING is ``stale``."""
+        ...
+
+    def cancel_run(self, run_id: str, reason: str, now: float) -> Transition:
+        """[terminal.once] The terminate procedure with CANCELLED, if the run is not terminal.
+
+        On a terminal run: ``duplicate`` if it is CANCELLED, else ``stale``.
+        """
+        ...
+
+    def reopen_run(
+        self, run_id: str, expected_retries: int, nodes: Sequence[NodeRecord], now: float
+    ) -> Outcome:
+        """[retry.fenced] Re-open a FAILED/CRASHED/CANCELLED run from its failure boundary.
+
+        Applies only if the run is in one of those states and ``run.retries ==
+        expected_retries``: each given node record replaces the stored one (new generation,
+        WAITING, recomputed ``remaining_parents``); ``run.unsettled`` becomes the number of
+        given nodes, ``failed_nodes`` 0, ``retries += 1``, state RUNNING.
+        """
+        ...

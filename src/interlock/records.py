@@ -1,0 +1,201 @@
+"""Store records: the frozen values a :class:`~interlock.protocols.DagStore` persists.
+
+They are plain data (JSON-compatible fields, enums for states) so a store can serialise them to
+rows, hashes or documents. ``to_dict``/``from_dict`` give that JSON form once for every adapter.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from typing import Any, Literal, TypeAlias
+
+import attrs
+
+from interlock.jsonvalues import JSON
+from interlock.states import NodeState, RunState, TaskState
+
+__all__ = [
+    "Artifact",
+    "NewArtifact",
+    "NodeRecord",
+    "OriginMode",
+    "Outcome",
+    "RunRecord",
+    "TaskRecord",
+    "TaskRef",
+    "Transition",
+]
+
+OriginMode: TypeAlias = Literal["inherit", "self", "broadcast"]
+"""How a task's outputs get their origin: ``inherit`` the task's ``origin``; ``self`` (each
+output is its own origin: roots and ``correlation: new``); ``broadcast`` (no origin: aggregate)."""
+
+Outcome: TypeAlias = Literal["applied", "duplicate", "stale"]
+"""``applied``: this call changed state. ``duplicate``: an exact repeat of an applied call; the
+first result stands and nothing changed. ``stale``: fenced out (old attempt, old generation,
+finished run); nothing changed."""
+
+
+def _to_json(record: Any) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for field in attrs.fields(type(record)):
+        value = getattr(record, field.name)
+        out[field.name] = value.value if isinstance(value, enum.Enum) else value
+    return out
+
+
+@attrs.frozen
+class RunRecord:
+    """A run: the pipeline snapshot it runs, its input, state and settle counters.
+
+    ``unsettled`` counts nodes not yet settled in their current generation; when a write brings
+    it to 0 the same write commits the terminal state (``failed_nodes`` > 0 -> FAILED).
+    ``retries`` counts applied :meth:`~interlock.protocols.DagStore.reopen_run` calls (a fence).
+    ``artifact_seq`` is the last run-wide artifact sequence number handed out.
+    """
+
+    run_id: str
+    pipeline: dict[str, JSON]
+    input: dict[str, JSON]
+    state: RunState
+    node_count: int
+    unsettled: int
+    failed_nodes: int = 0
+    retries: int = 0
+    artifact_seq: int = 0
+    created_at: float = 0.0
+    updated_at: float = 0.0
+    reason: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return _to_json(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> RunRecord:
+        return cls(**{**data, "state": RunState(data["state"])})
+
+
+@attrs.frozen
+class NodeRecord:
+    """A node of a run in its current ``generation``.
+
+    ``remaining_parents``: parents not yet settled; 0 means the node is ready to be planned.
+    ``remaining_tasks``: launched tasks not yet completed; 0 completes the node.
+    """
+
+    index: int
+    generation: int
+    state: NodeState
+    remaining_parents: int
+    total_tasks: int = 0
+    remaining_tasks: int = 0
+    reason: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return _to_json(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> NodeRecord:
+        return cls(**{**data, "state": NodeState(data["state"])})
+
+
+@attrs.frozen
+class TaskRecord:
+    """One unit of work, planned once at launch.
+
+    ``plan`` is the persisted task input: ``{"inputs": {dep_slug: [artifact dict, ...]},
+    "bindings": {name: value}}``. ``attempt_id`` is the current (or last) attempt; only a
+    callback naming it may change the task. ``not_before``: do not start before this time.
+    """
+
+    run_id: str
+    task_id: str
+    node_index: int
+    generation: int
+    seq: int
+    state: TaskState
+    plan: dict[str, JSON]
+    origin: str | None
+    origin_mode: OriginMode
+    attempt: int = 0
+    attempt_id: str | None = None
+    worker: str | None = None
+    lease_until: float | None = None
+    not_before: float = 0.0
+    error: str | None = None
+    resume: JSON = None
+    updated_at: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return _to_json(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> TaskRecord:
+        return cls(**{**data, "state": TaskState(data["state"])})
+
+    def output_origin(self, artifact_id: str) -> str | None:
+        """The origin of an output of this task (the rule every store applies)."""
+        if self.origin_mode == "self":
+            return artifact_id
+        if self.origin_mode == "broadcast":
+            return None
+        return self.origin
+
+
+@attrs.frozen
+class NewArtifact:
+    """An output as the kernel hands it to ``complete_task``: id already qualified by task."""
+
+    artifact_id: str
+    fields: dict[str, JSON]
+    data: JSON = None
+
+
+@attrs.frozen
+class Artifact:
+    """A published output. ``seq`` is run-wide publication order, assigned by the store;
+    ``origin`` is derived by the store with :meth:`TaskRecord.output_origin`."""
+
+    artifact_id: str
+    node_index: int
+    generation: int
+    task_id: str
+    seq: int
+    fields: dict[str, JSON]
+    data: JSON
+    origin: str | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return _to_json(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Artifact:
+        return cls(**data)
+
+
+@attrs.frozen
+class Transition:
+    """What a mutating store call did.
+
+    ``ready``: child node indices this call made ready (their ``remaining_parents`` hit 0 while
+    WAITING). ``run_state``: set only on the one call that committed the run's terminal state.
+    """
+
+    outcome: Outcome
+    ready: tuple[int, ...] = ()
+    run_state: RunState | None = None
+
+    @property
+    def applied(self) -> bool:
+        return self.outcome == "applied"
+
+
+@attrs.frozen
+class TaskRef:
+    """What a Dispatcher hands to workers: enough to claim the task."""
+
+    run_id: str
+    task_id: str
+    plugin: str
+    not_before: float = 0.0

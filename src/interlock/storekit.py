@@ -1,0 +1,370 @@
+"""Every mutating ``DagStore`` method, implemented once over a per-run transaction primitive.
+
+A store built on a transactional database (SQLite, Postgres, MySQL, an in-process dict under a
+lock) subclasses :class:`TransactionalDagStore` and provides :meth:`~TransactionalDagStore.
+transaction` plus the read methods; the semantics (fences, counters, settle and terminate
+procedures, transition checks) live here and nowhere else. Stores without transactions (Redis)
+implement the same procedures natively (Lua) and prove equivalence with the conformance harness.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Iterator, Sequence
+from contextlib import AbstractContextManager
+from typing import Protocol
+
+import attrs
+
+from interlock.records import (
+    Artifact,
+    NewArtifact,
+    NodeRecord,
+    Outcome,
+    RunRecord,
+    TaskRecord,
+    Transition,
+)
+from interlock.states import NodeState, RunState, TaskState, check
+
+__all__ = ["RunTransaction", "TransactionalDagStore"]
+
+_UNFINISHED = (TaskState.QUEUED, TaskState.RUNNING, TaskState.WAITING)
+_STALE = Transition("stale")
+
+
+class RunTransaction(Protocol):
+    """One atomic unit of work on one run; everything written commits together or not at all.
+
+    ``run`` is the run as read when the transaction began; writes go through the put methods.
+    """
+
+    run: RunRecord
+
+    def node(self, index: int) -> NodeRecord:
+        """The node record at ``index`` (as written so far in this transaction)."""
+        ...
+
+    def nodes(self) -> Iterator[NodeRecord]:
+        """Every node record of the run."""
+        ...
+
+    def put_node(self, node: NodeRecord) -> None:
+        """Replace the node record with the same index."""
+        ...
+
+    def task(self, task_id: str) -> TaskRecord | None:
+        """The task, or None."""
+        ...
+
+    def put_task(self, task: TaskRecord) -> None:
+        """Insert or replace the task with the same id."""
+        ...
+
+    def unfinished_tasks(self, node_index: int | None) -> Iterator[TaskRecord]:
+        """QUEUED, RUNNING and WAITING tasks (of one node, or of the whole run)."""
+        ...
+
+    def add_artifacts(self, artifacts: Sequence[Artifact]) -> None:
+        """Insert published artifacts."""
+        ...
+
+    def put_run(self, run: RunRecord) -> None:
+        """Replace the run record."""
+        ...
+
+
+class TransactionalDagStore(abc.ABC):
+    """Base class implementing the mutating half of :class:`~interlock.protocols.DagStore`."""
+
+    @abc.abstractmethod
+    def transaction(self, run_id: str) -> AbstractContextManager[RunTransaction | None]:
+        """Open a transaction on ``run_id`` (None if the run does not exist).
+
+        Must serialise with every other transaction on the same run, commit on normal exit and
+        roll back when the block raises.
+        """
+
+    # ---- launch / settle ------------------------------------------------------------------
+
+    def launch_node(
+        self,
+        run_id: str,
+        node_index: int,
+        generation: int,
+        tasks: Sequence[TaskRecord],
+        total_tasks: int,
+        now: float,
+    ) -> Outcome:
+        with self.transaction(run_id) as tx:
+            if tx is None or tx.run.state is not RunState.RUNNING:
+                return "stale"
+            node = tx.node(node_index)
+            if node.generation != generation:
+                return "stale"
+            if node.state is NodeState.WAITING:
+                check("node", node.state, NodeState.LAUNCHED)
+                tx.put_node(attrs.evolve(node, state=NodeState.LAUNCHED,
+                                         total_tasks=total_tasks, remaining_tasks=total_tasks))
+                outcome: Outcome = "applied"
+            elif node.state is NodeState.LAUNCHED:
+                outcome = "duplicate"
+            else:
+                return "stale"
+            for task in tasks:
+                if outcome == "applied" or tx.task(task.task_id) is None:
+                    tx.put_task(task)
+            return outcome
+
+    def settle_node(
+        self,
+        run_id: str,
+        node_index: int,
+        generation: int,
+        state: NodeState,
+        reason: str | None,
+        children: Sequence[int],
+        fail_run: RunState | None,
+        now: float,
+    ) -> Transition:
+        with self.transaction(run_id) as tx:
+            if tx is None or tx.run.state is not RunState.RUNNING:
+                return _STALE
+            node = tx.node(node_index)
+            if node.generation != generation:
+                return _STALE
+            if node.state is not NodeState.WAITING:
+                return Transition("duplicate" if node.state is state else "stale")
+            check("node", node.state, state)
+            if state is NodeState.FAILED and fail_run is not None:
+                tx.put_node(attrs.evolve(node, state=state, reason=reason))
+                return _terminate(tx, fail_run, reason, now)
+            return _settle(tx, node, state, reason, children, now)
+
+    # ---- task life cycle -----------------------------------------------------------------
+
+    def claim_task(
+        self,
+        run_id: str,
+        task_id: str,
+        attempt_id: str,
+        worker: str,
+        lease_until: float | None,
+        now: float,
+    ) -> tuple[Outcome, TaskRecord | None]:
+        with self.transaction(run_id) as tx:
+            task = None if tx is None else tx.task(task_id)
+            if tx is None or task is None:
+                return "stale", None
+            if task.state is TaskState.RUNNING and task.attempt_id == attempt_id:
+                return "duplicate", task
+            if (tx.run.state is not RunState.RUNNING or task.state is not TaskState.QUEUED
+                    or now < task.not_before):
+                return "stale", task
+            check("task", task.state, TaskState.RUNNING)
+            task = attrs.evolve(task, state=TaskState.RUNNING, attempt=task.attempt + 1,
+                                attempt_id=attempt_id, worker=worker, lease_until=lease_until,
+                                updated_at=now)
+            tx.put_task(task)
+            return "applied", task
+
+    def heartbeat(self, run_id: str, task_id: str, attempt_id: str, lease_until: float) -> bool:
+        with self.transaction(run_id) as tx:
+            task = None if tx is None else tx.task(task_id)
+            if tx is None or task is None or not _current(task, attempt_id):
+                return False
+            tx.put_task(attrs.evolve(task, lease_until=lease_until))
+            return True
+
+    def complete_task(
+        self,
+        run_id: str,
+        task_id: str,
+        attempt_id: str,
+        outputs: Sequence[NewArtifact],
+        children: Sequence[int],
+        now: float,
+    ) -> Transition:
+        with self.transaction(run_id) as tx:
+            task = None if tx is None else tx.task(task_id)
+            if tx is None or task is None:
+                return _STALE
+            if task.state is TaskState.COMPLETED and task.attempt_id == attempt_id:
+                return Transition("duplicate")
+            if not _current(task, attempt_id) or tx.run.state is not RunState.RUNNING:
+                return _STALE
+            check("task", task.state, TaskState.COMPLETED)
+            tx.put_task(attrs.evolve(task, state=TaskState.COMPLETED, lease_until=None,
+                                     updated_at=now))
+            seq = tx.run.artifact_seq
+            tx.add_artifacts([
+                Artifact(o.artifact_id, task.node_index, task.generation, task.task_id,
+                         seq + i + 1, o.fields, o.data, task.output_origin(o.artifact_id))
+                for i, o in enumerate(outputs)
+            ])
+            tx.run = attrs.evolve(tx.run, artifact_seq=seq + len(outputs), updated_at=now)
+            tx.put_run(tx.run)
+            node = tx.node(task.node_index)
+            if node.generation != task.generation or node.state is not NodeState.LAUNCHED:
+                return Transition("applied")
+            node = attrs.evolve(node, remaining_tasks=node.remaining_tasks - 1)
+            if node.remaining_tasks > 0:
+                tx.put_node(node)
+                return Transition("applied")
+            return _settle(tx, node, NodeState.COMPLETED, None, children, now)
+
+    def fail_task(
+        self,
+        run_id: str,
+        task_id: str,
+        attempt_id: str,
+        error: str,
+        retry_at: float | None,
+        final_state: TaskState,
+        children: Sequence[int],
+        fail_run: RunState | None,
+        now: float,
+    ) -> Transition:
+        with self.transaction(run_id) as tx:
+            task = None if tx is None else tx.task(task_id)
+            if tx is None or task is None:
+                return _STALE
+            if task.attempt_id == attempt_id and (
+                task.state in (TaskState.FAILED, TaskState.CRASHED)
+                or (task.state is TaskState.QUEUED and task.error is not None)
+            ):
+                return Transition("duplicate")
+            if not _current(task, attempt_id) or tx.run.state is not RunState.RUNNING:
+                return _STALE
+            if retry_at is not None:
+                check("task", task.state, TaskState.QUEUED)
+                tx.put_task(attrs.evolve(task, state=TaskState.QUEUED, not_before=retry_at,
+                                         error=error, lease_until=None, updated_at=now))
+                return Transition("applied")
+            check("task", task.state, final_state)
+            tx.put_task(attrs.evolve(task, state=final_state, error=error, lease_until=None,
+                                     updated_at=now))
+            for sibling in list(tx.unfinished_tasks(task.node_index)):
+                if sibling.generation == task.generation:
+                    tx.put_task(attrs.evolve(sibling, state=TaskState.CANCELLED, updated_at=now))
+            node = tx.node(task.node_index)
+            if node.generation != task.generation or node.state is not NodeState.LAUNCHED:
+                return Transition("applied")
+            reason = f"task {task_id} {final_state.value}: {error}"
+            if fail_run is not None:
+                tx.put_node(attrs.evolve(node, state=NodeState.FAILED, reason=reason))
+                return _terminate(tx, fail_run, reason, now)
+            return _settle(tx, node, NodeState.FAILED, reason, children, now)
+
+    def suspend_task(
+        self, run_id: str, task_id: str, attempt_id: str, reason: str, now: float
+    ) -> Outcome:
+        with self.transaction(run_id) as tx:
+            task = None if tx is None else tx.task(task_id)
+            if tx is None or task is None:
+                return "stale"
+            if task.state is TaskState.WAITING and task.attempt_id == attempt_id:
+                return "duplicate"
+            if not _current(task, attempt_id) or tx.run.state is not RunState.RUNNING:
+                return "stale"
+            check("task", task.state, TaskState.WAITING)
+            tx.put_task(attrs.evolve(task, state=TaskState.WAITING, error=reason or None,
+                                     lease_until=None, updated_at=now))
+            return "applied"
+
+    def resume_task(
+        self, run_id: str, task_id: str, payload: object, now: float
+    ) -> tuple[Outcome, TaskRecord | None]:
+        with self.transaction(run_id) as tx:
+            task = None if tx is None else tx.task(task_id)
+            if tx is None or task is None:
+                return "stale", None
+            if task.state is not TaskState.WAITING or tx.run.state is not RunState.RUNNING:
+                return "stale", task
+            check("task", task.state, TaskState.QUEUED)
+            task = attrs.evolve(task, state=TaskState.QUEUED, resume=payload, error=None,
+                                not_before=0.0, updated_at=now)
+            tx.put_task(task)
+            return "applied", task
+
+    # ---- run level -----------------------------------------------------------------------
+
+    def cancel_run(self, run_id: str, reason: str, now: float) -> Transition:
+        with self.transaction(run_id) as tx:
+            if tx is None:
+                return _STALE
+            if tx.run.state.terminal:
+                return Transition("duplicate" if tx.run.state is RunState.CANCELLED else "stale")
+            return _terminate(tx, RunState.CANCELLED, reason, now)
+
+    def reopen_run(
+        self, run_id: str, expected_retries: int, nodes: Sequence[NodeRecord], now: float
+    ) -> Outcome:
+        with self.transaction(run_id) as tx:
+            if tx is None:
+                return "stale"
+            run = tx.run
+            if run.retries != expected_retries or run.state not in (
+                RunState.FAILED, RunState.CRASHED, RunState.CANCELLED
+            ):
+                return "duplicate" if run.retries > expected_retries else "stale"
+            check("run", run.state, RunState.RUNNING)
+            for node in nodes:
+                old = tx.node(node.index)
+                check("node", old.state, NodeState.WAITING, f"{node.index}")
+                tx.put_node(node)
+            tx.put_run(attrs.evolve(run, state=RunState.RUNNING, unsettled=len(nodes),
+                                    failed_nodes=0, retries=run.retries + 1, reason=None,
+                                    updated_at=now))
+            return "applied"
+
+
+def _current(task: TaskRecord, attempt_id: str) -> bool:
+    """The fence: only the current attempt of a RUNNING task may change it."""
+    return task.state is TaskState.RUNNING and task.attempt_id == attempt_id
+
+
+def _settle(
+    tx: RunTransaction,
+    node: NodeRecord,
+    state: NodeState,
+    reason: str | None,
+    children: Sequence[int],
+    now: float,
+) -> Transition:
+    """The settle procedure of :mod:`interlock.protocols`."""
+    tx.put_node(attrs.evolve(node, state=state, reason=reason))
+    run = tx.run
+    run = attrs.evolve(run, unsettled=run.unsettled - 1, updated_at=now,
+                       failed_nodes=run.failed_nodes + (state is NodeState.FAILED))
+    ready = []
+    for index in children:
+        child = tx.node(index)
+        child = attrs.evolve(child, remaining_parents=child.remaining_parents - 1)
+        tx.put_node(child)
+        if child.remaining_parents == 0 and child.state is NodeState.WAITING:
+            ready.append(index)
+    run_state = None
+    if run.unsettled == 0:
+        run_state = RunState.COMPLETED if run.failed_nodes == 0 else RunState.FAILED
+        check("run", run.state, run_state)
+        run = attrs.evolve(run, state=run_state)
+    tx.run = run
+    tx.put_run(run)
+    return Transition("applied", tuple(ready), run_state)
+
+
+def _terminate(
+    tx: RunTransaction, state: RunState, reason: str | None, now: float
+) -> Transition:
+    """The terminate procedure: terminal run state, unfinished work cancelled, together."""
+    check("run", tx.run.state, state)
+    for task in list(tx.unfinished_tasks(None)):
+        tx.put_task(attrs.evolve(task, state=TaskState.CANCELLED, lease_until=None,
+                                 updated_at=now))
+    for node in list(tx.nodes()):
+        if node.state in (NodeState.WAITING, NodeState.LAUNCHED):
+            tx.put_node(attrs.evolve(node, state=NodeState.CANCELLED))
+    tx.run = attrs.evolve(tx.run, state=state, reason=reason, updated_at=now)
+    tx.put_run(tx.run)
+    return Transition("applied", (), state)
