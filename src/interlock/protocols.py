@@ -29,6 +29,8 @@ from __future__ import annotations
 from collections.abc import Collection, Sequence
 from typing import Protocol, runtime_checkable
 
+import attrs
+
 from interlock.records import (
     Artifact,
     NewArtifact,
@@ -41,7 +43,7 @@ from interlock.records import (
 )
 from interlock.states import NodeState, RunState, TaskState
 
-__all__ = ["Clock", "DagStore", "Dispatcher"]
+__all__ = ["Clock", "DagStore", "Delivery", "Dispatcher", "TaskSource"]
 
 
 @runtime_checkable
@@ -64,6 +66,31 @@ class Dispatcher(Protocol):
         enqueue and return. An exception is logged by the kernel; the tasks stay QUEUED and
         ``reconcile_run`` re-dispatches them.
         """
+        ...
+
+
+@attrs.frozen
+class Delivery:
+    """One delivery of a task to a worker; ``token`` identifies it to :meth:`TaskSource.ack`."""
+
+    ref: TaskRef
+    token: str
+
+
+@runtime_checkable
+class TaskSource(Protocol):
+    """The worker side of a queue: what ``interlock worker`` and the local runner consume."""
+
+    def receive(self, max_tasks: int, timeout: float) -> list[Delivery]:
+        """Block up to ``timeout`` seconds for at most ``max_tasks`` due deliveries.
+
+        Returns as soon as one is available (never polls on a fixed interval). Deliveries not
+        acked in time may be redelivered (to this or another worker).
+        """
+        ...
+
+    def ack(self, deliveries: Sequence[Delivery]) -> None:
+        """Forget the deliveries: the task was run, or its claim was lost (duplicate)."""
         ...
 
 

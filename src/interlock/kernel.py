@@ -1,0 +1,511 @@
+"""The kernel API: thin, synchronous, applies the core's decisions through the protocols.
+
+Each method loads what it needs through the :class:`~interlock.protocols.DagStore`, asks the
+pure core (:mod:`interlock.planning`, :mod:`interlock.graph`), applies the result with one
+atomic store call, then — after that call returned, i.e. after commit — dispatches tasks and
+fires run callbacks.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+import uuid
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
+
+import attrs
+
+from interlock.errors import ConflictError, LimitExceeded, UsageError
+from interlock.graph import PluginCatalog, Topology, validate
+from interlock.jsonvalues import JSON
+from interlock.limits import Limits
+from interlock.model import FailurePolicy, Pipeline
+from interlock.planning import Launch, TaskPlan, Upstream, plan_node
+from interlock.protocols import Clock, DagStore, Dispatcher
+from interlock.records import NewArtifact, NodeRecord, RunRecord, TaskRecord, TaskRef, Transition
+from interlock.states import NodeState, RunState, TaskState
+from interlock.values import Claim, Output, RunFinished, TaskInput, task_node_slug
+
+__all__ = ["Kernel", "SystemClock"]
+
+log = logging.getLogger("interlock")
+
+
+class SystemClock:
+    """Wall-clock time (``time.time``)."""
+
+    def now(self) -> float:
+        return time.time()
+
+
+class _NullDispatcher:
+    def dispatch(self, tasks: Sequence[TaskRef]) -> None:
+        """Workers poll the store instead."""
+
+
+@attrs.frozen
+class _RunContext:
+    topology: Topology
+    input: dict[str, JSON]
+    fail_fast: bool
+
+
+class Kernel:
+    """Drives DAG runs stored in ``store``; hands ready tasks to ``dispatcher``.
+
+    Safe to share between threads and to run in many processes against one store: every state
+    change is one atomic, fenced store call.
+    """
+
+    def __init__(
+        self,
+        store: DagStore,
+        dispatcher: Dispatcher | None = None,
+        *,
+        plugins: PluginCatalog | None = None,
+        limits: Limits = Limits(),
+        clock: Clock | None = None,
+        on_run_finished: Callable[[RunFinished], None] | None = None,
+        lease_seconds: float = 300.0,
+        crash_attempts: int = 3,
+    ) -> None:
+        self.store = store
+        self.dispatcher: Dispatcher = dispatcher or _NullDispatcher()
+        self.plugins = plugins
+        self.limits = limits
+        self.clock: Clock = clock or SystemClock()
+        self.on_run_finished = on_run_finished
+        self.lease_seconds = lease_seconds
+        self.crash_attempts = crash_attempts
+        self._contexts: OrderedDict[str, _RunContext] = OrderedDict()
+        self._lock = threading.Lock()
+
+    # ---- runs ----------------------------------------------------------------------------
+
+    def start_run(
+        self,
+        pipeline: Pipeline | Mapping[str, Any],
+        input: Mapping[str, JSON] | None = None,
+        *,
+        run_id: str | None = None,
+    ) -> RunRecord:
+        """Validate, store the run with its pipeline snapshot, launch the roots.
+
+        Idempotent per ``run_id``: a repeat with the same pipeline and input returns the run
+        (and repairs an interrupted start); different arguments raise ConflictError.
+        """
+        topology = validate(pipeline, self.plugins)
+        run_input = _json_object(input or {}, "input")
+        run_id = run_id or uuid.uuid4().hex
+        now = self.clock.now()
+        snapshot = topology.pipeline.to_dict()
+        run = RunRecord(run_id, snapshot, run_input, RunState.RUNNING, len(topology.slugs),
+                        len(topology.slugs), created_at=now, updated_at=now)
+        nodes = [NodeRecord(i, 0, NodeState.WAITING, len(topology.parents[i]))
+                 for i in range(len(topology.slugs))]
+        stored, created = self.store.create_run(run, nodes)
+        if not created:
+            if stored.pipeline != snapshot or stored.input != run_input:
+                raise ConflictError(f"run {run_id!r} exists with a different pipeline or input")
+            self.reconcile_run(run_id)
+        else:
+            self._remember(run_id, _RunContext(topology, run_input, _fail_fast(topology)))
+            self._advance(run_id, topology.roots)
+        return self.store.get_run(run_id) or stored
+
+    def cancel_run(self, run_id: str, reason: str = "cancelled") -> Transition:
+        """Cancel the run: terminal state and cancellation of unfinished work, together."""
+        transition = self.store.cancel_run(run_id, reason, self.clock.now())
+        self._finished(run_id, transition, reason)
+        return transition
+
+    def retry_run(self, run_id: str) -> RunRecord:
+        """Re-open a failed/crashed/cancelled run from its failure boundary.
+
+        Nodes that did not complete (or get filtered), and their descendants, get a new
+        generation; completed upstream work is kept.
+        """
+        run = self._run(run_id)
+        if run.state not in (RunState.FAILED, RunState.CRASHED, RunState.CANCELLED):
+            raise UsageError(f"run {run_id!r} is {run.state.value}; only failed, crashed or "
+                             "cancelled runs can be retried")
+        topology = self._context(run_id).topology
+        nodes = self.store.get_nodes(run_id)
+        reset: set[int] = set()
+        for node in nodes:
+            if node.state not in (NodeState.COMPLETED, NodeState.FILTERED):
+                reset.add(node.index)
+                reset |= topology.descendants(node.index)
+        fresh = [
+            NodeRecord(i, nodes[i].generation + 1, NodeState.WAITING,
+                       sum(1 for p in topology.parents[i] if p in reset))
+            for i in sorted(reset)
+        ]
+        outcome = self.store.reopen_run(run_id, run.retries, fresh, self.clock.now())
+        if outcome == "applied":
+            self._advance(run_id, [n.index for n in fresh if n.remaining_parents == 0])
+        return self._run(run_id)
+
+    def reconcile_run(self, run_id: str) -> int:
+        """Converge the run from persisted state; idempotent, callable any time.
+
+        Plans every WAITING node whose parents have all settled, completes interrupted batched
+        launches, and re-dispatches every QUEUED task. Returns the number of tasks dispatched.
+        """
+        run = self._run(run_id)
+        if run.state.terminal:
+            return 0
+        topology = self._context(run_id).topology
+        nodes = self.store.get_nodes(run_id)
+        ready = [
+            n.index for n in nodes
+            if n.state is NodeState.WAITING
+            and all(nodes[p].state.settled for p in topology.parents[n.index])
+        ]
+        self._advance(run_id, ready)
+        for node in nodes:
+            if node.state is NodeState.LAUNCHED:
+                have = len(self.store.list_tasks(run_id, node_index=node.index))
+                if have < node.total_tasks:
+                    self._relaunch(run_id, node)
+        queued = self.store.list_tasks(run_id, states=[TaskState.QUEUED])
+        self._dispatch(run_id, topology, queued)
+        return len(queued)
+
+    # ---- tasks ---------------------------------------------------------------------------
+
+    def claim_task(
+        self, run_id: str, task_id: str, *, worker: str = "", attempt_id: str | None = None
+    ) -> Claim | None:
+        """Compare-and-set the task to RUNNING under a new attempt; None if another delivery
+        won, the run is over, or the task is not due yet. Repeating with the same
+        ``attempt_id`` returns the same claim."""
+        context = self._context(run_id)
+        index = self._node_index(context.topology, task_id)
+        node = context.topology.node(index)
+        attempt_id = attempt_id or uuid.uuid4().hex
+        now = self.clock.now()
+        lease = node.timeout_seconds or self.lease_seconds
+        outcome, task = self.store.claim_task(run_id, task_id, attempt_id, worker, now + lease,
+                                              now)
+        if outcome == "stale" or task is None:
+            return None
+        return Claim(run_id, task_id, attempt_id, self._input(context, task))
+
+    def build_task_input(self, run_id: str, task_id: str) -> TaskInput:
+        """The task's planned input: artifacts per dependency and resolved bindings."""
+        context = self._context(run_id)
+        task = self.store.get_task(run_id, task_id)
+        if task is None:
+            raise UsageError(f"run {run_id!r} has no task {task_id!r}")
+        return self._input(context, task)
+
+    def heartbeat(self, run_id: str, task_id: str, attempt_id: str) -> bool:
+        """Extend the attempt's lease; False if the attempt is no longer current."""
+        node = self._context(run_id).topology
+        timeout = node.node(self._node_index(node, task_id)).timeout_seconds
+        until = self.clock.now() + (timeout or self.lease_seconds)
+        return self.store.heartbeat(run_id, task_id, attempt_id, until)
+
+    def on_task_complete(
+        self,
+        run_id: str,
+        task_id: str,
+        attempt_id: str,
+        outputs: Iterable[Output | Mapping[str, Any]] = (),
+    ) -> Transition:
+        """Record the attempt's success and publish its outputs; launch what became ready.
+
+        Malformed outputs raise UsageError and change nothing. Outputs over a limit fail the
+        task (no retry) and raise LimitExceeded naming the limit.
+        """
+        context = self._context(run_id)
+        index = self._node_index(context.topology, task_id)
+        try:
+            artifacts = self._artifacts(task_id, outputs)
+        except LimitExceeded as exc:
+            self._fail(run_id, task_id, attempt_id, str(exc), TaskState.FAILED, retryable=False)
+            raise
+        transition = self.store.complete_task(run_id, task_id, attempt_id, artifacts,
+                                              context.topology.children[index],
+                                              self.clock.now())
+        if transition.outcome == "duplicate":
+            # the first call may have died before launching what it released: re-check
+            self._advance_children(run_id, index)
+        self._after(run_id, transition)
+        return transition
+
+    def on_task_failed(
+        self, run_id: str, task_id: str, attempt_id: str, error: str | BaseException,
+        *, retryable: bool = True,
+    ) -> Transition:
+        """The attempt failed (the plugin raised): retry per the node's policy, or fail."""
+        return self._fail(run_id, task_id, attempt_id, _error_text(error), TaskState.FAILED,
+                          retryable=retryable)
+
+    def on_task_crashed(
+        self, run_id: str, task_id: str, attempt_id: str, error: str | BaseException
+    ) -> Transition:
+        """The attempt died (worker lost, lease expired): retried up to
+        ``max(retry.max_attempts, crash_attempts)`` attempts, then the task CRASHED."""
+        return self._fail(run_id, task_id, attempt_id, _error_text(error), TaskState.CRASHED,
+                          retryable=True)
+
+    def wait_task(self, run_id: str, task_id: str, attempt_id: str, reason: str = "") -> str:
+        """Park a running task for a human (the worker is released); ``resume_task`` later."""
+        return self.store.suspend_task(run_id, task_id, attempt_id, reason, self.clock.now())
+
+    def resume_task(self, run_id: str, task_id: str, payload: JSON = None) -> str:
+        """Re-queue a WAITING task with ``payload`` (in its input's ``resume``); dispatch it."""
+        outcome, task = self.store.resume_task(run_id, task_id, _json_value(payload, "payload"),
+                                               self.clock.now())
+        if outcome == "applied" and task is not None:
+            self._dispatch(run_id, self._context(run_id).topology, [task])
+        return outcome
+
+    def recover_expired(self, now: float | None = None, limit: int = 1000) -> int:
+        """Treat every RUNNING attempt whose lease ran out as crashed. Returns how many."""
+        expired = self.store.list_expired(self.clock.now() if now is None else now, limit)
+        for task in expired:
+            if task.attempt_id is not None:
+                self.on_task_crashed(task.run_id, task.task_id, task.attempt_id,
+                                     "attempt lease expired")
+        return len(expired)
+
+    # ---- internals -----------------------------------------------------------------------
+
+    def _fail(self, run_id: str, task_id: str, attempt_id: str, error: str,
+              final: TaskState, *, retryable: bool) -> Transition:
+        context = self._context(run_id)
+        index = self._node_index(context.topology, task_id)
+        task = self.store.get_task(run_id, task_id)
+        if task is None:
+            raise UsageError(f"run {run_id!r} has no task {task_id!r}")
+        policy = context.topology.node(index).retry
+        allowed = policy.max_attempts
+        if final is TaskState.CRASHED:
+            allowed = max(allowed, self.crash_attempts)
+        now = self.clock.now()
+        retry_at = now + policy.delay(task.attempt) if retryable and task.attempt < allowed \
+            else None
+        fail_run = None
+        if context.fail_fast:
+            fail_run = RunState.CRASHED if final is TaskState.CRASHED else RunState.FAILED
+        transition = self.store.fail_task(run_id, task_id, attempt_id, error, retry_at, final,
+                                          context.topology.children[index], fail_run, now)
+        if transition.applied and retry_at is not None:
+            self._dispatch(run_id, context.topology,
+                           [attrs.evolve(task, not_before=retry_at)])
+        self._after(run_id, transition, error)
+        return transition
+
+    def _after(self, run_id: str, transition: Transition, reason: str | None = None) -> None:
+        if transition.ready:
+            self._advance(run_id, transition.ready)
+        self._finished(run_id, transition, reason)
+
+    def _finished(self, run_id: str, transition: Transition, reason: str | None) -> None:
+        if transition.run_state is None or self.on_run_finished is None:
+            return
+        try:
+            self.on_run_finished(RunFinished(run_id, transition.run_state, reason))
+        except Exception:  # the transition has committed; a callback bug must not undo it
+            log.exception("on_run_finished callback failed for run %s", run_id)
+
+    def _advance(self, run_id: str, ready: Iterable[int]) -> None:
+        """Plan and launch/settle ready nodes, following whatever they release in turn."""
+        context = self._context(run_id)
+        topology = context.topology
+        work = list(ready)
+        while work:
+            index = work.pop(0)
+            nodes = {n.index: n for n in self.store.get_nodes(
+                run_id, [index, *topology.parents[index]])}
+            node = nodes[index]
+            if node.state is not NodeState.WAITING:
+                continue
+            decision = plan_node(topology, index, self._lookup(run_id, nodes), context.input,
+                                 self.limits)
+            if isinstance(decision, Launch):
+                self._launch(run_id, context, node, decision)
+                continue
+            fail_run = RunState.FAILED if (
+                decision.state is NodeState.FAILED and context.fail_fast) else None
+            transition = self.store.settle_node(
+                run_id, index, node.generation, decision.state, decision.reason,
+                topology.children[index], fail_run, self.clock.now())
+            work.extend(transition.ready)
+            self._finished(run_id, transition, decision.reason)
+
+    def _lookup(self, run_id: str, nodes: dict[int, NodeRecord]) -> Callable[[int], Upstream]:
+        memo: dict[int, Upstream] = {}
+
+        def lookup(index: int) -> Upstream:
+            if index not in memo:
+                if index not in nodes:
+                    nodes[index] = self.store.get_nodes(run_id, [index])[0]
+                node = nodes[index]
+                artifacts = (self.store.get_artifacts(run_id, index, node.generation)
+                             if node.state is NodeState.COMPLETED else [])
+                memo[index] = Upstream(node.state, artifacts)
+            return memo[index]
+
+        return lookup
+
+    def _launch(self, run_id: str, context: _RunContext, node: NodeRecord,
+                decision: Launch) -> None:
+        """Write the tasks in bounded batches, dispatching each batch after it commits.
+
+        The first batch claims the node (with the total task count, so the barrier cannot
+        fire early); later batches append. A crash in between is repaired by reconcile_run.
+        """
+        size = max(1, self.limits.launch_batch_size)
+        total = len(decision.tasks)
+        for start in range(0, total, size):
+            batch = _task_records(run_id, context.topology, node,
+                                  decision.tasks[start:start + size], self.clock.now())
+            outcome = self.store.launch_node(run_id, node.index, node.generation, batch,
+                                             total, self.clock.now())
+            if outcome == "stale" or (start == 0 and outcome == "duplicate"):
+                return  # someone else launched it (or the run ended): theirs to finish
+            self._dispatch(run_id, context.topology, batch)
+
+    def _relaunch(self, run_id: str, node: NodeRecord) -> None:
+        """Re-plan a LAUNCHED node and write the tasks a crash left unwritten (planning is
+        deterministic, so the same task ids come out; stored ones are kept)."""
+        context = self._context(run_id)
+        topology = context.topology
+        nodes = {n.index: n for n in self.store.get_nodes(run_id, topology.parents[node.index])}
+        decision = plan_node(topology, node.index, self._lookup(run_id, nodes), context.input,
+                             self.limits)
+        if not isinstance(decision, Launch):
+            return
+        size = max(1, self.limits.launch_batch_size)
+        for start in range(0, len(decision.tasks), size):
+            batch = _task_records(run_id, topology, node, decision.tasks[start:start + size],
+                                  self.clock.now())
+            self.store.launch_node(run_id, node.index, node.generation, batch,
+                                   node.total_tasks, self.clock.now())
+
+    def _advance_children(self, run_id: str, index: int) -> None:
+        topology = self._context(run_id).topology
+        children = topology.children[index]
+        if not children:
+            return
+        nodes = self.store.get_nodes(run_id, children)
+        ready = [n.index for n in nodes
+                 if n.state is NodeState.WAITING and n.remaining_parents == 0]
+        self._advance(run_id, ready)
+
+    def _dispatch(self, run_id: str, topology: Topology, tasks: Sequence[TaskRecord]) -> None:
+        if not tasks:
+            return
+        refs = [TaskRef(run_id, t.task_id, topology.node(t.node_index).plugin, t.not_before)
+                for t in tasks]
+        try:
+            self.dispatcher.dispatch(refs)
+        except Exception:  # tasks stay QUEUED; reconcile_run re-dispatches them
+            log.exception("dispatch of %d task(s) of run %s failed", len(refs), run_id)
+
+    def _artifacts(self, task_id: str, outputs: Iterable[Output | Mapping[str, Any]]
+                   ) -> list[NewArtifact]:
+        try:
+            items = [Output.coerce(o) for o in outputs]
+        except TypeError as exc:
+            raise UsageError(f"task {task_id!r}: {exc}") from exc
+        if len(items) > self.limits.max_outputs_per_task:
+            raise LimitExceeded("max_outputs_per_task", len(items),
+                                self.limits.max_outputs_per_task, f"task {task_id!r}")
+        out: list[NewArtifact] = []
+        seen: set[str] = set()
+        for k, item in enumerate(items):
+            local = str(k) if item.id is None else item.id
+            if not isinstance(local, str) or not local or local in seen:
+                raise UsageError(f"task {task_id!r}: output {k} has an empty or repeated id "
+                                 f"{local!r}")
+            seen.add(local)
+            fields = _json_object(item.fields, f"task {task_id!r} output {local!r} fields")
+            size = len(json.dumps(fields, separators=(",", ":")))
+            if size > self.limits.max_fields_bytes:
+                raise LimitExceeded("max_fields_bytes", size, self.limits.max_fields_bytes,
+                                    f"task {task_id!r} output {local!r}")
+            data = _json_value(item.data, f"task {task_id!r} output {local!r} data")
+            out.append(NewArtifact(f"{task_id}/{local}", fields, data))
+        return out
+
+    def _input(self, context: _RunContext, task: TaskRecord) -> TaskInput:
+        node = context.topology.node(task.node_index)
+        return TaskInput.from_task(task, node.slug, node.plugin, node.config)
+
+    def _node_index(self, topology: Topology, task_id: str) -> int:
+        slug = task_node_slug(task_id)
+        if slug not in topology.index:
+            raise UsageError(f"task id {task_id!r} names no node of this run")
+        return topology.index[slug]
+
+    def _run(self, run_id: str) -> RunRecord:
+        run = self.store.get_run(run_id)
+        if run is None:
+            raise UsageError(f"no run {run_id!r} in this store")
+        return run
+
+    def _context(self, run_id: str) -> _RunContext:
+        with self._lock:
+            context = self._contexts.get(run_id)
+            if context is not None:
+                self._contexts.move_to_end(run_id)
+                return context
+        run = self._run(run_id)
+        topology = validate(run.pipeline)  # the snapshot has passthrough resolved
+        context = _RunContext(topology, dict(run.input), _fail_fast(topology))
+        self._remember(run_id, context)
+        return context
+
+    def _remember(self, run_id: str, context: _RunContext) -> None:
+        with self._lock:
+            self._contexts[run_id] = context
+            while len(self._contexts) > 256:
+                self._contexts.popitem(last=False)
+
+
+def _task_records(run_id: str, topology: Topology, node: NodeRecord,
+                  plans: Sequence[TaskPlan], now: float) -> list[TaskRecord]:
+    """Task ids are ``{slug}.{generation}.{seq}``: deterministic, so launches are repeatable."""
+    slug = topology.slugs[node.index]
+    return [
+        TaskRecord(run_id, f"{slug}.{node.generation}.{plan.seq}", node.index, node.generation,
+                   plan.seq, TaskState.QUEUED,
+                   {"inputs": {s: [a.to_dict() for a in arts] for s, arts in plan.inputs.items()},
+                    "bindings": dict(plan.bindings)},
+                   plan.origin, plan.origin_mode, updated_at=now)
+        for plan in plans
+    ]
+
+
+def _fail_fast(topology: Topology) -> bool:
+    return topology.pipeline.failure_policy is FailurePolicy.FAIL_FAST
+
+
+def _json_value(value: Any, what: str) -> JSON:
+    try:
+        return json.loads(json.dumps(value, allow_nan=False))
+    except (TypeError, ValueError) as exc:
+        raise UsageError(f"{what} is not JSON: {exc}") from exc
+
+
+def _json_object(value: Any, what: str) -> dict[str, JSON]:
+    if not isinstance(value, Mapping):
+        raise UsageError(f"{what} must be a JSON object, got {type(value).__name__}")
+    result = _json_value(dict(value), what)
+    assert isinstance(result, dict)
+    return result
+
+
+def _error_text(error: str | BaseException) -> str:
+    if isinstance(error, BaseException):
+        return f"{type(error).__name__}: {error}"
+    return str(error)
