@@ -9,7 +9,7 @@ import attrs
 import pytest
 
 from interlock.errors import CycleError, ExpressionError, GraphError
-from interlock.filters import EdgeFilter
+from interlock.filters import EdgeFilter, FilterOp, FilterRule
 from interlock.graph import (
     CompiledBinding,
     ExpressionGraphError,
@@ -437,8 +437,8 @@ def test_invalid_edge_filter_names_the_node() -> None:
 
 
 def INVALID_FILTER() -> EdgeFilter:  # noqa: N802 - reads like a constant at the call site
-    """An EdgeFilter built in Python whose ``validate`` refuses it."""
-    raise NotImplementedError
+    """An EdgeFilter built in Python whose ``validate`` refuses it (``in`` needs a list)."""
+    return EdgeFilter([FilterRule("kind", FilterOp.IN, "pdf")])
 
 
 # --- rejections: bindings ----------------------------------------------------------------------

@@ -148,6 +148,15 @@ def _source_to_dict(source: BindingSource) -> dict[str, Any]:
     return out
 
 
+def _edge_filter(dep: str, spec: Any, node: str) -> EdgeFilter:
+    where = f"edge_filters.{dep}"
+    try:
+        return EdgeFilter.from_dict(spec, where=where)
+    except GraphError as exc:  # the filter reader cannot know the node: add it
+        raise GraphError(exc.reason, node=node, field=exc.field or where,
+                         edge=exc.edge or (dep, node)) from exc
+
+
 def node_from_dict(data: Mapping[str, Any]) -> Node:
     """See :meth:`Node.from_dict`."""
     data = _mapping(data, None, "nodes[]")
@@ -159,7 +168,7 @@ def node_from_dict(data: Mapping[str, Any]) -> Node:
             for i, d in enumerate(as_sequence(data.get("depends_on", []), node=slug,
                                               field="depends_on"))]
     filters = {
-        _str(dep, slug, "edge_filters"): EdgeFilter.from_dict(spec, where=f"edge_filters.{dep}")
+        _str(dep, slug, "edge_filters"): _edge_filter(dep, spec, slug)
         for dep, spec in _mapping(data.get("edge_filters", {}), slug, "edge_filters").items()
     }
     timeout = data.get("timeout_seconds")

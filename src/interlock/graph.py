@@ -407,7 +407,7 @@ def _compile(text: object, namespaces: frozenset[str], node: str, field: str) ->
     if not isinstance(text, str):
         _fail(f"expected expression text, got {text!r}", node, field)
     try:
-        return compile_expression(text, namespaces=set(namespaces))
+        return compile_expression(text, namespaces=namespaces)
     except ExpressionError as exc:
         raise ExpressionGraphError(exc, text, node=node, field=field) from exc
 

@@ -40,7 +40,14 @@ _CACHE_SIZE = 512
 
 
 class RegexError(InterlockError, ValueError):
-    """A pattern is invalid, the text cannot be searched, or regex support is unavailable."""
+    """A pattern is invalid, the text cannot be searched, or regex support is unavailable.
+
+    ``detail`` is the cause without the pattern (e.g. RE2's ``missing ): (``).
+    """
+
+    def __init__(self, message: str, detail: str | None = None) -> None:
+        super().__init__(message)
+        self.detail = message if detail is None else detail
 
 
 class RegexUnavailableError(RegexError):
@@ -129,9 +136,11 @@ def _compile_cached(pattern: str) -> Pattern:
     try:
         compiled = _re2.compile(pattern, options)
     except UnicodeError as exc:
-        raise RegexError(f"invalid pattern {pattern!r}: not valid Unicode") from exc
+        detail = "not valid Unicode (unpaired surrogate)"
+        raise RegexError(f"invalid pattern {pattern!r}: {detail}", detail) from exc
     except _re2.error as exc:
-        raise RegexError(f"invalid pattern {pattern!r}: {_describe(exc)}") from exc
+        detail = _describe(exc)
+        raise RegexError(f"invalid pattern {pattern!r}: {detail}", detail) from exc
     return Pattern(
         pattern=pattern,
         groups=int(compiled.groups),

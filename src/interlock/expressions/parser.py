@@ -179,6 +179,9 @@ class _Parser:
     def tok(self) -> Token:
         return self.tokens[self.index]
 
+    def at(self, kind: Kind) -> bool:
+        return self.tokens[self.index].kind is kind
+
     def advance(self) -> Token:
         token = self.tokens[self.index]
         self.index += 1
@@ -191,8 +194,8 @@ class _Parser:
 
     def template(self) -> Template:
         parts: list[Part] = []
-        while self.tok.kind is not Kind.END:
-            if self.tok.kind is Kind.TEXT:
+        while not self.at(Kind.END):
+            if self.at(Kind.TEXT):
                 token = self.advance()
                 parts.append(Literal(token.text, token.pos))
             else:
@@ -201,11 +204,11 @@ class _Parser:
 
     def placeholder(self) -> Placeholder:
         start = self.expect(Kind.OPEN, "'{'")
-        if self.tok.kind is Kind.CLOSE:
+        if self.at(Kind.CLOSE):
             raise self.fail("empty placeholder", start.pos)
         head = self.head()
         pipes_: list[Pipe] = []
-        while self.tok.kind is Kind.PIPE:
+        while self.at(Kind.PIPE):
             self.advance()
             pipes_.append(self.pipe())
         self.expect(Kind.CLOSE, "'|' or '}'")
@@ -213,14 +216,14 @@ class _Parser:
 
     def head(self, depth: int = 0) -> Head:
         token = self.expect(Kind.NAME, "a reference (namespace.key) or list(...)")
-        if token.text == "list" and self.tok.kind is Kind.LPAREN:
+        if token.text == "list" and self.at(Kind.LPAREN):
             if depth >= MAX_LIST_DEPTH:
                 raise self.fail(f"list() nested deeper than {MAX_LIST_DEPTH} levels", token.pos)
             self.advance()
             items: list[Head] = []
-            if self.tok.kind is not Kind.RPAREN:
+            if not self.at(Kind.RPAREN):
                 items.append(self.head(depth + 1))
-                while self.tok.kind is Kind.COMMA:
+                while self.at(Kind.COMMA):
                     self.advance()
                     items.append(self.head(depth + 1))
             self.expect(Kind.RPAREN, "',' or ')'")
@@ -246,13 +249,13 @@ class _Parser:
         if spec is None:
             raise self.fail(_unknown_pipe(token.text), token.pos)
         args: list[Arg] = []
-        if self.tok.kind is Kind.LPAREN:
+        if self.at(Kind.LPAREN):
             self.advance()
-            if self.tok.kind is not Kind.RPAREN:
+            if not self.at(Kind.RPAREN):
                 args.append(self.argument())
-                while self.tok.kind is Kind.COMMA:
+                while self.at(Kind.COMMA):
                     comma = self.advance()
-                    if self.tok.kind in (Kind.COMMA, Kind.RPAREN):
+                    if self.at(Kind.COMMA) or self.at(Kind.RPAREN):
                         raise self.fail("missing argument after ','", comma.pos)
                     args.append(self.argument())
             self.expect(Kind.RPAREN, "',' or ')'")
@@ -301,9 +304,9 @@ def _looks_numeric(text: str) -> bool:
 def _arity(low: int, high: int | None, names: tuple[str, ...]) -> str:
     listed = f" ({', '.join(names)})" if names else ""
     if high is None:
-        return f"takes at least {low} argument(s){listed}"
+        return f"takes at least {low} argument{'s' * (low != 1)}{listed}"
     if low == high:
-        return f"takes {low} argument(s){listed}"
+        return f"takes {low} argument{'s' * (low != 1)}{listed}"
     return f"takes {low} to {high} arguments{listed}"
 
 

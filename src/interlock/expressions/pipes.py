@@ -150,7 +150,7 @@ def _pattern(text: str, value: JSON) -> regex.Pattern:
     try:
         return regex.compile_regex(text)
     except regex.RegexError as exc:
-        raise ValueError(str(exc)) from exc
+        raise ValueError(f"is not a valid RE2 pattern: {exc.detail}") from exc
 
 
 def _group(text: str, value: JSON) -> int | str:
