@@ -141,8 +141,15 @@ def test_dict_and_python_forms_give_equal_topologies() -> None:
         n("src", plugin="list", config={"glob": "*.pdf"}, retry={"max_attempts": 3}),
         n("gate", "src", plugin="gate", passthrough=True),
         n(
-            "proc", "gate", "src", fan_mode="grouped", group_join="inner", correlation="new",
-            edge_filters={"src": EQ_FILTER}, trigger_rule="all_done", timeout_seconds=30,
+            "proc",
+            "gate",
+            "src",
+            fan_mode="grouped",
+            group_join="inner",
+            correlation="new",
+            edge_filters={"src": EQ_FILTER},
+            trigger_rule="all_done",
+            timeout_seconds=30,
             bindings={
                 "path": {"node": "src", "key": "file.path"},
                 "n": {"value": [1, 2]},
@@ -159,9 +166,15 @@ def test_dict_and_python_forms_give_equal_topologies() -> None:
             Node("src", "list", config={"glob": "*.pdf"}, retry=RetryPolicy(max_attempts=3)),
             Node("gate", "gate", ["src"], passthrough=True),
             Node(
-                "proc", "work", ("gate", "src"), fan_mode=FanMode.GROUPED, group_join="inner",
-                correlation="new", edge_filters={"src": EdgeFilter.from_dict(EQ_FILTER)},
-                trigger_rule=TriggerRule.ALL_DONE, timeout_seconds=30.0,
+                "proc",
+                "work",
+                ("gate", "src"),
+                fan_mode=FanMode.GROUPED,
+                group_join="inner",
+                correlation="new",
+                edge_filters={"src": EdgeFilter.from_dict(EQ_FILTER)},
+                trigger_rule=TriggerRule.ALL_DONE,
+                timeout_seconds=30.0,
                 bindings=[
                     Binding("path", FieldSource("src", "file.path")),
                     Binding("n", LiteralSource([1, 2])),
@@ -211,8 +224,10 @@ def test_passthrough_resolution() -> None:
 
 
 def test_unknown_plugin_with_catalog() -> None:
-    err = reject(p(n("a", plugin="work"), n("b", "a", plugin="nope")),
-                 plugins=SimplePluginCatalog({"work": False}))
+    err = reject(
+        p(n("a", plugin="work"), n("b", "a", plugin="nope")),
+        plugins=SimplePluginCatalog({"work": False}),
+    )
     assert (err.node, err.field) == ("b", "plugin")
     assert "nope" in str(err)
 
@@ -237,7 +252,9 @@ def test_any_catalog_object_works() -> None:
 
     assert isinstance(Registry(), PluginCatalog)
     assert validate(p(n("a", plugin="g"), n("b", "a", plugin="w")), Registry()).passthrough == (
-        True, False)
+        True,
+        False,
+    )
 
 
 # --- rejections: pipeline and slugs ------------------------------------------------------------
@@ -396,8 +413,10 @@ def test_positive_timeout_accepted() -> None:
         (Node("a", "w", retry=RetryPolicy(max_attempts=1.5)), "retry.max_attempts"),  # type: ignore[arg-type]
         (Node("a", "w", retry=RetryPolicy(backoff_seconds=-1)), "retry.backoff_seconds"),
         (Node("a", "w", retry=RetryPolicy(backoff_multiplier=0.5)), "retry.backoff_multiplier"),
-        (Node("a", "w", retry=RetryPolicy(max_backoff_seconds=math.nan)),
-         "retry.max_backoff_seconds"),
+        (
+            Node("a", "w", retry=RetryPolicy(max_backoff_seconds=math.nan)),
+            "retry.max_backoff_seconds",
+        ),
     ],
 )
 def test_python_form_options_are_checked(node: Node, field: str) -> None:
@@ -429,14 +448,14 @@ def test_edge_filter_value_must_be_edge_filter_in_python_form() -> None:
 
 
 def test_invalid_edge_filter_names_the_node() -> None:
-    bad = INVALID_FILTER()
+    bad = invalid_filter()
     err = reject(py(Node("a", "w"), Node("b", "w", ["a"], edge_filters={"a": bad})))
     assert err.node == "b"
     assert err.field is not None and err.field.startswith("edge_filters.a")
     assert "node 'b'" in str(err)
 
 
-def INVALID_FILTER() -> EdgeFilter:  # noqa: N802 - reads like a constant at the call site
+def invalid_filter() -> EdgeFilter:
     """An EdgeFilter built in Python whose ``validate`` refuses it (``in`` needs a list)."""
     return EdgeFilter([FilterRule("kind", FilterOp.IN, "pdf")])
 
@@ -516,10 +535,19 @@ def test_expression_errors(spec: Any, field: str) -> None:
 
 
 def test_expressions_see_dependencies_input_and_config() -> None:
-    t = validate(p(n("a"), n("b", "a", bindings={
-        "x": "{a.k} {input.k} {config.k}",
-        "y": {"value": 1, "when": "{a.flag}"},
-    })))
+    t = validate(
+        p(
+            n("a"),
+            n(
+                "b",
+                "a",
+                bindings={
+                    "x": "{a.k} {input.k} {config.k}",
+                    "y": {"value": 1, "when": "{a.flag}"},
+                },
+            ),
+        )
+    )
     assert {ns for ns, _ in t.bindings[1][0].expression.references} == {"a", "input", "config"}  # type: ignore[union-attr]
 
 
@@ -527,20 +555,38 @@ def test_expressions_see_dependencies_input_and_config() -> None:
 
 
 FULL = p(
-    n("src", plugin="list", config={"glob": "*.pdf", "deep": {"k": [1, None]}},
-      retry={"max_attempts": 3, "backoff_seconds": 1.5, "backoff_multiplier": 3.0,
-             "max_backoff_seconds": 60.0},
-      timeout_seconds=12.5, trigger_rule="one_success", passthrough=False),
+    n(
+        "src",
+        plugin="list",
+        config={"glob": "*.pdf", "deep": {"k": [1, None]}},
+        retry={
+            "max_attempts": 3,
+            "backoff_seconds": 1.5,
+            "backoff_multiplier": 3.0,
+            "max_backoff_seconds": 60.0,
+        },
+        timeout_seconds=12.5,
+        trigger_rule="one_success",
+        passthrough=False,
+    ),
     n("gate", "src", plugin="gate", passthrough=True, trigger_rule="none_failed"),
-    n("proc", "gate", "src", fan_mode="grouped", group_join="inner", correlation="new",
-      edge_filters={"src": EQ_FILTER}, trigger_rule="all_done",
-      bindings={
-          "path": {"node": "src", "key": "file.path"},
-          "lit": {"value": {"a": [1, 2.5, None, True]}},
-          "who": {"input": "user", "default": None, "when": "{input.flag}"},
-          "need": {"input": "token", "required": True},
-          "title": {"expr": "{src.name | upper}"},
-      }),
+    n(
+        "proc",
+        "gate",
+        "src",
+        fan_mode="grouped",
+        group_join="inner",
+        correlation="new",
+        edge_filters={"src": EQ_FILTER},
+        trigger_rule="all_done",
+        bindings={
+            "path": {"node": "src", "key": "file.path"},
+            "lit": {"value": {"a": [1, 2.5, None, True]}},
+            "who": {"input": "user", "default": None, "when": "{input.flag}"},
+            "need": {"input": "token", "required": True},
+            "title": {"expr": "{src.name | upper}"},
+        },
+    ),
     n("agg", "proc", fan_mode="aggregate"),
     failure_policy="continue",
     description="all the options",
@@ -564,10 +610,16 @@ def test_round_trip_keeps_every_semantic_field() -> None:
     ]
     proc = base.nodes[2]
     for change in (
-        {"group_join": "outer"}, {"correlation": "inherit"}, {"passthrough": None},
-        {"trigger_rule": TriggerRule.ALL_SUCCESS}, {"timeout_seconds": 1.0},
-        {"retry": RetryPolicy(max_attempts=2)}, {"config": {"k": 1}},
-        {"fan_mode": FanMode.AGGREGATE}, {"edge_filters": {}}, {"bindings": proc.bindings[:1]},
+        {"group_join": "outer"},
+        {"correlation": "inherit"},
+        {"passthrough": True},
+        {"trigger_rule": TriggerRule.ALL_SUCCESS},
+        {"timeout_seconds": 1.0},
+        {"retry": RetryPolicy(max_attempts=2)},
+        {"config": {"k": 1}},
+        {"fan_mode": FanMode.AGGREGATE},
+        {"edge_filters": {}},
+        {"bindings": proc.bindings[:1]},
     ):
         nodes = list(base.nodes)
         nodes[2] = attrs.evolve(proc, **change)
@@ -578,11 +630,15 @@ def test_round_trip_keeps_every_semantic_field() -> None:
 
 
 def test_python_input_source_default_round_trips() -> None:
-    node = Node("a", "w", bindings=[
-        Binding("x", InputSource("k", default=5)),
-        Binding("y", InputSource("k", default=None, has_default=True)),
-        Binding("z", InputSource("k")),
-    ])
+    node = Node(
+        "a",
+        "w",
+        bindings=[
+            Binding("x", InputSource("k", default=5)),
+            Binding("y", InputSource("k", default=None, has_default=True)),
+            Binding("z", InputSource("k")),
+        ],
+    )
     assert [b.source.has_default for b in node.bindings] == [True, True, False]  # type: ignore[union-attr]
     assert Node.from_dict(node.to_dict()) == node
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import graphlib
+import itertools
 from typing import Any
 
 from hypothesis import HealthCheck, given, settings
@@ -21,8 +22,9 @@ def graphs(draw: st.DrawFn, self_loops: bool = False) -> tuple[int, list[list[in
     deps = []
     for j in range(size):
         choices = [i for i in range(size) if self_loops or i != j]
-        deps.append(draw(st.lists(st.sampled_from(choices), unique=True, max_size=4))
-                    if choices else [])
+        deps.append(
+            draw(st.lists(st.sampled_from(choices), unique=True, max_size=4)) if choices else []
+        )
     return size, deps
 
 
@@ -77,7 +79,7 @@ def check_cycle(err: CycleError, deps: list[list[int]]) -> None:
     cycle = [int(slug[1:]) for slug in err.cycle]
     assert len(cycle) >= 3 and cycle[0] == cycle[-1]
     assert len(set(cycle[:-1])) == len(cycle) - 1  # a simple cycle
-    for up, down in zip(cycle, cycle[1:], strict=False):
+    for up, down in itertools.pairwise(cycle):
         assert up in deps[down]  # ``up -> down``: down depends on up
     assert cycle[0] == min(cycle)  # starts at its earliest-declared node
 
@@ -121,28 +123,84 @@ def test_self_loops_are_rejected_before_cycles(graph: tuple[int, list[list[int]]
 
 # --- junk input never escapes as anything but GraphError ----------------------------------------
 
-NODE_KEYS = ["slug", "plugin", "depends_on", "fan_mode", "edge_filters", "bindings", "config",
-             "retry", "timeout_seconds", "trigger_rule", "group_join", "correlation",
-             "passthrough"]
+NODE_KEYS = [
+    "slug",
+    "plugin",
+    "depends_on",
+    "fan_mode",
+    "edge_filters",
+    "bindings",
+    "config",
+    "retry",
+    "timeout_seconds",
+    "trigger_rule",
+    "group_join",
+    "correlation",
+    "passthrough",
+]
 BINDING_KEYS = ["node", "key", "value", "input", "default", "required", "expr", "when"]
-WORDS = ["a", "b", "n0", "input", "config", "single", "grouped", "aggregate", "inner", "outer",
-         "new", "all_done", "eq", "in", "exists", "matches", "field", "op", "value", "rules",
-         "any_of", "{a.x}", "{a.x | upper}", "{input.k | default(1)}", "{", "}", "(a+)+b",
-         "list(a.x)", "{list(a.x, b.y) | join(,)}", "\\{", "{a.x | nth(x)}", ""]
+WORDS = [
+    "a",
+    "b",
+    "n0",
+    "input",
+    "config",
+    "single",
+    "grouped",
+    "aggregate",
+    "inner",
+    "outer",
+    "new",
+    "all_done",
+    "eq",
+    "in",
+    "exists",
+    "matches",
+    "field",
+    "op",
+    "value",
+    "rules",
+    "any_of",
+    "{a.x}",
+    "{a.x | upper}",
+    "{input.k | default(1)}",
+    "{",
+    "}",
+    "(a+)+b",
+    "list(a.x)",
+    "{list(a.x, b.y) | join(,)}",
+    "\\{",
+    "{a.x | nth(x)}",
+    "",
+]
 
-scalars = (st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=8)
-           | st.sampled_from(WORDS))
+scalars = (
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats()
+    | st.text(max_size=8)
+    | st.sampled_from(WORDS)
+)
 junk = st.recursive(
     scalars,
-    lambda inner: st.lists(inner, max_size=4)
-    | st.dictionaries(st.sampled_from(WORDS + BINDING_KEYS) | st.text(max_size=4) | st.integers(),
-                      inner, max_size=4),
+    lambda inner: (
+        st.lists(inner, max_size=4)
+        | st.dictionaries(
+            st.sampled_from(WORDS + BINDING_KEYS) | st.text(max_size=4) | st.integers(),
+            inner,
+            max_size=4,
+        )
+    ),
     max_leaves=20,
 )
 filters_junk = st.dictionaries(
     st.sampled_from(["rules", "any_of", "field", "op", "value"]),
-    junk | st.lists(st.dictionaries(st.sampled_from(["field", "op", "value", "values"]), junk,
-                                    max_size=3), max_size=3),
+    junk
+    | st.lists(
+        st.dictionaries(st.sampled_from(["field", "op", "value", "values"]), junk, max_size=3),
+        max_size=3,
+    ),
     max_size=3,
 )
 bindings_junk = st.dictionaries(

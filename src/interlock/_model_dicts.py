@@ -44,7 +44,7 @@ def _mapping(value: Any, node: str | None, field: str) -> Mapping[str, Any]:
 
 
 def _unknown(data: Mapping[str, Any], allowed: set[str], node: str | None, field: str) -> None:
-    extra = sorted(set(data) - allowed, key=repr)  # keys may be of mixed types (YAML)
+    extra = sorted(set(data) - allowed, key=str)  # keys may be of mixed types (YAML)
     if extra:
         where = f"{field}.{extra[0]}" if field else str(extra[0])
         raise GraphError(
@@ -58,7 +58,9 @@ def _enum(cls: type[E], value: Any, node: str | None, field: str) -> E:
         return cls(value)
     except ValueError:
         allowed = ", ".join(str(m.value) for m in cls)
-        raise GraphError(f"invalid value {value!r} (allowed: {allowed})", node=node, field=field)
+        raise GraphError(
+            f"invalid value {value!r} (allowed: {allowed})", node=node, field=field
+        ) from None
 
 
 def _str(value: Any, node: str | None, field: str) -> str:

@@ -204,12 +204,12 @@ def validate(
             _fail(f"unknown plugin {node.plugin!r}", node.slug, "plugin")
         _check_filters(node, deps)
         compiled.append(_compile_bindings(node, deps))
-        passthrough = node.passthrough
-        if passthrough is None:
-            passthrough = plugins.is_passthrough(node.plugin) if plugins is not None else False
-        resolved.append(attrs.evolve(node, passthrough=bool(passthrough)))
+        if node.passthrough is None:
+            flag = plugins.is_passthrough(node.plugin) if plugins is not None else False
+            node = attrs.evolve(node, passthrough=bool(flag))
+        resolved.append(node)
     return Topology(
-        pipeline=attrs.evolve(pipeline, nodes=tuple(resolved)),
+        pipeline=attrs.evolve(pipeline, nodes=resolved),
         slugs=slugs,
         index=MappingProxyType(index),
         parents=parents,
@@ -359,8 +359,9 @@ def _check_options(node: Node) -> None:
         _fail(f"expected true, false or unset, got {node.passthrough!r}", slug, "passthrough")
     timeout = node.timeout_seconds
     if timeout is not None and not _is_number(timeout, 0, strict=True):
-        _fail(f"timeout_seconds must be a finite number > 0, got {timeout!r}", slug,
-              "timeout_seconds")
+        _fail(
+            f"timeout_seconds must be a finite number > 0, got {timeout!r}", slug, "timeout_seconds"
+        )
     if not isinstance(node.config, dict) or not all(isinstance(k, str) for k in node.config):
         _fail("expected a mapping with string keys", slug, "config")
     retry = node.retry
@@ -369,8 +370,11 @@ def _check_options(node: Node) -> None:
     attempts = retry.max_attempts
     if isinstance(attempts, bool) or not isinstance(attempts, int) or attempts < 1:
         _fail(f"expected an integer >= 1, got {attempts!r}", slug, "retry.max_attempts")
-    for name, minimum in (("backoff_seconds", 0), ("backoff_multiplier", 1),
-                          ("max_backoff_seconds", 0)):
+    for name, minimum in (
+        ("backoff_seconds", 0),
+        ("backoff_multiplier", 1),
+        ("max_backoff_seconds", 0),
+    ):
         value = getattr(retry, name)
         if not _is_number(value, minimum):
             _fail(f"expected a finite number >= {minimum}, got {value!r}", slug, f"retry.{name}")
@@ -382,8 +386,9 @@ def _check_filters(node: Node, deps: frozenset[str]) -> None:
         where = f"edge_filters.{key}"
         edge = (str(key), slug)
         if key not in deps:
-            _fail(f"edge filter for {key!r}, which is not a dependency of {slug!r}", slug, where,
-                  edge)
+            _fail(
+                f"edge filter for {key!r}, which is not a dependency of {slug!r}", slug, where, edge
+            )
         if not isinstance(edge_filter, EdgeFilter):
             _fail(f"expected an EdgeFilter, got {type(edge_filter).__name__}", slug, where, edge)
         try:
@@ -422,8 +427,11 @@ def _compile_bindings(node: Node, deps: frozenset[str]) -> tuple[CompiledBinding
             _fail(f"expected a Binding, got {type(binding).__name__}", slug, "bindings")
         name: object = binding.name
         if not isinstance(name, str) or not _IDENTIFIER.fullmatch(name):
-            _fail(f"binding name {name!r} is not an identifier (letters, digits, '_')", slug,
-                  f"bindings.{name}")
+            _fail(
+                f"binding name {name!r} is not an identifier (letters, digits, '_')",
+                slug,
+                f"bindings.{name}",
+            )
         field = f"bindings.{name}"
         if name in names:
             _fail(f"duplicate binding name {name!r}", slug, field)
@@ -432,14 +440,17 @@ def _compile_bindings(node: Node, deps: frozenset[str]) -> tuple[CompiledBinding
         expression = None
         if isinstance(source, FieldSource):
             if not isinstance(source.node, str) or source.node not in deps:
-                _fail(f"binding reads node {source.node!r}, which is not a dependency of {slug!r}",
-                      slug, field, (str(source.node), slug))
+                _fail(
+                    f"binding reads node {source.node!r}, which is not a dependency of {slug!r}",
+                    slug,
+                    field,
+                    (str(source.node), slug),
+                )
             if not isinstance(source.key, str) or not source.key:
                 _fail(f"expected a non-empty key, got {source.key!r}", slug, f"{field}.key")
         elif isinstance(source, InputSource):
             if not isinstance(source.key, str) or not source.key:
-                _fail(f"expected a non-empty input key, got {source.key!r}", slug,
-                      f"{field}.input")
+                _fail(f"expected a non-empty input key, got {source.key!r}", slug, f"{field}.input")
             if not isinstance(source.required, bool) or not isinstance(source.has_default, bool):
                 _fail("required and has_default must be true or false", slug, field)
         elif isinstance(source, ExpressionSource):
@@ -449,8 +460,11 @@ def _compile_bindings(node: Node, deps: frozenset[str]) -> tuple[CompiledBinding
         when = None
         if binding.when is not None:
             if binding.when == "":
-                _fail("empty 'when' expression (omit it for an unconditional binding)", slug,
-                      f"{field}.when")
+                _fail(
+                    "empty 'when' expression (omit it for an unconditional binding)",
+                    slug,
+                    f"{field}.when",
+                )
             when = _compile(binding.when, namespaces, slug, f"{field}.when")
         out.append(CompiledBinding(binding, expression, when))
     return tuple(out)

@@ -7,7 +7,7 @@ shape of each field and rejects unknown keys, naming the node and field at fault
 from __future__ import annotations
 
 import enum
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Literal, TypeAlias
 
 import attrs
@@ -134,16 +134,29 @@ def _filters(value: Mapping[str, EdgeFilter] | None) -> dict[str, EdgeFilter]:
     return dict(value or {})
 
 
+# Typed converters: mypy's attrs plugin cannot infer the element type through a bare ``tuple``.
+def _slugs(value: Iterable[str]) -> tuple[str, ...]:
+    return tuple(value)
+
+
+def _binding_tuple(value: Iterable[Binding]) -> tuple[Binding, ...]:
+    return tuple(value)
+
+
+def _node_tuple(value: Iterable[Node]) -> tuple[Node, ...]:
+    return tuple(value)
+
+
 @attrs.frozen
 class Node:
     """One step of a pipeline. Equality covers every semantic field."""
 
     slug: str
     plugin: str
-    depends_on: tuple[str, ...] = attrs.field(default=(), converter=tuple)
+    depends_on: tuple[str, ...] = attrs.field(default=(), converter=_slugs)
     fan_mode: FanMode = FanMode.SINGLE
     edge_filters: dict[str, EdgeFilter] = attrs.field(factory=dict, converter=_filters)
-    bindings: tuple[Binding, ...] = attrs.field(default=(), converter=tuple)
+    bindings: tuple[Binding, ...] = attrs.field(default=(), converter=_binding_tuple)
     config: dict[str, JSON] = attrs.field(factory=dict, converter=_dict_copy)
     retry: RetryPolicy = RetryPolicy()
     timeout_seconds: float | None = None
@@ -174,7 +187,7 @@ class Pipeline:
     """A named list of nodes plus the run failure policy."""
 
     name: str
-    nodes: tuple[Node, ...] = attrs.field(converter=tuple)
+    nodes: tuple[Node, ...] = attrs.field(converter=_node_tuple)
     failure_policy: FailurePolicy = FailurePolicy.FAIL_FAST
     description: str = ""
 

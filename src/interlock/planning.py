@@ -128,14 +128,14 @@ def _trigger_blocks(
     skipped = [topology.slugs[p] for p, s in states.items() if s is NodeState.SKIPPED]
     if rule is TriggerRule.ALL_DONE:
         return None
+    if rule is TriggerRule.ONE_SUCCESS:
+        if states and not any(s is NodeState.COMPLETED for s in states.values()):
+            return "no upstream completed (trigger rule one_success)"
+        return None
     if failed:
         return f"upstream {failed[0]!r} failed (trigger rule {rule.value})"
     if rule is TriggerRule.ALL_SUCCESS and skipped:
         return f"upstream {skipped[0]!r} was skipped (trigger rule all_success)"
-    if rule is TriggerRule.ONE_SUCCESS and states and not any(
-        s is NodeState.COMPLETED for s in states.values()
-    ):
-        return "no upstream completed (trigger rule one_success)"
     return None
 
 

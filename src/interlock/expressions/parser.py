@@ -64,11 +64,13 @@ def parse_bare(text: str) -> JSON:
 
 
 def _bare_ok(text: str) -> bool:
-    """True when ``text`` written unquoted reads back as the same string."""
+    """True when ``text`` is canonically written unquoted: it reads back as the same string and
+    holds no whitespace but inner plain spaces and no unprintable characters."""
     return (
         bool(text)
-        and not text[0].isspace()
-        and not text[-1].isspace()
+        and text[0] != " "
+        and text[-1] != " "
+        and all(ch == " " or ch.isprintable() for ch in text)
         and not text.startswith("[")
         and BARE_FORBIDDEN.isdisjoint(text)
         and isinstance(parse_bare(text), str)
@@ -89,8 +91,15 @@ class Arg:
 
     @classmethod
     def of(cls, text: str, *, quoted: bool, column: int = 0) -> Arg:
-        """Canonical argument: a quoted string that reads the same unquoted becomes bare."""
-        return cls(text, quoted and not _bare_ok(text), column)
+        """Canonical argument for ``text`` written quoted or bare.
+
+        A quoted string that reads the same unquoted becomes bare; a bare string that is not
+        canonically bare (e.g. it holds a tab) becomes quoted. The value never changes.
+        """
+        if quoted:
+            return cls(text, not _bare_ok(text), column)
+        value = parse_bare(text)
+        return cls(text, isinstance(value, str) and not _bare_ok(text), column)
 
     @property
     def value(self) -> JSON:
@@ -286,7 +295,7 @@ class _Parser:
             value = parse_bare(token.text)
             if isinstance(value, str) and _looks_numeric(token.text):
                 raise self.fail(f"number out of range: {token.text[:40]}", token.pos)
-            return Arg(token.text, False, token.pos)
+            return Arg.of(token.text, quoted=False, column=token.pos)
         raise self.fail(f"expected an argument, found {_describe(token)}", token.pos)
 
 

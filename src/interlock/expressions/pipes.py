@@ -294,14 +294,13 @@ def _match(ctx: Context, value: JSON, args: tuple[Any, ...]) -> JSON:
 
 def _split_path(path: str) -> tuple[str, str]:
     """(directory, last component) of a /-separated path, ignoring trailing slashes."""
-    trimmed = path.rstrip("/") or path[:1]
-    if trimmed == "/":
-        return "/", ""
-    head, _, tail = trimmed.rpartition("/")
-    if head and not head.strip("/"):
-        head = "/"
-    elif head:
-        head = head.rstrip("/")
+    trimmed = path.rstrip("/")
+    if not trimmed:  # "" or only slashes
+        return ("/" if path else ""), ""
+    head, sep, tail = trimmed.rpartition("/")
+    if not sep:
+        return "", tail
+    head = head.rstrip("/") or "/"
     return head, tail
 
 
