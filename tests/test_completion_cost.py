@@ -11,9 +11,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from support import Harness
-
 from interlock_memory import MemoryStore
+from support import Harness
 
 
 class CountingStore(MemoryStore):

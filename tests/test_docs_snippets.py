@@ -28,5 +28,5 @@ def test_python_snippets_run(path: Path, tmp_path: Path, monkeypatch: pytest.Mon
     namespace: dict[str, object] = {"__name__": f"docs_{path.stem}"}
     for number, block in enumerate(_blocks(path), start=1):
         code = compile(block, f"{path.relative_to(ROOT)}[block {number}]", "exec")
-        exec(code, namespace)  # noqa: S102 - executing our own documentation
+        exec(code, namespace)
     assert os.getcwd() == str(tmp_path)

@@ -10,7 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from interlock.errors import CycleError, GraphError
-from interlock.graph import Topology, validate
+from interlock.graph import SimplePluginCatalog, Topology, validate
 
 MAX_NODES = 12
 
@@ -239,3 +239,96 @@ def test_junk_raises_only_graph_errors(document: Any) -> None:
         return
     assert isinstance(t, Topology)
     assert len(t.order) == len(t.slugs) > 0
+
+
+# --- near-valid pipelines reach every check, still only GraphError -----------------------------
+
+SLUGS = ["a", "b", "c"]
+EXPR_PARTS = [
+    "{",
+    "}",
+    "a.x",
+    "b.y.0",
+    "ghost.x",
+    "input.k",
+    "config.k",
+    " | ",
+    "upper",
+    "nth(1)",
+    "nth(x)",
+    "join(,)",
+    "default(1)",
+    "match('(a+)+b')",
+    "match('(')",
+    "eq(true)",
+    "list(",
+    ")",
+    ",",
+    "\\{",
+    "'",
+    "text ",
+    "|",
+    "nosuch",
+]
+expressions = st.lists(st.sampled_from(EXPR_PARTS), max_size=8).map("".join)
+binding_specs = st.one_of(
+    expressions,
+    st.fixed_dictionaries({"expr": expressions}, optional={"when": expressions}),
+    st.fixed_dictionaries(
+        {"node": st.sampled_from(SLUGS), "key": st.sampled_from(["x", "x.y", ""])},
+        optional={"when": expressions},
+    ),
+    st.fixed_dictionaries({"value": junk}),
+    st.fixed_dictionaries(
+        {"input": st.sampled_from(["k", ""])},
+        optional={"default": junk, "required": st.booleans()},
+    ),
+)
+OPS = ["eq", "neq", "gt", "in", "not_in", "contains", "starts_with", "exists", "matches", "bogus"]
+rules = st.fixed_dictionaries(
+    {"field": st.sampled_from(["kind", "a.b", "", "a..b"]), "op": st.sampled_from(OPS)},
+    optional={"value": st.sampled_from(["pdf", "(a+)+b", "(", 1, [1, "x"], None]) | junk},
+)
+edge_filters = st.fixed_dictionaries(
+    {},
+    optional={
+        "rules": st.lists(rules, max_size=3),
+        "any_of": st.lists(st.lists(rules, max_size=2), max_size=2),
+    },
+)
+plausible_nodes = st.fixed_dictionaries(
+    {"slug": st.sampled_from(SLUGS), "plugin": st.sampled_from(["w", "gate", "unknown"])},
+    optional={
+        "depends_on": st.lists(st.sampled_from(SLUGS), max_size=3),
+        "fan_mode": st.sampled_from(["single", "aggregate", "grouped"]),
+        "group_join": st.sampled_from(["inner", "outer"]),
+        "correlation": st.sampled_from(["inherit", "new"]),
+        "trigger_rule": st.sampled_from(["all_success", "all_done", "none_failed"]),
+        "timeout_seconds": st.sampled_from([0, 0.5, 30, -1, float("nan")]),
+        "passthrough": st.none() | st.booleans(),
+        "edge_filters": st.dictionaries(st.sampled_from(SLUGS), edge_filters, max_size=2),
+        "bindings": st.dictionaries(st.sampled_from(["x", "y", "a-b"]), binding_specs, max_size=3),
+        "retry": st.fixed_dictionaries(
+            {}, optional={"max_attempts": st.integers(-1, 3), "backoff_seconds": junk}
+        ),
+    },
+)
+near_valid = st.fixed_dictionaries(
+    {
+        "name": st.just("p"),
+        "nodes": st.lists(plausible_nodes, min_size=1, max_size=3, unique_by=lambda d: d["slug"]),
+    }
+)
+
+
+@given(near_valid, st.booleans())
+@settings(max_examples=1000, suppress_health_check=[HealthCheck.too_slow])
+def test_near_valid_pipelines_raise_only_graph_errors(document: Any, with_catalog: bool) -> None:
+    catalog = SimplePluginCatalog({"w": False, "gate": True}) if with_catalog else None
+    try:
+        t = validate(document, catalog)
+    except GraphError as err:
+        assert err.node is not None or err.field is not None  # always says where
+        return
+    assert len(t.slugs) == len(document["nodes"])
+    assert all(isinstance(flag, bool) for flag in t.passthrough)

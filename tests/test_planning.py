@@ -229,7 +229,7 @@ def test_single_mode_order_and_broadcast_starts_new_group() -> None:
     up.set("a", NodeState.COMPLETED, [{"k": "a0"}, {"k": "a1"}], ["g1", "g2"])
     decision = up.plan("c")
     assert isinstance(decision, Launch)
-    assert [t.inputs for t in decision.tasks][0].keys() == {"b"}  # published first
+    assert next(t.inputs for t in decision.tasks).keys() == {"b"}  # published first
     assert [t.origin for t in decision.tasks] == ["b.0.0/0", "g1", "g2"]
     assert [t.origin_mode for t in decision.tasks] == ["inherit"] * 3
 

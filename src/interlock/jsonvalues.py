@@ -53,11 +53,11 @@ def json_compare(a: JSON, b: JSON) -> int | None:
     combination is not ordered.
     """
     if is_number(a) and is_number(b):
-        if isinstance(a, float) and math.isnan(a) or isinstance(b, float) and math.isnan(b):
+        if (isinstance(a, float) and math.isnan(a)) or (isinstance(b, float) and math.isnan(b)):
             return None
-        return (a > b) - (a < b)
+        return int(a > b) - int(a < b)
     if isinstance(a, str) and isinstance(b, str):
-        return (a > b) - (a < b)
+        return int(a > b) - int(a < b)
     return None
 
 

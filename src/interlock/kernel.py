@@ -22,7 +22,7 @@ import attrs
 from interlock.errors import ConflictError, LimitExceeded, UsageError
 from interlock.graph import PluginCatalog, Topology, validate
 from interlock.jsonvalues import JSON
-from interlock.limits import Limits
+from interlock.limits import DEFAULT_LIMITS, Limits
 from interlock.model import FailurePolicy, Pipeline
 from interlock.planning import Launch, TaskPlan, Upstream, plan_node
 from interlock.protocols import Clock, DagStore, Dispatcher
@@ -67,7 +67,7 @@ class Kernel:
         dispatcher: Dispatcher | None = None,
         *,
         plugins: PluginCatalog | None = None,
-        limits: Limits = Limits(),
+        limits: Limits = DEFAULT_LIMITS,
         clock: Clock | None = None,
         on_run_finished: Callable[[RunFinished], None] | None = None,
         lease_seconds: float = 300.0,

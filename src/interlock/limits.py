@@ -6,7 +6,7 @@ import attrs
 
 from interlock.expressions import Budget
 
-__all__ = ["Limits"]
+__all__ = ["DEFAULT_LIMITS", "Limits"]
 
 
 @attrs.frozen
@@ -24,4 +24,8 @@ class Limits:
     max_fields_bytes: int = 64 * 1024
     max_tasks_per_node: int = 1_000_000
     launch_batch_size: int = 1_000
-    expression: Budget = Budget()
+    expression: Budget = attrs.field(factory=Budget)
+
+
+DEFAULT_LIMITS = Limits()
+"""The limits used when none are given."""

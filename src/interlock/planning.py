@@ -18,7 +18,7 @@ from interlock.errors import ExpressionError
 from interlock.filters import EdgeFilter
 from interlock.graph import CompiledBinding, Topology
 from interlock.jsonvalues import JSON, MISSING, get_path, truthy
-from interlock.limits import Limits
+from interlock.limits import DEFAULT_LIMITS, Limits
 from interlock.model import (
     ExpressionSource,
     FanMode,
@@ -80,7 +80,7 @@ def plan_node(
     index: int,
     lookup: Lookup,
     run_input: Mapping[str, JSON],
-    limits: Limits = Limits(),
+    limits: Limits = DEFAULT_LIMITS,
 ) -> Settle | Launch:
     """Decide the node's fate once every parent has settled (see docs/concepts.md)."""
     node = topology.node(index)

@@ -1,0 +1,114 @@
+"""One SQLite connection per thread (and per process), configured for concurrent use.
+
+Contract:
+
+- :meth:`ConnectionPool.get` returns the calling thread's connection, opening it on first use:
+  autocommit mode (``isolation_level=None``, so the store alone issues BEGIN/COMMIT), WAL journal,
+  the configured ``synchronous`` level and busy timeout.
+- A connection is never used by two threads. SQLite connections must not cross ``fork()``
+  either: a child process that inherited the pool opens fresh connections and never touches (not
+  even closes) the inherited ones, since closing them could release or corrupt the parent's
+  POSIX locks on the database file.
+- Connections of threads that have ended are closed when the next connection is opened;
+  :meth:`close` closes every connection of this process.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import threading
+from collections.abc import Callable
+from typing import Final
+
+from interlock.errors import UsageError
+
+__all__ = ["SYNCHRONOUS_LEVELS", "ConnectionPool"]
+
+SYNCHRONOUS_LEVELS: Final = ("NORMAL", "FULL", "EXTRA")
+"""Allowed ``PRAGMA synchronous`` levels; OFF is refused (a crash could corrupt the file)."""
+
+# Connections inherited across fork(): referenced forever so their finalizer never runs in the
+# child (see the module docstring).
+_INHERITED: list[sqlite3.Connection] = []
+
+
+class ConnectionPool:
+    """Per-thread connections to the database file at ``path``."""
+
+    def __init__(self, path: str, *, busy_timeout_ms: int, synchronous: str,
+                 on_connect: Callable[[sqlite3.Connection], None] | None = None) -> None:
+        self.path = path
+        self.on_connect = on_connect
+        self.busy_timeout_ms = busy_timeout_ms
+        self.synchronous = synchronous
+        self._local = threading.local()
+        self._open: list[tuple[threading.Thread, int, sqlite3.Connection]] = []
+        self._lock = threading.Lock()
+        self._closed = False
+
+    def get(self) -> sqlite3.Connection:
+        """The calling thread's connection."""
+        local = self._local
+        conn: sqlite3.Connection | None = getattr(local, "conn", None)
+        pid = os.getpid()
+        if conn is not None and local.pid == pid:
+            return conn
+        if self._closed:
+            raise UsageError(f"SQLite store {self.path!r} is closed")
+        conn = self.connect()
+        local.conn, local.pid = conn, pid
+        with self._lock:
+            keep: list[tuple[threading.Thread, int, sqlite3.Connection]] = []
+            for thread, owner, other in self._open:
+                if owner != pid:
+                    _INHERITED.append(other)
+                elif thread.is_alive():
+                    keep.append((thread, owner, other))
+                else:
+                    other.close()
+            keep.append((threading.current_thread(), pid, conn))
+            self._open = keep
+        return conn
+
+    def connect(self) -> sqlite3.Connection:
+        """Open and configure a new connection (the per-thread cache is :meth:`get`)."""
+        try:
+            # check_same_thread=False only so that close() may close every thread's connection;
+            # each connection is still used by its own thread alone.
+            conn = sqlite3.connect(self.path, timeout=self.busy_timeout_ms / 1000,
+                                   isolation_level=None, check_same_thread=False)
+        except sqlite3.Error as exc:
+            raise UsageError(f"cannot open SQLite store {self.path!r}: {exc}") from exc
+        try:
+            conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout_ms)}")
+            # WAL: readers never block the writer and vice versa; one writer at a time.
+            mode = conn.execute("PRAGMA journal_mode = WAL").fetchall()[0][0]
+            if str(mode).lower() != "wal":
+                raise UsageError(
+                    f"SQLite store {self.path!r}: cannot enable WAL mode (got {mode!r}); "
+                    "WAL needs a local filesystem with shared memory, not a network share"
+                )
+            conn.execute(f"PRAGMA synchronous = {self.synchronous}")
+            if self.on_connect is not None:
+                self.on_connect(conn)
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    def close(self) -> None:
+        """Close every connection this process opened; later use raises UsageError.
+
+        Call it when no other thread is using the store.
+        """
+        pid = os.getpid()
+        with self._lock:
+            self._closed = True
+            for _, owner, conn in self._open:
+                if owner == pid:
+                    conn.close()
+                else:
+                    _INHERITED.append(conn)
+            self._open = []
+        self._local = threading.local()

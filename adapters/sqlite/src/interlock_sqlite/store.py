@@ -1,0 +1,235 @@
+"""The SQLite :class:`~interlock.protocols.DagStore`: one file, many threads and processes.
+
+How the store contract is met:
+
+- **Per-run serialisation, atomicity.** Every mutating call is one ``BEGIN IMMEDIATE ...
+  COMMIT`` (rolled back if anything raises). ``BEGIN IMMEDIATE`` takes SQLite's single write
+  lock up front, so the run row read at BEGIN cannot change under the step and two processes
+  never both decide from the same state. SQLite serialises *all* writers of the file, not only
+  those of one run; steps are short (a task completion is a handful of indexed statements), so
+  this is the price of one file, paid in throughput, never in correctness.
+- **Fencing and exactly-once effects** are :mod:`interlock.storekit`'s, applied inside that
+  transaction: a replay reads the committed state and returns ``duplicate``/``stale``.
+- **Durability.** WAL journal; ``synchronous=NORMAL`` by default: a committed step survives any
+  crash of the process (``kill -9`` included), but the last steps before a power loss or OS
+  crash may roll back (the file stays consistent). ``synchronous="FULL"`` makes every COMMIT
+  durable at the cost of an fsync per step.
+- **Reads** (``get_*``, ``list_*``) are single statements in autocommit mode: each sees one
+  committed snapshot and never blocks or is blocked by the writer (WAL).
+
+``pipeline`` and ``input`` of a run are immutable once created, so their decoded JSON is cached
+per process and a transaction reads only the run's small state columns.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Collection, Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+from interlock.errors import UsageError
+from interlock.records import Artifact, NodeRecord, RunRecord, TaskRecord
+from interlock.states import TaskState
+from interlock.storekit import TransactionalDagStore
+
+from interlock_sqlite import codec, schema
+from interlock_sqlite.connections import SYNCHRONOUS_LEVELS, ConnectionPool
+from interlock_sqlite.transaction import SqliteRunTransaction
+
+__all__ = ["SqliteStore"]
+
+_STATIC_CACHE_SIZE = 1024  # runs whose decoded pipeline/input are kept per store instance
+_IN_CHUNK = 500  # bound on ``?`` placeholders per statement (old SQLite builds allow 999)
+_Static = tuple[dict[str, Any], dict[str, Any]]
+
+
+class SqliteStore(TransactionalDagStore):
+    """A :class:`~interlock.protocols.DagStore` in the SQLite database file at ``path``.
+
+    Creates the file and its schema if needed (see :mod:`interlock_sqlite.schema`); refuses a
+    database written by a newer adapter. Safe to share between threads (one connection per
+    thread) and to open from many processes at once. ``busy_timeout_ms`` bounds how long a step
+    waits for the write lock before raising ``sqlite3.OperationalError`` ("database is
+    locked"). ``synchronous``: ``"NORMAL"`` (default) or ``"FULL"`` / ``"EXTRA"``.
+    ``on_connect`` is called with each new connection after it is configured (e.g. to install
+    a ``set_trace_callback`` that counts statements); it must not start a transaction.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], *, busy_timeout_ms: int = 30_000,
+                 synchronous: str = "NORMAL",
+                 on_connect: Callable[[sqlite3.Connection], None] | None = None) -> None:
+        filename = os.fspath(path)
+        if not filename or filename == ":memory:" or filename.startswith("file:"):
+            raise UsageError(
+                f"SqliteStore needs a database file path, got {filename!r}: every thread opens "
+                "its own connection, so an in-memory or URI database would not be shared "
+                "(use the memory:// store for in-process runs)"
+            )
+        if isinstance(busy_timeout_ms, bool) or not isinstance(busy_timeout_ms, int) \
+                or busy_timeout_ms < 0:
+            raise UsageError(f"busy_timeout_ms must be an integer >= 0, got {busy_timeout_ms!r}")
+        level = str(synchronous).upper()
+        if level not in SYNCHRONOUS_LEVELS:
+            raise UsageError(f"synchronous must be one of {', '.join(SYNCHRONOUS_LEVELS)}, "
+                             f"got {synchronous!r}")
+        self.path = filename
+        self.synchronous = level
+        self.busy_timeout_ms = busy_timeout_ms
+        self._pool = ConnectionPool(filename, busy_timeout_ms=busy_timeout_ms,
+                                    synchronous=level, on_connect=on_connect)
+        self._static: OrderedDict[tuple[str, float], _Static] = OrderedDict()
+        self._static_lock = threading.Lock()
+        self.schema_version = schema.migrate(self._conn(), filename)
+
+    def __repr__(self) -> str:
+        return f"SqliteStore({self.path!r}, synchronous={self.synchronous!r})"
+
+    def __enter__(self) -> SqliteStore:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close this process's connections (call when no thread is using the store)."""
+        self._pool.close()
+
+    def _conn(self) -> sqlite3.Connection:
+        """The calling thread's connection."""
+        return self._pool.get()
+
+    # ---- the transaction primitive ----------------------------------------------------------
+
+    @contextmanager
+    def transaction(self, run_id: str) -> Iterator[SqliteRunTransaction | None]:
+        """One ``BEGIN IMMEDIATE ... COMMIT`` on ``run_id``; rolled back if the block raises."""
+        conn = self._conn()
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            run = self._read_run(conn, run_id)
+            if run is None:
+                yield None
+            else:
+                tx = SqliteRunTransaction(conn, run, self._forget_static)
+                yield tx
+                tx.flush()
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+
+    # ---- create -----------------------------------------------------------------------------
+
+    def create_run(self, run: RunRecord, nodes: Sequence[NodeRecord]) -> tuple[RunRecord, bool]:
+        """Insert the run and its nodes in one transaction unless the run exists."""
+        conn = self._conn()
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            created = conn.execute(codec.INSERT_RUN, codec.run_params(run)).rowcount == 1
+            if created:
+                conn.executemany(codec.UPSERT_NODE,
+                                 [codec.node_params(run.run_id, n) for n in nodes])
+                stored: RunRecord | None = run
+            else:
+                stored = self._read_run(conn, run.run_id)
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        assert stored is not None  # inserted, or it existed under the write lock
+        return stored, created
+
+    # ---- reads ------------------------------------------------------------------------------
+
+    def get_run(self, run_id: str) -> RunRecord | None:
+        return self._read_run(self._conn(), run_id)
+
+    def get_nodes(self, run_id: str, indices: Sequence[int] | None = None) -> list[NodeRecord]:
+        conn = self._conn()
+        if indices is None:
+            rows = conn.execute(codec.SELECT_NODES + " ORDER BY idx", (run_id,)).fetchall()
+            return [codec.decode_node(row) for row in rows]
+        wanted = sorted(set(indices))
+        out: list[NodeRecord] = []
+        for start in range(0, len(wanted), _IN_CHUNK):
+            chunk = wanted[start:start + _IN_CHUNK]
+            marks = ", ".join("?" for _ in chunk)
+            rows = conn.execute(f"{codec.SELECT_NODES} AND idx IN ({marks}) ORDER BY idx",
+                                (run_id, *chunk)).fetchall()
+            out.extend(codec.decode_node(row) for row in rows)
+        return out
+
+    def get_task(self, run_id: str, task_id: str) -> TaskRecord | None:
+        rows = self._conn().execute(codec.SELECT_TASKS + " AND task_id = ?",
+                                    (run_id, task_id)).fetchall()
+        return codec.decode_task(rows[0]) if rows else None
+
+    def list_tasks(
+        self,
+        run_id: str,
+        *,
+        node_index: int | None = None,
+        states: Collection[TaskState] | None = None,
+    ) -> list[TaskRecord]:
+        sql = codec.SELECT_TASKS
+        params: list[object] = [run_id]
+        if node_index is not None:
+            sql += " AND node_index = ?"
+            params.append(node_index)
+        if states is not None:
+            values = sorted({TaskState(s).value for s in states})
+            if not values:
+                return []
+            sql += f" AND state IN ({', '.join('?' for _ in values)})"
+            params.extend(values)
+        sql += " ORDER BY node_index, generation, seq"
+        rows = self._conn().execute(sql, params).fetchall()
+        return [codec.decode_task(row) for row in rows]
+
+    def get_artifacts(self, run_id: str, node_index: int, generation: int) -> list[Artifact]:
+        rows = self._conn().execute(codec.SELECT_ARTIFACTS,
+                                    (run_id, node_index, generation)).fetchall()
+        return [codec.decode_artifact(row) for row in rows]
+
+    def list_expired(self, now: float, limit: int) -> list[TaskRecord]:
+        if limit <= 0:
+            return []
+        # ``state = 'running'`` spelled literally: it selects the partial index tasks_lease.
+        rows = self._conn().execute(
+            f"SELECT {', '.join(codec.TASK_COLUMNS)} FROM tasks "
+            "WHERE state = 'running' AND lease_until < ? ORDER BY lease_until LIMIT ?",
+            (now, limit),
+        ).fetchall()
+        return [codec.decode_task(row) for row in rows]
+
+    # ---- helpers ----------------------------------------------------------------------------
+
+    def _read_run(self, conn: sqlite3.Connection, run_id: str) -> RunRecord | None:
+        rows = conn.execute(codec.SELECT_RUN_STATE, (run_id,)).fetchall()
+        if not rows:
+            return None
+        row = rows[0]
+        key = (run_id, float(row[codec.RUN_STATE_COLUMNS.index("created_at")]))
+        with self._static_lock:
+            static = self._static.get(key)
+            if static is not None:
+                self._static.move_to_end(key)
+        if static is None:
+            text = conn.execute(codec.SELECT_RUN_STATIC, (run_id,)).fetchall()[0]
+            static = (codec.loads_nullable(text[0]), codec.loads_nullable(text[1]))
+            with self._static_lock:
+                self._static[key] = static
+                while len(self._static) > _STATIC_CACHE_SIZE:
+                    self._static.popitem(last=False)
+        return codec.decode_run(row, *static)
+
+    def _forget_static(self, run_id: str) -> None:
+        with self._static_lock:
+            for key in [k for k in self._static if k[0] == run_id]:
+                del self._static[key]

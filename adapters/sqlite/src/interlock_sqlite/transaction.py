@@ -1,0 +1,148 @@
+"""The :class:`~interlock.storekit.RunTransaction` of the SQLite store.
+
+A transaction lives inside one ``BEGIN IMMEDIATE ... COMMIT`` opened by the store. It reads what
+it needs lazily (point lookups by primary key, index range scans), keeps what it read and what
+it wrote in memory, and writes everything in :meth:`SqliteRunTransaction.flush`, just before
+COMMIT, with one ``executemany`` per table. Buffering costs nothing in safety (the database
+transaction is what makes the step atomic) and turns a launch of N tasks into one batched
+insert instead of N round trips; the last write of a record wins, so a node touched several
+times in one step is written once.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable, Iterator, Sequence
+
+from interlock.records import Artifact, NodeRecord, RunRecord, TaskRecord
+from interlock.states import TaskState
+
+from interlock_sqlite import codec
+
+__all__ = ["SqliteRunTransaction"]
+
+_UNFINISHED = frozenset({TaskState.QUEUED, TaskState.RUNNING, TaskState.WAITING})
+
+
+class SqliteRunTransaction:
+    """One atomic step on one run (see :class:`~interlock.storekit.RunTransaction`).
+
+    ``run`` is the run as read at BEGIN (the storekit may reassign it). ``on_static_change`` is
+    called if the step rewrites the run's pipeline or input, so the store drops its cache.
+    """
+
+    def __init__(self, conn: sqlite3.Connection, run: RunRecord,
+                 on_static_change: Callable[[str], None]) -> None:
+        self.run = run
+        self._conn = conn
+        self._run_id = run.run_id
+        self._read_run = run
+        self._on_static_change = on_static_change
+        self._put_run: RunRecord | None = None
+        self._nodes: dict[int, NodeRecord] = {}  # current view: as read, then as written
+        self._dirty_nodes: set[int] = set()
+        self._all_nodes = False
+        self._stored: dict[str, TaskRecord | None] = {}  # as stored at BEGIN (None: absent)
+        self._written: dict[str, TaskRecord] = {}
+        self._artifacts: list[Artifact] = []
+
+    # ---- nodes -------------------------------------------------------------------------------
+
+    def node(self, index: int) -> NodeRecord:
+        node = self._nodes.get(index)
+        if node is None:
+            rows = self._conn.execute(codec.SELECT_NODES + " AND idx = ?",
+                                      (self._run_id, index)).fetchall()
+            if not rows:
+                raise IndexError(f"run {self._run_id!r} has no node {index}")
+            node = self._nodes[index] = codec.decode_node(rows[0])
+        return node
+
+    def nodes(self) -> Iterator[NodeRecord]:
+        if not self._all_nodes:
+            for row in self._conn.execute(codec.SELECT_NODES, (self._run_id,)).fetchall():
+                node = codec.decode_node(row)
+                self._nodes.setdefault(node.index, node)  # never overwrite a written node
+            self._all_nodes = True
+        for index in sorted(self._nodes):
+            yield self._nodes[index]
+
+    def put_node(self, node: NodeRecord) -> None:
+        self._nodes[node.index] = node
+        self._dirty_nodes.add(node.index)
+
+    # ---- tasks -------------------------------------------------------------------------------
+
+    def task(self, task_id: str) -> TaskRecord | None:
+        written = self._written.get(task_id)
+        if written is not None:
+            return written
+        if task_id not in self._stored:
+            rows = self._conn.execute(codec.SELECT_TASKS + " AND task_id = ?",
+                                      (self._run_id, task_id)).fetchall()
+            self._stored[task_id] = codec.decode_task(rows[0]) if rows else None
+        return self._stored[task_id]
+
+    def put_task(self, task: TaskRecord) -> None:
+        self._written[task.task_id] = task
+
+    def unfinished_tasks(self, node_index: int | None) -> Iterator[TaskRecord]:
+        sql = f"{codec.SELECT_TASKS} AND {codec.UNFINISHED}"
+        params: tuple[object, ...] = (self._run_id,)
+        if node_index is not None:
+            sql += " AND node_index = ?"
+            params += (node_index,)
+        seen: set[str] = set()
+        for row in self._conn.execute(sql, params).fetchall():
+            stored = codec.decode_task(row)
+            seen.add(stored.task_id)
+            self._stored.setdefault(stored.task_id, stored)
+            current = self.task(stored.task_id)
+            if current is not None and current.state in _UNFINISHED:
+                yield current
+        # tasks written in this step (new, or re-opened) that the database does not show yet
+        for task_id, task in list(self._written.items()):
+            if (task_id not in seen and task.state in _UNFINISHED
+                    and (node_index is None or task.node_index == node_index)):
+                yield task
+
+    # ---- artifacts and run -----------------------------------------------------------------------
+
+    def add_artifacts(self, artifacts: Sequence[Artifact]) -> None:
+        self._artifacts.extend(artifacts)
+
+    def put_run(self, run: RunRecord) -> None:
+        self.run = self._put_run = run
+
+    # ---- commit ------------------------------------------------------------------------------
+
+    def flush(self) -> None:
+        """Write every buffered change (the store commits right after)."""
+        conn, run_id = self._conn, self._run_id
+        if self._dirty_nodes:
+            conn.executemany(codec.UPSERT_NODE, [codec.node_params(run_id, self._nodes[i])
+                                                 for i in sorted(self._dirty_nodes)])
+        inserts: list[tuple[object, ...]] = []
+        updates: list[tuple[object, ...]] = []
+        for task_id, task in self._written.items():
+            stored = self._stored.get(task_id)
+            if stored is not None and codec.same_launch(stored, task):
+                updates.append(codec.task_state_params(task))  # the plan is not rewritten
+            else:
+                inserts.append(codec.task_params(task))  # new, or replaced wholesale
+        if inserts:
+            conn.executemany(codec.UPSERT_TASK, inserts)
+        if updates:
+            conn.executemany(codec.UPDATE_TASK_STATE, updates)
+        if self._artifacts:
+            conn.executemany(codec.INSERT_ARTIFACT, [codec.artifact_params(run_id, a)
+                                                     for a in self._artifacts])
+        run = self._put_run
+        if run is not None:
+            conn.execute(codec.UPDATE_RUN_STATE, codec.run_state_params(run))
+            old = self._read_run
+            if not (run.pipeline is old.pipeline or run.pipeline == old.pipeline) or not (
+                    run.input is old.input or run.input == old.input):
+                conn.execute(codec.UPDATE_RUN_STATIC, (codec.dumps(run.pipeline),
+                                                       codec.dumps(run.input), run_id))
+                self._on_static_change(run_id)

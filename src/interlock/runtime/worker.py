@@ -1,0 +1,286 @@
+"""The worker loop: receive a task, claim it, run its plugin, report back, ack.
+
+Generic over any :class:`~interlock.protocols.TaskSource` (the in-process
+:class:`~interlock.runtime.QueueDispatcher`, a Redis stream, ...). Every report goes through the
+kernel API, fenced by the attempt id of the claim, so duplicate deliveries and late results are
+harmless.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from typing import Any, Literal
+
+import attrs
+
+from interlock.errors import InterlockError, LimitExceeded, UsageError
+from interlock.kernel import Kernel
+from interlock.plugins import PluginRegistry, PluginSpec
+from interlock.protocols import TaskSource
+from interlock.records import TaskRef
+from interlock.values import Claim, Output, TaskInput, task_node_slug
+
+__all__ = [
+    "Heartbeats",
+    "Invoke",
+    "PluginError",
+    "TaskOutcome",
+    "WaitForHuman",
+    "Worker",
+    "call_plugin",
+    "worker_name",
+]
+
+log = logging.getLogger("interlock.runtime.worker")
+
+Outputs = list[Output | Mapping[str, Any]]
+Invoke = Callable[[PluginSpec, TaskInput], Outputs]
+"""How a worker calls a plugin: in this thread (:func:`call_plugin`) or in a process pool."""
+
+
+class WaitForHuman(Exception):  # noqa: N818 - reads as what the plugin asks for
+    """Raised by a plugin to park its task until a human answers (``kernel.resume_task``).
+
+    The worker calls ``kernel.wait_task`` with ``reason``; the task is WAITING and the worker is
+    free. On resume the plugin runs again (new attempt) with the answer in ``task.resume``.
+    """
+
+    def __init__(self, reason: str = "") -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class PluginError(InterlockError):
+    """A plugin raised: the message names node, task and attempt; ``__cause__`` is the error."""
+
+    def __init__(self, node: str, task_id: str, attempt: int | None, error: BaseException
+                 ) -> None:
+        self.node, self.task_id, self.attempt = node, task_id, attempt
+        shown = "?" if attempt is None else str(attempt)
+        super().__init__(f"node {node!r}, task {task_id!r}, attempt {shown}: "
+                         f"{type(error).__name__}: {error}")
+        self.__cause__ = error
+
+
+@attrs.frozen
+class TaskOutcome:
+    """What became of one delivery. ``status``: ``completed``, ``failed`` (attempt failed, may
+    be retried), ``waiting`` (parked for a human) or ``lost`` (claim not won: a duplicate
+    delivery, a finished run or a task not due). Times are ``time.monotonic()`` values."""
+
+    ref: TaskRef
+    node: str
+    status: Literal["completed", "failed", "waiting", "lost"]
+    started: float
+    finished: float
+    error: str | None = None
+
+
+def call_plugin(spec: PluginSpec, task: TaskInput) -> Outputs:
+    """Run the plugin in this thread; materialise its outputs (None means none)."""
+    result = spec.function(task)
+    return [] if result is None else list(result)
+
+
+def worker_name(prefix: str = "worker") -> str:
+    """``prefix:host:pid:thread`` — recorded on each claim, shown by ``interlock status``."""
+    return f"{prefix}:{socket.gethostname()}:{os.getpid()}:{threading.current_thread().name}"
+
+
+class Heartbeats:
+    """One daemon thread renewing the leases of attempts in progress every ``interval``.
+
+    Only attempts of nodes without ``timeout_seconds`` are renewed: a node timeout is the
+    attempt's lease and must be allowed to expire (``recover_expired`` then crashes it).
+    """
+
+    def __init__(self, kernel: Kernel, interval: float | None = None) -> None:
+        self.kernel = kernel
+        self.interval = interval if interval is not None else max(kernel.lease_seconds / 3, 0.05)
+        self._held: dict[tuple[str, str], str] = {}
+        self._timeouts: dict[str, dict[str, Any]] = {}
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._loop, name="interlock-heartbeat",
+                                            daemon=True)
+            self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+
+    @contextmanager
+    def hold(self, claim: Claim) -> Iterator[None]:
+        """Renew ``claim``'s lease while the block runs (if its node has no timeout)."""
+        key = (claim.run_id, claim.task_id)
+        renew = self._timeout(claim.run_id, claim.input.node) is None
+        if renew:
+            with self._lock:
+                self._held[key] = claim.attempt_id
+        try:
+            yield
+        finally:
+            if renew:
+                with self._lock:
+                    self._held.pop(key, None)
+
+    def _timeout(self, run_id: str, slug: str) -> Any:
+        with self._lock:
+            timeouts = self._timeouts.get(run_id)
+        if timeouts is None:
+            run = self.kernel.store.get_run(run_id)
+            nodes = run.pipeline.get("nodes", []) if run is not None else []
+            timeouts = {n.get("slug"): n.get("timeout_seconds")
+                        for n in nodes if isinstance(n, dict)}  # type: ignore[union-attr]
+            with self._lock:
+                self._timeouts[run_id] = timeouts
+        return timeouts.get(slug)
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.interval):
+            with self._lock:
+                held = list(self._held.items())
+            for (run_id, task_id), attempt_id in held:
+                try:
+                    self.kernel.heartbeat(run_id, task_id, attempt_id)
+                except Exception:
+                    log.exception("heartbeat of %s/%s failed", run_id, task_id)
+
+
+class Worker:
+    """Runs tasks from ``source`` until ``stop`` is set.
+
+    Per delivery: ``kernel.claim_task`` (compare-and-set; a lost claim is acked and skipped),
+    the plugin (through ``invoke``), then ``on_task_complete`` / ``on_task_failed`` /
+    ``wait_task``, then ``source.ack``. Every ``recover_interval`` seconds it calls ``recover``
+    (default ``kernel.recover_expired``), so expired leases are crashed and retried.
+
+    A plugin raising a BaseException that is not an Exception (KeyboardInterrupt, SystemExit)
+    ends the loop without reporting or acking the task: it stays RUNNING, as if the process had
+    died. With ``on_abort`` set, the exception is handed to it and :meth:`run` returns; without,
+    it propagates.
+    """
+
+    def __init__(
+        self,
+        kernel: Kernel,
+        source: TaskSource,
+        plugins: PluginRegistry,
+        *,
+        name: str | None = None,
+        invoke: Invoke = call_plugin,
+        batch: int = 1,
+        receive_timeout: float = 1.0,
+        recover_interval: float | None = 30.0,
+        recover: Callable[[], int] | None = None,
+        heartbeats: Heartbeats | None = None,
+        on_outcome: Callable[[TaskOutcome], None] | None = None,
+        on_abort: Callable[[BaseException], None] | None = None,
+    ) -> None:
+        self.kernel = kernel
+        self.source = source
+        self.plugins = plugins
+        self.name = name
+        self.invoke = invoke
+        self.batch = max(1, batch)
+        self.receive_timeout = receive_timeout
+        self.recover_interval = recover_interval
+        self.recover = recover or kernel.recover_expired
+        self.heartbeats = heartbeats
+        self.on_outcome = on_outcome
+        self.on_abort = on_abort
+
+    def run(self, stop: threading.Event) -> None:
+        """Loop until ``stop`` is set (checked after each receive and each task)."""
+        name = self.name or worker_name()
+        interval = self.recover_interval
+        next_recover = time.monotonic() + interval if interval else math.inf
+        try:
+            while not stop.is_set():
+                wait = min(self.receive_timeout, max(0.0, next_recover - time.monotonic()))
+                for delivery in self.source.receive(self.batch, wait):
+                    if stop.is_set():
+                        break  # not acked: a durable source redelivers it
+                    try:
+                        self.execute(delivery.ref, name)
+                    except Exception:
+                        log.exception("worker %s: task %s of run %s", name,
+                                      delivery.ref.task_id, delivery.ref.run_id)
+                    self.source.ack([delivery])
+                if interval and time.monotonic() >= next_recover:
+                    next_recover = time.monotonic() + interval
+                    try:
+                        self.recover()
+                    except Exception:
+                        log.exception("worker %s: recovering expired leases failed", name)
+        except Exception:
+            log.exception("worker %s stopped by an error", name)
+            raise
+        except BaseException as exc:
+            if self.on_abort is None:
+                raise
+            self.on_abort(exc)
+
+    def execute(self, ref: TaskRef, worker: str = "") -> TaskOutcome:
+        """Claim and run one task; report the result to the kernel."""
+        started = time.monotonic()
+        node = task_node_slug(ref.task_id)
+        try:
+            spec = self.plugins.resolve(ref.plugin)
+        except UsageError as exc:  # not claimed: a worker that has the plugin may run it
+            log.error("worker %s cannot run task %s of run %s: %s", worker, ref.task_id,
+                      ref.run_id, exc)
+            return self._report(ref, node, "lost", started, str(exc))
+        claim = self.kernel.claim_task(ref.run_id, ref.task_id, worker=worker)
+        if claim is None:
+            log.debug("claim of %s/%s lost", ref.run_id, ref.task_id)
+            return self._report(ref, node, "lost", started)
+        try:
+            if self.heartbeats is not None:
+                with self.heartbeats.hold(claim):
+                    outputs = self.invoke(spec, claim.input)
+            else:
+                outputs = self.invoke(spec, claim.input)
+        except WaitForHuman as request:
+            self.kernel.wait_task(ref.run_id, ref.task_id, claim.attempt_id, request.reason)
+            return self._report(ref, node, "waiting", started, request.reason)
+        except Exception as exc:
+            return self._failed(claim, node, exc, started, retryable=True)
+        try:
+            self.kernel.on_task_complete(ref.run_id, ref.task_id, claim.attempt_id, outputs)
+        except LimitExceeded as exc:  # the kernel has already failed the task
+            return self._report(ref, node, "failed", started, str(exc))
+        except UsageError as exc:  # malformed outputs: nothing was written; not retryable
+            return self._failed(claim, node, exc, started, retryable=False)
+        return self._report(ref, node, "completed", started)
+
+    def _failed(self, claim: Claim, node: str, exc: Exception, started: float, *,
+                retryable: bool) -> TaskOutcome:
+        task = self.kernel.store.get_task(claim.run_id, claim.task_id)
+        error = PluginError(node, claim.task_id, task.attempt if task else None, exc)
+        log.warning("%s", error, exc_info=exc)
+        self.kernel.on_task_failed(claim.run_id, claim.task_id, claim.attempt_id, error,
+                                   retryable=retryable)
+        ref = TaskRef(claim.run_id, claim.task_id, claim.input.plugin)
+        return self._report(ref, node, "failed", started, str(error))
+
+    def _report(self, ref: TaskRef, node: str,
+                status: Literal["completed", "failed", "waiting", "lost"], started: float,
+                error: str | None = None) -> TaskOutcome:
+        outcome = TaskOutcome(ref, node, status, started, time.monotonic(), error)
+        if self.on_outcome is not None:
+            self.on_outcome(outcome)
+        return outcome
