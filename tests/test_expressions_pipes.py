@@ -4,10 +4,12 @@ Unicode, wrong types and the size budget."""
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
+from interlock import regex
 from interlock.errors import ExpressionError
 from interlock.expressions import Budget, compile_expression, vocabulary
 from interlock.jsonvalues import MISSING
@@ -503,3 +505,39 @@ def test_step_budget_counts_list_items() -> None:
     assert run(text, 1, Budget(max_steps=52)) == [1] * 50
     with pytest.raises(ExpressionError, match="step budget exceeded"):
         run(text, 1, Budget(max_steps=51))
+
+
+# -- without google-re2 -------------------------------------------------------------------------
+
+
+@pytest.fixture
+def no_re2(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Simulate an environment where ``import re2`` failed."""
+    regex._compile_cached.cache_clear()
+    monkeypatch.setattr(regex, "_re2", None)
+    yield
+    regex._compile_cached.cache_clear()
+
+
+def test_match_refuses_without_re2_and_never_falls_back(no_re2: None) -> None:
+    assert not regex.available()
+    with pytest.raises(regex.RegexUnavailableError, match="google-re2"):
+        regex.compile_regex("a+")
+    text = '{a.x | match("a+")}'
+    with pytest.raises(ExpressionError) as info:
+        compile_expression(text)
+    assert "pipe 'match': regular expressions need the google-re2 package" in info.value.reason
+    assert "refuses to fall back" in info.value.reason
+    assert info.value.column == text.index('"a+"')
+    assert compile_expression("{a.x | upper}").evaluate(lambda ns, path: "ok") == "OK"
+
+
+def test_compiled_match_refuses_at_evaluation_without_re2(monkeypatch: pytest.MonkeyPatch) -> None:
+    expr = compile_expression('{a.x | match("a+")}')
+    regex._compile_cached.cache_clear()
+    monkeypatch.setattr(regex, "_re2", None)
+    try:
+        with pytest.raises(ExpressionError, match="google-re2"):
+            expr.evaluate(lambda ns, path: "aaa")
+    finally:
+        regex._compile_cached.cache_clear()

@@ -35,7 +35,8 @@ json_scalars = (
 )
 json_values = st.recursive(
     json_scalars,
-    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=5), inner, max_size=4),
+    lambda inner: st.lists(inner, max_size=4)
+    | st.dictionaries(st.text(max_size=5), inner, max_size=4),
     max_leaves=12,
 )
 resolved_values = json_values | st.just(MISSING)
@@ -70,7 +71,9 @@ def heads(depth: int = 2) -> st.SearchStrategy[Reference | ListOf]:
     )
 
 
-text_args = st.text(max_size=8).map(lambda text: Arg.of(text, quoted=True))
+# text biased towards the characters the syntax cares about
+tricky_text = st.text(st.sampled_from("\\\"'{}|(),[] .-1ax\n\t") | st.characters(), max_size=8)
+text_args = tricky_text.map(lambda text: Arg.of(text, quoted=True))
 json_args = (
     st.sampled_from(["true", "false", "null"]).map(lambda t: Arg(t, False))
     | st.integers().map(lambda i: Arg(str(i), False))
@@ -112,10 +115,10 @@ placeholders = st.builds(
 def templates(draw: st.DrawFn) -> Template:
     parts: list[Literal | Placeholder] = []
     for _ in range(draw(st.integers(0, 4))):
-        if parts and isinstance(parts[-1], Literal) or draw(st.booleans()):
+        if (parts and isinstance(parts[-1], Literal)) or draw(st.booleans()):
             parts.append(draw(placeholders))
         else:
-            parts.append(Literal(draw(st.text(min_size=1, max_size=8))))
+            parts.append(Literal(draw(tricky_text.filter(bool))))
     return Template(tuple(parts))
 
 
@@ -130,9 +133,9 @@ def test_parse_of_render_is_the_same_tree(template: Template) -> None:
 
 # -- generated texts ----------------------------------------------------------------------------
 
+SYNTAX_WORDS = ["a.x", "b.y.0", "list(", "upper", "default(", "eq(", "in(", "join(", "nth("]
 syntax_text = st.lists(
-    st.sampled_from(list("{}|()[],.\\'\" \tax1_-é"))
-    | st.sampled_from(["a.x", "b.y.0", "list(", "upper", "default(", "eq(", "in(", "join(", "nth("]),
+    st.sampled_from(list("{}|()[],.\\'\" \tax1_-é")) | st.sampled_from(SYNTAX_WORDS),
     max_size=25,
 ).map("".join)
 

@@ -198,6 +198,12 @@ def test_dict_and_python_forms_give_equal_topologies() -> None:
     assert ("src", "name") in {(ns, str(path)) for ns, path in compiled[3].expression.references}
 
 
+def test_validating_a_topology_pipeline_again_changes_nothing() -> None:
+    catalog = SimplePluginCatalog({"w": False, "gate": True})
+    t = validate(p(n("a", plugin="gate"), n("b", "a", plugin="w")), catalog)
+    assert data(validate(t.pipeline)) == data(t)  # passthrough already resolved
+
+
 def test_validate_does_not_alter_its_input() -> None:
     pipeline = py(Node("a", "gate"))
     t = validate(pipeline, SimplePluginCatalog({"gate": True}))

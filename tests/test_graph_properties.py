@@ -231,7 +231,7 @@ pipeline_junk = junk | st.fixed_dictionaries(
 
 
 @given(pipeline_junk)
-@settings(max_examples=1000, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=500, suppress_health_check=[HealthCheck.too_slow])
 def test_junk_raises_only_graph_errors(document: Any) -> None:
     try:
         t = validate(document)
@@ -322,7 +322,7 @@ near_valid = st.fixed_dictionaries(
 
 
 @given(near_valid, st.booleans())
-@settings(max_examples=1000, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=500, suppress_health_check=[HealthCheck.too_slow])
 def test_near_valid_pipelines_raise_only_graph_errors(document: Any, with_catalog: bool) -> None:
     catalog = SimplePluginCatalog({"w": False, "gate": True}) if with_catalog else None
     try:

@@ -25,6 +25,7 @@ from interlock.expressions.parser import (
     parse,
     render,
 )
+from interlock.expressions.vocabulary import ArgError, prepare_args
 from interlock.jsonvalues import JSON, MISSING, render_text
 
 __all__ = ["Budget", "Expression", "Resolver", "compile_expression", "measure"]
@@ -198,8 +199,8 @@ class _Evaluation:
         if implementation is None:
             raise self.error(f"unknown pipe {pipe.name!r}")
         try:
-            args = pipes.prepare(pipe.name, [(arg.text, arg.value) for arg in pipe.args])
-        except pipes.ArgError as exc:
+            args = prepare_args(pipe.name, [(arg.text, arg.value) for arg in pipe.args])
+        except ArgError as exc:
             self.column = pipe.args[exc.index].column
             raise self.error(f"pipe {pipe.name!r}: {exc.reason}") from exc
         try:

@@ -25,7 +25,7 @@ import attrs
 from interlock.errors import ExpressionError
 from interlock.expressions import pipes
 from interlock.expressions.lexer import BARE_FORBIDDEN, Kind, Token, tokenize
-from interlock.expressions.vocabulary import get_spec, vocabulary
+from interlock.expressions.vocabulary import ArgError, get_spec, prepare_args, vocabulary
 from interlock.jsonvalues import JSON
 
 __all__ = [
@@ -273,8 +273,8 @@ class _Parser:
             arity = _arity(spec.min_args, spec.max_args, spec.arg_names)
             raise self.fail(f"pipe {spec.name!r} {arity}, got {count}", token.pos)
         try:
-            pipes.prepare(spec.name, [(arg.text, arg.value) for arg in args])
-        except pipes.ArgError as exc:
+            prepare_args(spec.name, [(arg.text, arg.value) for arg in args])
+        except ArgError as exc:
             raise self.fail(f"pipe {spec.name!r}: {exc.reason}", args[exc.index].column) from exc
         return Pipe(spec.name, tuple(args), token.pos)
 

@@ -1,10 +1,11 @@
-"""Pipe implementations and their argument preparation.
+"""Pipe implementations.
 
 Every pipe is a small function ``fn(ctx, value, args) -> JSON``. ``value`` is the current JSON
 value (a missing reference arrives as ``None``); ``args`` are the pipe's arguments already
-prepared by :func:`prepare` (converted and checked once, at compile time, and again at
-evaluation). Pipes report problems with :class:`PipeError` (the evaluator adds the pipe name,
-expression and column) and keep allocations under ``ctx.max_size`` via :meth:`Context.ensure`.
+prepared by :func:`interlock.expressions.vocabulary.prepare_args` (converted and checked at
+compile time, and again at evaluation). Pipes report problems with :class:`PipeError` (the
+evaluator adds the pipe name, expression and column) and keep allocations under
+``ctx.max_size`` via :meth:`Context.ensure`.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import json
 import math
 import posixpath
 import urllib.parse
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any
 
 import attrs
@@ -33,26 +34,17 @@ from interlock.jsonvalues import (
 
 __all__ = [
     "PIPES",
-    "ArgError",
     "Context",
     "PipeError",
+    "PipeImpl",
     "SizeExceeded",
     "json_type",
-    "prepare",
+    "parse_json_text",
 ]
 
 
 class PipeError(Exception):
     """A pipe cannot handle its input; the message says why (without the pipe name)."""
-
-
-class ArgError(Exception):
-    """Argument ``index`` of a pipe is invalid; ``reason`` says why."""
-
-    def __init__(self, index: int, reason: str) -> None:
-        super().__init__(reason)
-        self.index = index
-        self.reason = reason
 
 
 class SizeExceeded(Exception):
@@ -103,107 +95,16 @@ def _list(value: JSON) -> list[JSON]:
     raise PipeError(f"expects a list, got {json_type(value)}")
 
 
-# -- argument preparation ---------------------------------------------------------------------
-# An argument arrives as (text, value): ``text`` is what was written (quotes removed), ``value``
-# its JSON interpretation (a bare ``1`` is the number 1, a quoted "1" the string "1").
-
-ArgPrep = Callable[[str, JSON], Any]
-
-
-def _text(text: str, value: JSON) -> str:
-    return text
-
-
-def _json(text: str, value: JSON) -> JSON:
-    return value
-
-
-def _int(text: str, value: JSON) -> int:
-    if isinstance(value, int) and not isinstance(value, bool):
-        return value
-    raise ValueError(f"must be an integer, got {text!r}")
-
-
-def _count(text: str, value: JSON) -> int:
-    number = _int(text, value)
-    if number < 0:
-        raise ValueError(f"must not be negative, got {number}")
-    return number
-
-
-def _char(text: str, value: JSON) -> str:
-    if len(text) != 1:
-        raise ValueError(f"must be exactly one character, got {text!r}")
-    return text
-
-
-_SIDES = ("left", "right", "center")
-
-
-def _side(text: str, value: JSON) -> str:
-    if text not in _SIDES:
-        raise ValueError(f"must be one of {', '.join(_SIDES)}; got {text!r}")
-    return text
-
-
-def _pattern(text: str, value: JSON) -> regex.Pattern:
-    try:
-        return regex.compile_regex(text)
-    except regex.RegexError as exc:
-        raise ValueError(f"is not a valid RE2 pattern: {exc.detail}") from exc
-
-
-def _group(text: str, value: JSON) -> int | str:
-    if isinstance(value, int) and not isinstance(value, bool):
-        if value < 0:
-            raise ValueError(f"group index must not be negative, got {value}")
-        return value
-    return text
-
-
-def _nonempty(text: str, value: JSON) -> str:
-    if not text:
-        raise ValueError("must not be empty")
-    return text
-
-
-def prepare(name: str, args: Sequence[tuple[str, JSON]]) -> tuple[Any, ...]:
-    """Convert and check the arguments of pipe ``name``; raise :class:`ArgError` when invalid.
-
-    The arity is checked by the parser; here each argument is converted to what the pipe
-    function expects (int, text, JSON value, compiled pattern...).
-    """
-    pipe = PIPES[name]
-    prepared: list[Any] = []
-    for index, (text, value) in enumerate(args):
-        convert = pipe.args[min(index, len(pipe.args) - 1)]
-        try:
-            prepared.append(convert(text, value))
-        except ValueError as exc:
-            arg_name = pipe.spec.arg_names[min(index, len(pipe.spec.arg_names) - 1)]
-            raise ArgError(index, f"argument {arg_name!r} {exc}") from exc
-    if name == "match" and len(prepared) == 2:
-        _check_group(prepared[0], prepared[1])
-    return tuple(prepared)
-
-
-def _check_group(pattern: regex.Pattern, group: int | str) -> None:
-    if isinstance(group, int):
-        if group > pattern.groups:
-            raise ArgError(1, f"pattern has {pattern.groups} group(s), no group {group}")
-    elif group not in pattern.group_names:
-        raise ArgError(1, f"pattern has no group named {group!r}")
-
-
 # -- text ---------------------------------------------------------------------------------------
 
 
-def _upper(ctx: Context, value: JSON, args: tuple[Any, ...]) -> JSON:
-    return _str(value).upper()
+def _text_pipe(transform: Callable[..., JSON]) -> PipeFn:
+    """A pipe applying ``transform(text, *args)`` to a string input (other types are errors)."""
 
+    def pipe(ctx: Context, value: JSON, args: tuple[Any, ...]) -> JSON:
+        return transform(_str(value), *args)
 
-def _lower(ctx: Context, value: JSON, args: tuple[Any, ...]) -> JSON:
-    return _str(value).lower()
+    return pipe
 
 
 def _title(ctx: Context, value: JSON, args: tuple[Any, ...]) -> JSON:
@@ -213,22 +114,6 @@ def _title(ctx: Context, value: JSON, args: tuple[Any, ...]) -> JSON:
         out.append(ch if ch.isspace() else ch.title() if at_start else ch.lower())
         at_start = ch.isspace()
     return "".join(out)
-
-
-def _trim(ctx: Context, value: JSON, args: tuple[Any, ...]) -> JSON:
-    return _str(value).strip()
-
-
-def _strip(ctx: Context, value: JSON, args: tuple[Any, ...]) -> JSON:
-    return _str(value).strip(*args)
-
-
-def _lstrip(ctx: Context, value: JSON, args: tuple[Any, ...]) -> JSON:
-    return _str(value).lstrip(*args)
-
-
-def _rstrip(ctx: Context, value: JSON, args: tuple[Any, ...]) -> JSON:
-    return _str(value).rstrip(*args)
 
 
 def _replace(ctx: Context, value: JSON, args: tuple[Any, ...]) -> JSON:
@@ -304,22 +189,6 @@ def _split_path(path: str) -> tuple[str, str]:
     return head, tail
 
 
-def _basename(ctx: Context, value: JSON, args: tuple[Any, ...]) -> JSON:
-    return _split_path(_str(value))[1]
-
-
-def _dirname(ctx: Context, value: JSON, args: tuple[Any, ...]) -> JSON:
-    return _split_path(_str(value))[0]
-
-
-def _stem(ctx: Context, value: JSON, args: tuple[Any, ...]) -> JSON:
-    return posixpath.splitext(_split_path(_str(value))[1])[0]
-
-
-def _ext(ctx: Context, value: JSON, args: tuple[Any, ...]) -> JSON:
-    return posixpath.splitext(_split_path(_str(value))[1])[1]
-
-
 def _urlencode(ctx: Context, value: JSON, args: tuple[Any, ...]) -> JSON:
     text = _str(value)
     try:
@@ -327,9 +196,6 @@ def _urlencode(ctx: Context, value: JSON, args: tuple[Any, ...]) -> JSON:
     except UnicodeError as exc:
         raise PipeError("text is not valid Unicode (unpaired surrogate)") from exc
 
-
-def _urldecode(ctx: Context, value: JSON, args: tuple[Any, ...]) -> JSON:
-    return urllib.parse.unquote(_str(value))
 
 
 # -- conversion ---------------------------------------------------------------------------------
@@ -527,70 +393,68 @@ def _in(ctx: Context, value: JSON, args: tuple[Any, ...]) -> JSON:
 
 
 @attrs.frozen
-class Pipe:
-    """A pipe implementation: its spec, function and per-argument converters."""
+class PipeImpl:
+    """A pipe implementation: its spec and its function."""
 
     spec: PipeSpec
     fn: PipeFn
-    args: tuple[ArgPrep, ...] = ()
 
 
-_IMPLEMENTATIONS: dict[str, tuple[PipeFn, tuple[ArgPrep, ...]]] = {
-    "upper": (_upper, ()),
-    "lower": (_lower, ()),
-    "title": (_title, ()),
-    "trim": (_trim, ()),
-    "strip": (_strip, (_text,)),
-    "lstrip": (_lstrip, (_text,)),
-    "rstrip": (_rstrip, (_text,)),
-    "replace": (_replace, (_nonempty, _text)),
-    "truncate": (_truncate, (_count, _text)),
-    "prepend": (_prepend, (_text,)),
-    "append": (_append, (_text,)),
-    "pad": (_pad, (_count, _char, _side)),
-    "match": (_match, (_pattern, _group)),
-    "basename": (_basename, ()),
-    "dirname": (_dirname, ()),
-    "stem": (_stem, ()),
-    "ext": (_ext, ()),
-    "urlencode": (_urlencode, ()),
-    "urldecode": (_urldecode, ()),
-    "int": (_to_int, ()),
-    "float": (_to_float, ()),
-    "string": (_string, ()),
-    "json_get": (_json_get, (_text,)),
-    "default": (_default, (_json,)),
-    "required": (_required, (_text,)),
-    "first": (_first, ()),
-    "last": (_last, ()),
-    "nth": (_nth, (_int,)),
-    "join": (_join, (_text,)),
-    "flatten": (_flatten, ()),
-    "compact": (_compact, ()),
-    "length": (_length, ()),
-    "not": (_not, ()),
-    "eq": (_eq, (_json,)),
-    "neq": (_neq, (_json,)),
-    "gt": (_comparison(lambda order: order > 0), (_json,)),
-    "gte": (_comparison(lambda order: order >= 0), (_json,)),
-    "lt": (_comparison(lambda order: order < 0), (_json,)),
-    "lte": (_comparison(lambda order: order <= 0), (_json,)),
-    "in": (_in, (_json,)),
+_IMPLEMENTATIONS: dict[str, PipeFn] = {
+    "upper": _text_pipe(str.upper),
+    "lower": _text_pipe(str.lower),
+    "title": _title,
+    "trim": _text_pipe(str.strip),
+    "strip": _text_pipe(str.strip),
+    "lstrip": _text_pipe(str.lstrip),
+    "rstrip": _text_pipe(str.rstrip),
+    "replace": _replace,
+    "truncate": _truncate,
+    "prepend": _prepend,
+    "append": _append,
+    "pad": _pad,
+    "match": _match,
+    "basename": _text_pipe(lambda path: _split_path(path)[1]),
+    "dirname": _text_pipe(lambda path: _split_path(path)[0]),
+    "stem": _text_pipe(lambda path: posixpath.splitext(_split_path(path)[1])[0]),
+    "ext": _text_pipe(lambda path: posixpath.splitext(_split_path(path)[1])[1]),
+    "urlencode": _urlencode,
+    "urldecode": _text_pipe(urllib.parse.unquote),
+    "int": _to_int,
+    "float": _to_float,
+    "string": _string,
+    "json_get": _json_get,
+    "default": _default,
+    "required": _required,
+    "first": _first,
+    "last": _last,
+    "nth": _nth,
+    "join": _join,
+    "flatten": _flatten,
+    "compact": _compact,
+    "length": _length,
+    "not": _not,
+    "eq": _eq,
+    "neq": _neq,
+    "gt": _comparison(lambda order: order > 0),
+    "gte": _comparison(lambda order: order >= 0),
+    "lt": _comparison(lambda order: order < 0),
+    "lte": _comparison(lambda order: order <= 0),
+    "in": _in,
 }
 
 
-def _build_registry() -> dict[str, Pipe]:
+def _build_registry() -> dict[str, PipeImpl]:
     names = [spec.name for spec in vocabulary()]
     if sorted(names) != sorted(_IMPLEMENTATIONS):
         raise RuntimeError("pipe vocabulary and implementations disagree")  # pragma: no cover
-    registry: dict[str, Pipe] = {}
+    registry: dict[str, PipeImpl] = {}
     for name in names:
-        fn, converters = _IMPLEMENTATIONS[name]
         spec = get_spec(name)
         assert spec is not None
-        registry[name] = Pipe(spec=spec, fn=fn, args=converters)
+        registry[name] = PipeImpl(spec=spec, fn=_IMPLEMENTATIONS[name])
     return registry
 
 
-PIPES: dict[str, Pipe] = _build_registry()
+PIPES: dict[str, PipeImpl] = _build_registry()
 """Every pipe by name, in vocabulary order."""

@@ -1,16 +1,21 @@
-"""The pipe vocabulary: names, arities, argument names, descriptions and examples.
+"""The pipe vocabulary: names, arities, argument names and kinds, descriptions and examples.
 
-This is the editor-facing description of every pipe (see :func:`vocabulary`). The implementations
-live in :mod:`interlock.expressions.pipes`, which checks at import time that both agree.
+This is the editor-facing description of every pipe (see :func:`vocabulary`) and the static
+checking of pipe arguments (:func:`prepare_args`). The implementations live in
+:mod:`interlock.expressions.pipes`, which checks at import time that both agree.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+from typing import Any
+
 import attrs
 
+from interlock import regex
 from interlock.jsonvalues import JSON
 
-__all__ = ["PipeSpec", "get_spec", "vocabulary"]
+__all__ = ["ArgError", "PipeSpec", "get_spec", "prepare_args", "vocabulary"]
 
 
 @attrs.frozen
@@ -194,3 +199,137 @@ def vocabulary() -> tuple[PipeSpec, ...]:
 def get_spec(name: str) -> PipeSpec | None:
     """The spec of the pipe called ``name``, or None when there is no such pipe."""
     return _BY_NAME.get(name)
+
+
+class ArgError(Exception):
+    """Argument ``index`` of a pipe is invalid; ``reason`` says why."""
+
+    def __init__(self, index: int, reason: str) -> None:
+        super().__init__(reason)
+        self.index = index
+        self.reason = reason
+
+# -- argument preparation ---------------------------------------------------------------------
+# An argument arrives as (text, value): ``text`` is what was written (quotes removed), ``value``
+# its JSON interpretation (a bare ``1`` is the number 1, a quoted "1" the string "1").
+
+ArgPrep = Callable[[str, JSON], Any]
+
+
+def _text(text: str, value: JSON) -> str:
+    return text
+
+
+def _json(text: str, value: JSON) -> JSON:
+    return value
+
+
+def _int(text: str, value: JSON) -> int:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    raise ValueError(f"must be an integer, got {text!r}")
+
+
+def _count(text: str, value: JSON) -> int:
+    number = _int(text, value)
+    if number < 0:
+        raise ValueError(f"must not be negative, got {number}")
+    return number
+
+
+def _char(text: str, value: JSON) -> str:
+    if len(text) != 1:
+        raise ValueError(f"must be exactly one character, got {text!r}")
+    return text
+
+
+_SIDES = ("left", "right", "center")
+
+
+def _side(text: str, value: JSON) -> str:
+    if text not in _SIDES:
+        raise ValueError(f"must be one of {', '.join(_SIDES)}; got {text!r}")
+    return text
+
+
+def _pattern(text: str, value: JSON) -> regex.Pattern:
+    try:
+        return regex.compile_regex(text)
+    except regex.RegexUnavailableError:
+        raise
+    except regex.RegexError as exc:
+        raise ValueError(f"is not a valid RE2 pattern: {exc.detail}") from exc
+
+
+def _group(text: str, value: JSON) -> int | str:
+    if isinstance(value, int) and not isinstance(value, bool):
+        if value < 0:
+            raise ValueError(f"group index must not be negative, got {value}")
+        return value
+    return text
+
+
+def _nonempty(text: str, value: JSON) -> str:
+    if not text:
+        raise ValueError("must not be empty")
+    return text
+
+
+_ARG_KINDS: dict[str, tuple[ArgPrep, ...]] = {
+    "strip": (_text,),
+    "lstrip": (_text,),
+    "rstrip": (_text,),
+    "replace": (_nonempty, _text),
+    "truncate": (_count, _text),
+    "prepend": (_text,),
+    "append": (_text,),
+    "pad": (_count, _char, _side),
+    "match": (_pattern, _group),
+    "json_get": (_text,),
+    "default": (_json,),
+    "required": (_text,),
+    "nth": (_int,),
+    "join": (_text,),
+    "eq": (_json,),
+    "neq": (_json,),
+    "gt": (_json,),
+    "gte": (_json,),
+    "lt": (_json,),
+    "lte": (_json,),
+    "in": (_json,),
+}
+"""How each argument is read: as written (text), as JSON, as an integer, a pattern..."""
+
+
+def prepare_args(name: str, args: Sequence[tuple[str, JSON]]) -> tuple[Any, ...]:
+    """Convert and check the arguments of pipe ``name``; raise :class:`ArgError` when invalid.
+
+    Each argument arrives as ``(text, value)``: the text as written (quotes removed) and its
+    JSON interpretation. The arity must already be checked (the parser does); each argument is
+    converted to what the pipe function expects (text, JSON value, int, compiled pattern...).
+    """
+    spec = _BY_NAME[name]
+    kinds = _ARG_KINDS.get(name, ())
+    prepared: list[Any] = []
+    for index, (text, value) in enumerate(args):
+        if not kinds:
+            raise ArgError(index, f"takes no arguments, got {len(args)}")
+        convert = kinds[min(index, len(kinds) - 1)]
+        try:
+            prepared.append(convert(text, value))
+        except regex.RegexUnavailableError as exc:
+            raise ArgError(index, str(exc)) from exc
+        except ValueError as exc:
+            arg_name = spec.arg_names[min(index, len(spec.arg_names) - 1)]
+            raise ArgError(index, f"argument {arg_name!r} {exc}") from exc
+    if name == "match" and len(prepared) == 2:
+        _check_group(prepared[0], prepared[1])
+    return tuple(prepared)
+
+
+def _check_group(pattern: regex.Pattern, group: int | str) -> None:
+    if isinstance(group, int):
+        if group > pattern.groups:
+            raise ArgError(1, f"pattern has {pattern.groups} group(s), no group {group}")
+    elif group not in pattern.group_names:
+        raise ArgError(1, f"pattern has no group named {group!r}")

@@ -82,7 +82,7 @@ class QueueDispatcher:
                 while self._delayed and self._delayed[0][0] <= now:
                     self._ready.append(heapq.heappop(self._delayed)[2])
                 if self._ready:
-                    out = []
+                    out: list[Delivery] = []
                     while self._ready and len(out) < max(1, max_tasks):
                         ref = self._ready.popleft()
                         token = str(next(self._tokens))

@@ -28,6 +28,7 @@ from interlock.records import TaskRef
 from interlock.values import Claim, Output, TaskInput, task_node_slug
 
 __all__ = [
+    "AttemptCrashed",
     "Heartbeats",
     "Invoke",
     "PluginError",
@@ -45,7 +46,7 @@ Invoke = Callable[[PluginSpec, TaskInput], Outputs]
 """How a worker calls a plugin: in this thread (:func:`call_plugin`) or in a process pool."""
 
 
-class WaitForHuman(Exception):  # noqa: N818 - reads as what the plugin asks for
+class WaitForHuman(Exception):
     """Raised by a plugin to park its task until a human answers (``kernel.resume_task``).
 
     The worker calls ``kernel.wait_task`` with ``reason``; the task is WAITING and the worker is
@@ -55,6 +56,11 @@ class WaitForHuman(Exception):  # noqa: N818 - reads as what the plugin asks for
     def __init__(self, reason: str = "") -> None:
         super().__init__(reason)
         self.reason = reason
+
+
+class AttemptCrashed(Exception):
+    """Raised by an :data:`Invoke` when the process running the attempt died; the worker then
+    reports ``kernel.on_task_crashed`` (retried up to the kernel's ``crash_attempts``)."""
 
 
 class PluginError(InterlockError):
@@ -143,8 +149,8 @@ class Heartbeats:
         if timeouts is None:
             run = self.kernel.store.get_run(run_id)
             nodes = run.pipeline.get("nodes", []) if run is not None else []
-            timeouts = {n.get("slug"): n.get("timeout_seconds")
-                        for n in nodes if isinstance(n, dict)}  # type: ignore[union-attr]
+            timeouts = {str(n.get("slug")): n.get("timeout_seconds")
+                        for n in nodes if isinstance(n, dict)}
             with self._lock:
                 self._timeouts[run_id] = timeouts
         return timeouts.get(slug)
@@ -254,6 +260,9 @@ class Worker:
                     outputs = self.invoke(spec, claim.input)
             else:
                 outputs = self.invoke(spec, claim.input)
+        except AttemptCrashed as exc:
+            self.kernel.on_task_crashed(ref.run_id, ref.task_id, claim.attempt_id, exc)
+            return self._report(ref, node, "failed", started, str(exc))
         except WaitForHuman as request:
             self.kernel.wait_task(ref.run_id, ref.task_id, claim.attempt_id, request.reason)
             return self._report(ref, node, "waiting", started, request.reason)

@@ -64,6 +64,10 @@ UPSERT_NODE = (f"INSERT INTO nodes (run_id, {_names(NODE_COLUMNS)}) "
                f"ON CONFLICT (run_id, idx) DO UPDATE SET {_assign(NODE_COLUMNS[1:])}")
 
 SELECT_TASKS = f"SELECT {_names(TASK_COLUMNS)} FROM tasks WHERE run_id = ?"
+SELECT_TASKS_BY_STATE = (f"SELECT {_names(TASK_COLUMNS)} FROM tasks INDEXED BY tasks_by_state "
+                         "WHERE run_id = ?")
+"""For state-filtered scans: pinning the index keeps them O(matching rows) whatever the planner's
+statistics say (it may otherwise prefer tasks_by_node to avoid a sort, scanning the whole run)."""
 UPSERT_TASK = (f"INSERT INTO tasks ({_names(TASK_COLUMNS)}) VALUES ({_marks(TASK_COLUMNS)}) "
                f"ON CONFLICT (run_id, task_id) DO UPDATE SET {_assign(TASK_COLUMNS[2:])}")
 UPDATE_TASK_STATE = (f"UPDATE tasks SET {', '.join(f'{c} = ?' for c in TASK_MUTABLE)} "

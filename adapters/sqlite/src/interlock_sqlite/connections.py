@@ -18,6 +18,7 @@ from __future__ import annotations
 import os
 import sqlite3
 import threading
+import time
 from collections.abc import Callable
 from typing import Final
 
@@ -82,9 +83,8 @@ class ConnectionPool:
             raise UsageError(f"cannot open SQLite store {self.path!r}: {exc}") from exc
         try:
             conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout_ms)}")
-            # WAL: readers never block the writer and vice versa; one writer at a time.
-            mode = conn.execute("PRAGMA journal_mode = WAL").fetchall()[0][0]
-            if str(mode).lower() != "wal":
+            mode = self._enable_wal(conn)
+            if mode != "wal":
                 raise UsageError(
                     f"SQLite store {self.path!r}: cannot enable WAL mode (got {mode!r}); "
                     "WAL needs a local filesystem with shared memory, not a network share"
@@ -96,6 +96,29 @@ class ConnectionPool:
             conn.close()
             raise
         return conn
+
+    def _enable_wal(self, conn: sqlite3.Connection) -> str:
+        """Switch the file to WAL (readers never block the writer, nor it them); the mode.
+
+        WAL is a property of the file, so only the first open switches it. That switch needs an
+        exclusive lock and SQLite reports contention on it as SQLITE_BUSY at once, without
+        calling the busy handler; several processes opening a fresh file together would fail
+        ("database is locked"). So: read the mode first (the common, lock-free case), and retry
+        the switch with a short backoff until the busy timeout.
+        """
+        deadline = time.monotonic() + self.busy_timeout_ms / 1000
+        pause = 0.001
+        while True:
+            try:
+                mode = str(conn.execute("PRAGMA journal_mode").fetchall()[0][0]).lower()
+                if mode == "wal":
+                    return mode
+                return str(conn.execute("PRAGMA journal_mode = WAL").fetchall()[0][0]).lower()
+            except sqlite3.OperationalError as exc:
+                if not _is_busy(exc) or time.monotonic() + pause > deadline:
+                    raise
+            time.sleep(pause)  # a backoff, as SQLite's own busy handler does
+            pause = min(pause * 2, 0.05)
 
     def close(self) -> None:
         """Close every connection this process opened; later use raises UsageError.
@@ -112,3 +135,10 @@ class ConnectionPool:
                     _INHERITED.append(conn)
             self._open = []
         self._local = threading.local()
+
+
+def _is_busy(exc: sqlite3.OperationalError) -> bool:
+    code = getattr(exc, "sqlite_errorcode", None)
+    if code is not None:
+        return int(code) & 0xFF in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
+    return "locked" in str(exc) or "busy" in str(exc)

@@ -18,7 +18,8 @@ How the store contract is met:
   committed snapshot and never blocks or is blocked by the writer (WAL).
 
 ``pipeline`` and ``input`` of a run are immutable once created, so their decoded JSON is cached
-per process and a transaction reads only the run's small state columns.
+per store object and a transaction reads only the run's small state columns. Run records handed
+out share those dicts: treat records (frozen) and their contents as read-only.
 """
 
 from __future__ import annotations
@@ -35,7 +36,6 @@ from interlock.errors import UsageError
 from interlock.records import Artifact, NodeRecord, RunRecord, TaskRecord
 from interlock.states import TaskState
 from interlock.storekit import TransactionalDagStore
-
 from interlock_sqlite import codec, schema
 from interlock_sqlite.connections import SYNCHRONOUS_LEVELS, ConnectionPool
 from interlock_sqlite.transaction import SqliteRunTransaction
@@ -83,7 +83,11 @@ class SqliteStore(TransactionalDagStore):
                                     synchronous=level, on_connect=on_connect)
         self._static: OrderedDict[tuple[str, float], _Static] = OrderedDict()
         self._static_lock = threading.Lock()
-        self.schema_version = schema.migrate(self._conn(), filename)
+        try:
+            self.schema_version = schema.migrate(self._conn(), filename)
+        except sqlite3.DatabaseError as exc:  # not a database, unreadable, locked for too long
+            self._pool.close()
+            raise UsageError(f"cannot open SQLite store {filename!r}: {exc}") from exc
 
     def __repr__(self) -> str:
         return f"SqliteStore({self.path!r}, synchronous={self.synchronous!r})"
@@ -177,7 +181,7 @@ class SqliteStore(TransactionalDagStore):
         node_index: int | None = None,
         states: Collection[TaskState] | None = None,
     ) -> list[TaskRecord]:
-        sql = codec.SELECT_TASKS
+        sql = codec.SELECT_TASKS if states is None else codec.SELECT_TASKS_BY_STATE
         params: list[object] = [run_id]
         if node_index is not None:
             sql += " AND node_index = ?"

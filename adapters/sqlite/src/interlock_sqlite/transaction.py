@@ -16,7 +16,6 @@ from collections.abc import Callable, Iterator, Sequence
 
 from interlock.records import Artifact, NodeRecord, RunRecord, TaskRecord
 from interlock.states import TaskState
-
 from interlock_sqlite import codec
 
 __all__ = ["SqliteRunTransaction"]
@@ -87,7 +86,7 @@ class SqliteRunTransaction:
         self._written[task.task_id] = task
 
     def unfinished_tasks(self, node_index: int | None) -> Iterator[TaskRecord]:
-        sql = f"{codec.SELECT_TASKS} AND {codec.UNFINISHED}"
+        sql = f"{codec.SELECT_TASKS_BY_STATE} AND {codec.UNFINISHED}"
         params: tuple[object, ...] = (self._run_id,)
         if node_index is not None:
             sql += " AND node_index = ?"

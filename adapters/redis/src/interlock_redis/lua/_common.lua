@@ -1,0 +1,252 @@
+-- _common.lua: prelude prepended to every operation script of interlock_redis before SCRIPT LOAD
+-- (each operation stays one script, one EVALSHA; this file only holds the shared helpers).
+--
+-- Every operation script receives the same five KEYS, all of one run and all carrying the hash
+-- tag {run_id}, so Redis Cluster keeps the run on one slot:
+--   KEYS[1] <ns>:{<run_id>}:run     hash  attribute -> JSON text of that RunRecord attribute
+--   KEYS[2] <ns>:{<run_id>}:nodes   hash  node index -> jmap of the NodeRecord
+--   KEYS[3] <ns>:{<run_id>}:tasks   hash  task id -> jmap of the TaskRecord without its plan
+--   KEYS[4] <ns>:{<run_id>}:plans   hash  task id -> JSON text of TaskRecord.plan
+--   KEYS[5] <ns>:{<run_id>}:leases  zset  task id -> lease_until, for RUNNING tasks with a lease
+-- and derives from the same prefix (same hash tag, same slot):
+--   <ns>:{<run_id>}:unfin:<node>         set   ids of QUEUED/RUNNING/WAITING tasks of the node
+--   <ns>:{<run_id>}:ntasks:<node>        set   ids of every task of the node
+--   <ns>:{<run_id>}:arts:<node>:<gen>    list  Artifact JSON, in publication (seq) order
+--
+-- A "jmap" is a JSON object whose values are JSON *texts* (strings) produced by Python's json
+-- module: {"state":"\"running\"","lease_until":"1712345678.123456",...}. cjson only ever decodes
+-- and encodes strings, so user values, floats and big integers are never re-formatted by Lua:
+-- they are copied byte for byte. Integers the scripts compute (counters, attempt, seq) are
+-- written with %d. States are compared as JSON texts ('"running"').
+--
+-- Error convention: a state change the transition tables refuse returns, before any write,
+--   {'illegal', kind, from_state, to_state, what}
+-- and a missing node returns {'nonode', index}. The Python side raises on both.
+
+local K_RUN, K_NODES, K_TASKS, K_PLANS, K_LEASES = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local PREFIX = string.sub(K_RUN, 1, -5) -- strip ':run'
+local NULL = 'null'
+
+local RS = {pending = '"pending"', running = '"running"', completed = '"completed"',
+            failed = '"failed"', crashed = '"crashed"', cancelled = '"cancelled"'}
+local NS = {waiting = '"waiting"', launched = '"launched"', completed = '"completed"',
+            filtered = '"filtered"', skipped = '"skipped"', failed = '"failed"',
+            cancelled = '"cancelled"'}
+local TS = {queued = '"queued"', running = '"running"', waiting = '"waiting"',
+            completed = '"completed"', failed = '"failed"', crashed = '"crashed"',
+            cancelled = '"cancelled"'}
+
+-- mirror of interlock.states (RUN_TRANSITIONS, NODE_TRANSITIONS, TASK_TRANSITIONS)
+local LEGAL = {
+  run = {
+    pending = {running = true, cancelled = true},
+    running = {completed = true, failed = true, crashed = true, cancelled = true},
+    failed = {running = true}, crashed = {running = true}, cancelled = {running = true},
+    completed = {},
+  },
+  node = {
+    waiting = {launched = true, filtered = true, skipped = true, failed = true,
+               cancelled = true},
+    launched = {completed = true, failed = true, cancelled = true},
+    failed = {waiting = true}, skipped = {waiting = true}, cancelled = {waiting = true},
+    completed = {}, filtered = {},
+  },
+  task = {
+    queued = {running = true, cancelled = true},
+    running = {completed = true, failed = true, crashed = true, waiting = true, queued = true,
+               cancelled = true},
+    waiting = {queued = true, cancelled = true},
+    completed = {}, failed = {}, crashed = {}, cancelled = {},
+  },
+}
+
+local function unquote(text)
+  return string.sub(text, 2, -2)
+end
+
+-- nil when legal, else the error reply (returned by the caller before any write)
+local function check(kind, from_text, to_text, what)
+  local from, to = unquote(from_text), unquote(to_text)
+  local row = LEGAL[kind][from]
+  if row ~= nil and row[to] then
+    return nil
+  end
+  return {'illegal', kind, from, to, what or ''}
+end
+
+local function int(text)
+  return tonumber(text)
+end
+
+local function itext(n)
+  return string.format('%d', n)
+end
+
+local function same_int(a, b)
+  return tonumber(a) == tonumber(b)
+end
+
+local function unfinished(state)
+  return state == TS.queued or state == TS.running or state == TS.waiting
+end
+
+-- ---- run ---------------------------------------------------------------------------------
+
+local function run_field(name)
+  return redis.call('HGET', K_RUN, name)
+end
+
+-- ---- nodes: read through a cache, written once at the end (flush_nodes) -----------------
+
+local node_cache, node_dirty = {}, {}
+
+local function node(index)
+  local k = tostring(index)
+  local n = node_cache[k]
+  if n == nil then
+    local raw = redis.call('HGET', K_NODES, k)
+    if not raw then
+      return nil
+    end
+    n = cjson.decode(raw)
+    node_cache[k] = n
+  end
+  return n
+end
+
+local function put_node(index, n)
+  local k = tostring(index)
+  node_cache[k] = n
+  node_dirty[k] = true
+end
+
+local function flush_nodes()
+  for k, _ in pairs(node_dirty) do
+    redis.call('HSET', K_NODES, k, cjson.encode(node_cache[k]))
+  end
+  node_dirty = {}
+end
+
+-- ---- tasks: written through, keeping the unfinished sets and the lease zset in step ---------
+
+local function get_task(id)
+  local raw = redis.call('HGET', K_TASKS, id)
+  if not raw then
+    return nil, nil
+  end
+  return cjson.decode(raw), raw
+end
+
+local function index_task(id, t)
+  local pending = PREFIX .. ':unfin:' .. t.node_index
+  if unfinished(t.state) then
+    redis.call('SADD', pending, id)
+  else
+    redis.call('SREM', pending, id)
+  end
+  if t.state == TS.running and t.lease_until ~= NULL then
+    redis.call('ZADD', K_LEASES, t.lease_until, id)
+  else
+    redis.call('ZREM', K_LEASES, id)
+  end
+end
+
+local function put_task(id, t)
+  local raw = cjson.encode(t)
+  redis.call('HSET', K_TASKS, id, raw)
+  index_task(id, t)
+  return raw
+end
+
+-- the first index of ``children`` with no node record, or nil (checked before any write)
+local function missing_node(children)
+  for i = 1, #children do
+    if node(children[i]) == nil then
+      return children[i]
+    end
+  end
+  return nil
+end
+
+-- ---- replies -----------------------------------------------------------------------------
+
+local function transition(outcome, run_state, ready)
+  local reply = {outcome, run_state or ''}
+  if ready then
+    for i = 1, #ready do
+      reply[#reply + 1] = ready[i]
+    end
+  end
+  return reply
+end
+
+-- ---- the settle procedure (interlock.protocols) -----------------------------------------
+
+local function settle(index, n, state, reason, children, now)
+  n.state = state
+  n.reason = reason
+  put_node(index, n)
+  local fields = redis.call('HMGET', K_RUN, 'state', 'unsettled', 'failed_nodes')
+  local unsettled = int(fields[2]) - 1
+  local failed_nodes = int(fields[3])
+  if state == NS.failed then
+    failed_nodes = failed_nodes + 1
+  end
+  local ready = {}
+  for i = 1, #children do
+    local child = node(children[i]) -- existence checked by the caller (missing_node)
+    local remaining = int(child.remaining_parents) - 1
+    child.remaining_parents = itext(remaining)
+    put_node(children[i], child)
+    if remaining == 0 and child.state == NS.waiting then
+      ready[#ready + 1] = tonumber(children[i])
+    end
+  end
+  local run_state = nil
+  local update = {'unsettled', itext(unsettled), 'failed_nodes', itext(failed_nodes),
+                  'updated_at', now}
+  if unsettled == 0 then
+    if failed_nodes == 0 then
+      run_state = RS.completed
+    else
+      run_state = RS.failed
+    end
+    -- RUNNING -> COMPLETED/FAILED is always legal; callers only settle RUNNING runs
+    update[#update + 1] = 'state'
+    update[#update + 1] = run_state
+  end
+  redis.call('HSET', K_RUN, unpack(update))
+  flush_nodes()
+  return transition('applied', run_state, ready)
+end
+
+-- ---- the terminate procedure (callers check the run transition before any write) --------
+
+local function terminate(state, reason, now)
+  local all = redis.call('HGETALL', K_NODES)
+  for i = 1, #all, 2 do
+    local k = all[i]
+    local pending = redis.call('SMEMBERS', PREFIX .. ':unfin:' .. k)
+    for j = 1, #pending do
+      local t = get_task(pending[j])
+      if t ~= nil and unfinished(t.state) then
+        t.state = TS.cancelled
+        t.lease_until = NULL
+        t.updated_at = now
+        put_task(pending[j], t)
+      end
+    end
+    local n = node_cache[k]
+    if n == nil then
+      n = cjson.decode(all[i + 1])
+      node_cache[k] = n
+    end
+    if n.state == NS.waiting or n.state == NS.launched then
+      n.state = NS.cancelled
+      put_node(k, n)
+    end
+  end
+  redis.call('HSET', K_RUN, 'state', state, 'reason', reason, 'updated_at', now)
+  flush_nodes()
+  return transition('applied', state, nil)
+end

@@ -1,0 +1,450 @@
+"""A :class:`~interlock.protocols.DagStore` on Redis: one Lua script per mutating operation.
+
+Semantics are exactly those of :mod:`interlock.storekit` (fences, counters, the settle and
+terminate procedures, transition tables), re-implemented in Lua so that every mutation is one
+EVALSHA: atomic, serialised with every other command on the server, and applied once or not at
+all. A plain task completion is one round trip. See docs/adapters/redis.md for the key layout.
+
+Records are stored as JSON produced by Python's :mod:`json`. Fields the scripts change are kept
+as *jmaps* (a JSON object of JSON texts, see ``lua/_common.lua``) so Lua never re-formats a
+number or a user value: what Python wrote is what Python reads back.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Collection, Iterable, Mapping, Sequence
+from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+import redis
+
+from interlock.errors import UsageError
+from interlock.records import (
+    Artifact,
+    NewArtifact,
+    NodeRecord,
+    Outcome,
+    RunRecord,
+    TaskRecord,
+    Transition,
+)
+from interlock.states import IllegalTransition, NodeState, RunState, TaskState
+from interlock_redis.keys import Keys
+from interlock_redis.scripts import STORE_SCRIPTS, Arg, Scripts, lua_source, text
+
+__all__ = ["RedisStore", "from_url", "split_url"]
+
+_UNFINISHED = frozenset({TaskState.QUEUED, TaskState.RUNNING, TaskState.WAITING})
+_ENUMS: Mapping[str, Any] = {"run": RunState, "node": NodeState, "task": TaskState}
+
+
+def dumps(value: Any) -> str:
+    """The one JSON encoding every text stored or compared by the scripts goes through."""
+    return json.dumps(value, ensure_ascii=True, separators=(",", ":"))
+
+
+def encode_jmap(data: Mapping[str, Any]) -> str:
+    """A jmap: a JSON object whose values are the JSON texts of ``data``'s values."""
+    return dumps({key: dumps(value) for key, value in data.items()})
+
+
+def decode_jmap(raw: str | bytes) -> dict[str, Any]:
+    return {key: json.loads(value) for key, value in json.loads(raw).items()}
+
+
+def _task_parts(task: TaskRecord) -> tuple[str, str]:
+    data = task.to_dict()
+    plan = data.pop("plan")
+    return encode_jmap(data), dumps(plan)
+
+
+def _task(raw: str | bytes, plan: str | bytes | None) -> TaskRecord:
+    data = decode_jmap(raw)
+    data["plan"] = {} if plan is None else json.loads(plan)
+    return TaskRecord.from_dict(data)
+
+
+def _node(raw: str | bytes) -> NodeRecord:
+    return NodeRecord.from_dict(decode_jmap(raw))
+
+
+def _run(pairs: Mapping[Any, Any]) -> RunRecord:
+    return RunRecord.from_dict({text(k): json.loads(v) for k, v in pairs.items()})
+
+
+def _opt(value: Any) -> str:
+    """JSON text of an optional enum/value passed to a script, '' for None."""
+    if value is None:
+        return ""
+    return dumps(value.value if hasattr(value, "value") else value)
+
+
+class RedisStore:
+    """Durable, multi-process :class:`~interlock.protocols.DagStore` on Redis (>= 6.2).
+
+    ``client`` is a ``redis.Redis`` (any ``decode_responses`` setting) or a ``redis://`` URL.
+    ``namespace`` prefixes every key, so several deployments (or test runs) share a server.
+    Thread-safe: the client's connection pool serialises nothing but sockets; every mutation
+    is one atomic script on the server.
+    """
+
+    def __init__(self, client: redis.Redis | str, namespace: str = "interlock") -> None:
+        self.client: redis.Redis = (redis.Redis.from_url(client) if isinstance(client, str)
+                                    else client)
+        self.keys = Keys(namespace)
+        self.namespace = namespace
+        self.scripts = Scripts(self.client, STORE_SCRIPTS, prelude=lua_source("_common"))
+
+    def __repr__(self) -> str:
+        return f"RedisStore({self.client!r}, namespace={self.namespace!r})"
+
+    # ---- reads ---------------------------------------------------------------------------
+
+    def get_run(self, run_id: str) -> RunRecord | None:
+        pairs = self.client.hgetall(self.keys.run(run_id))
+        return _run(pairs) if pairs else None
+
+    def get_nodes(self, run_id: str, indices: Sequence[int] | None = None) -> list[NodeRecord]:
+        key = self.keys.nodes(run_id)
+        if indices is None:
+            raws = list(self.client.hvals(key))
+        else:
+            wanted = sorted(set(indices))
+            if not wanted:
+                return []
+            raws = [raw for raw in self.client.hmget(key, [str(i) for i in wanted])
+                    if raw is not None]
+        return sorted((_node(raw) for raw in raws), key=lambda n: n.index)
+
+    def get_task(self, run_id: str, task_id: str) -> TaskRecord | None:
+        pipe = self.client.pipeline(transaction=True)
+        pipe.hget(self.keys.tasks(run_id), task_id)
+        pipe.hget(self.keys.plans(run_id), task_id)
+        raw, plan = pipe.execute()
+        return None if raw is None else _task(raw, plan)
+
+    def list_tasks(
+        self,
+        run_id: str,
+        *,
+        node_index: int | None = None,
+        states: Collection[TaskState] | None = None,
+    ) -> list[TaskRecord]:
+        wanted = None if states is None else frozenset(states)
+        if wanted is not None and not wanted:
+            return []
+        ids: list[str] | None = None
+        if wanted is not None and wanted <= _UNFINISHED:
+            # only unfinished states: the per-node unfinished sets hold every candidate
+            indices = ([node_index] if node_index is not None
+                       else [int(text(i)) for i in self.client.hkeys(self.keys.nodes(run_id))])
+            pipe = self.client.pipeline(transaction=False)
+            for index in indices:
+                pipe.smembers(self.keys.unfinished(run_id, index))
+            ids = sorted({text(m) for members in pipe.execute() for m in members})
+        elif node_index is not None:
+            ids = sorted(text(m) for m in
+                         self.client.smembers(self.keys.node_tasks(run_id, node_index)))
+        if ids is None:
+            pairs = [(text(k), v) for k, v in self.client.hgetall(self.keys.tasks(run_id)).items()]
+        elif ids:
+            pairs = [(i, v) for i, v in zip(ids, self.client.hmget(self.keys.tasks(run_id), ids),
+                                            strict=True) if v is not None]
+        else:
+            pairs = []
+        heads = [(task_id, decode_jmap(raw)) for task_id, raw in pairs]
+        heads = [(task_id, data) for task_id, data in heads
+                 if (wanted is None or TaskState(data["state"]) in wanted)
+                 and (node_index is None or data["node_index"] == node_index)]
+        out = self._with_plans(run_id, heads)
+        return sorted(out, key=lambda t: (t.node_index, t.generation, t.seq))
+
+    def _with_plans(self, run_id: str, heads: list[tuple[str, dict[str, Any]]]
+                    ) -> list[TaskRecord]:
+        if not heads:
+            return []
+        out: list[TaskRecord] = []
+        key = self.keys.plans(run_id)
+        step = 1000
+        for start in range(0, len(heads), step):
+            chunk = heads[start:start + step]
+            plans = self.client.hmget(key, [task_id for task_id, _ in chunk])
+            for (_, data), plan in zip(chunk, plans, strict=True):
+                out.append(TaskRecord.from_dict(
+                    {**data, "plan": {} if plan is None else json.loads(plan)}))
+        return out
+
+    def get_artifacts(self, run_id: str, node_index: int, generation: int) -> list[Artifact]:
+        raws = self.client.lrange(self.keys.artifacts(run_id, node_index, generation), 0, -1)
+        return [Artifact.from_dict(json.loads(raw)) for raw in raws]
+
+    def list_expired(self, now: float, limit: int) -> list[TaskRecord]:
+        """RUNNING tasks whose lease ran out, of any run of the namespace.
+
+        Runs that may hold leases are in the namespace-level set ``<ns>:leased-runs`` (added by
+        the claim and heartbeat round trips, *after* their script, in the same pipeline). Each
+        candidate is verified against the run's own task record. A run whose lease zset is
+        empty is removed from the set, then the zset is checked again and the run re-added if a
+        claim slipped in: a claim's SADD always follows its lease, so no leased run is lost.
+        """
+        if limit <= 0:
+            return []
+        run_ids = sorted(text(r) for r in self.client.smembers(self.keys.leased_runs))
+        if not run_ids:
+            return []
+        bound = f"({dumps(float(now))}"
+        pipe = self.client.pipeline(transaction=False)
+        for run_id in run_ids:
+            pipe.zrangebyscore(self.keys.leases(run_id), "-inf", bound, start=0, num=limit)
+            pipe.zcard(self.keys.leases(run_id))
+        replies = pipe.execute()
+        candidates: dict[str, list[str]] = {}
+        idle: list[str] = []
+        for k, run_id in enumerate(run_ids):
+            ids, card = replies[2 * k], replies[2 * k + 1]
+            if ids:
+                candidates[run_id] = [text(i) for i in ids]
+            elif card == 0:
+                idle.append(run_id)
+        if idle:
+            self._forget_idle_runs(idle)
+        if not candidates:
+            return []
+        pipe = self.client.pipeline(transaction=False)
+        order = list(candidates)
+        for run_id in order:
+            pipe.hmget(self.keys.tasks(run_id), candidates[run_id])
+            pipe.hmget(self.keys.plans(run_id), candidates[run_id])
+        replies = pipe.execute()
+        out: list[TaskRecord] = []
+        for k, _run_id in enumerate(order):
+            for raw, plan in zip(replies[2 * k], replies[2 * k + 1], strict=True):
+                if raw is None:
+                    continue
+                task = _task(raw, plan)
+                if (task.state is TaskState.RUNNING and task.lease_until is not None
+                        and task.lease_until < now):
+                    out.append(task)
+        out.sort(key=lambda t: (t.lease_until or 0.0, t.run_id, t.task_id))
+        return out[:limit]
+
+    def _forget_idle_runs(self, run_ids: list[str]) -> None:
+        self.client.srem(self.keys.leased_runs, *run_ids)
+        pipe = self.client.pipeline(transaction=False)
+        for run_id in run_ids:
+            pipe.zcard(self.keys.leases(run_id))
+        back = [r for r, card in zip(run_ids, pipe.execute(), strict=True) if card]
+        if back:
+            self.client.sadd(self.keys.leased_runs, *back)
+
+    # ---- mutations -----------------------------------------------------------------------
+
+    def _call(self, name: str, run_id: str, args: Sequence[Arg]) -> Any:
+        return _checked(self.scripts.call(name, self.keys.run_keys(run_id), args), run_id)
+
+    def _call_leased(self, name: str, run_id: str, args: Sequence[Arg]) -> Any:
+        """The script, then SADD of the run to the namespace's leased-runs set, pipelined in
+        one round trip: the set is updated *after* the lease exists (see list_expired)."""
+        keys = self.keys.run_keys(run_id)
+
+        def build(pipe: Any) -> None:
+            self.scripts.queue(pipe, name, keys, args)
+            pipe.sadd(self.keys.leased_runs, run_id)
+
+        return _checked(self.scripts.pipeline(build)[0], run_id)
+
+    def create_run(self, run: RunRecord, nodes: Sequence[NodeRecord]) -> tuple[RunRecord, bool]:
+        fields = run.to_dict()
+        args: list[Arg] = [len(fields)]
+        for name, value in fields.items():
+            args += [name, dumps(value)]
+        for node in nodes:
+            args += [str(node.index), encode_jmap(node.to_dict())]
+        reply = self._call("create_run", run.run_id, args)
+        if int(reply[0]) == 1:
+            return run, True
+        stored = reply[1:]
+        return _run(dict(zip(stored[::2], stored[1::2], strict=True))), False
+
+    def launch_node(
+        self,
+        run_id: str,
+        node_index: int,
+        generation: int,
+        tasks: Sequence[TaskRecord],
+        total_tasks: int,
+        now: float,
+    ) -> Outcome:
+        args: list[Arg] = [str(node_index), str(generation), str(total_tasks), dumps(now)]
+        leased = False
+        for task in tasks:
+            head, plan = _task_parts(task)
+            args += [task.task_id, head, plan]
+            leased = leased or (task.state is TaskState.RUNNING and task.lease_until is not None)
+        if not leased:
+            return _outcome(self._call("launch_node", run_id, args))
+        return _outcome(self._call_leased("launch_node", run_id, args))
+
+    def settle_node(
+        self,
+        run_id: str,
+        node_index: int,
+        generation: int,
+        state: NodeState,
+        reason: str | None,
+        children: Sequence[int],
+        fail_run: RunState | None,
+        now: float,
+    ) -> Transition:
+        args: list[Arg] = [str(node_index), str(generation), dumps(state.value), dumps(reason),
+                           _opt(fail_run), dumps(now), *_indices(children)]
+        return _transition(self._call("settle_node", run_id, args))
+
+    def claim_task(
+        self,
+        run_id: str,
+        task_id: str,
+        attempt_id: str,
+        worker: str,
+        lease_until: float | None,
+        now: float,
+    ) -> tuple[Outcome, TaskRecord | None]:
+        args: list[Arg] = [task_id, dumps(attempt_id), dumps(worker), dumps(lease_until),
+                           dumps(now)]
+        if lease_until is None:
+            reply = self._call("claim_task", run_id, args)
+        else:
+            # the run joins the namespace's leased-runs set after its lease exists (same
+            # pipeline, same round trip): list_expired can always find it
+            reply = self._call_leased("claim_task", run_id, args)
+        return _task_reply(reply)
+
+    def heartbeat(self, run_id: str, task_id: str, attempt_id: str, lease_until: float) -> bool:
+        args: list[Arg] = [task_id, dumps(attempt_id), dumps(lease_until)]
+        return int(self._call_leased("heartbeat", run_id, args)) == 1
+
+    def complete_task(
+        self,
+        run_id: str,
+        task_id: str,
+        attempt_id: str,
+        outputs: Sequence[NewArtifact],
+        children: Sequence[int],
+        now: float,
+    ) -> Transition:
+        args: list[Arg] = [task_id, dumps(attempt_id), dumps(now), len(outputs)]
+        for output in outputs:
+            # the members after "artifact_id"; the script adds node, generation, task, seq, origin
+            body = dumps({"fields": output.fields, "data": output.data})
+            args += [dumps(output.artifact_id), body[1:-1]]
+        args += _indices(children)
+        return _transition(self._call("complete_task", run_id, args))
+
+    def fail_task(
+        self,
+        run_id: str,
+        task_id: str,
+        attempt_id: str,
+        error: str,
+        retry_at: float | None,
+        final_state: TaskState,
+        children: Sequence[int],
+        fail_run: RunState | None,
+        now: float,
+    ) -> Transition:
+        reason = f"task {task_id} {final_state.value}: {error}"
+        args: list[Arg] = [task_id, dumps(attempt_id), dumps(error), _opt(retry_at),
+                           dumps(final_state.value), _opt(fail_run), dumps(reason), dumps(now),
+                           *_indices(children)]
+        return _transition(self._call("fail_task", run_id, args))
+
+    def suspend_task(
+        self, run_id: str, task_id: str, attempt_id: str, reason: str, now: float
+    ) -> Outcome:
+        args: list[Arg] = [task_id, dumps(attempt_id), dumps(reason or None), dumps(now)]
+        return _outcome(self._call("suspend_task", run_id, args))
+
+    def resume_task(
+        self, run_id: str, task_id: str, payload: object, now: float
+    ) -> tuple[Outcome, TaskRecord | None]:
+        args: list[Arg] = [task_id, dumps(payload), dumps(now)]
+        return _task_reply(self._call("resume_task", run_id, args))
+
+    def cancel_run(self, run_id: str, reason: str, now: float) -> Transition:
+        args: list[Arg] = [dumps(reason), dumps(now)]
+        return _transition(self._call("cancel_run", run_id, args))
+
+    def reopen_run(
+        self, run_id: str, expected_retries: int, nodes: Sequence[NodeRecord], now: float
+    ) -> Outcome:
+        args: list[Arg] = [str(expected_retries), dumps(now)]
+        for node in nodes:
+            args += [str(node.index), encode_jmap(node.to_dict())]
+        return _outcome(self._call("reopen_run", run_id, args))
+
+
+# ---- reply decoding ------------------------------------------------------------------------
+
+
+def _indices(children: Iterable[int]) -> list[Arg]:
+    return [str(int(i)) for i in children]
+
+
+def _checked(reply: Any, run_id: str) -> Any:
+    """Raise for the scripts' error replies ({'illegal', ...}, {'nonode', index})."""
+    if isinstance(reply, list) and reply:
+        tag = text(reply[0]) if isinstance(reply[0], bytes | str) else None
+        if tag == "illegal":
+            kind, source, target, what = (text(x) for x in reply[1:5])
+            enum = _ENUMS[kind]
+            raise IllegalTransition(kind, enum(source), enum(target), what)
+        if tag == "nonode":
+            raise UsageError(f"run {run_id!r} has no node {text(reply[1])}")
+    return reply
+
+
+def _outcome(reply: Any) -> Outcome:
+    value = text(reply)
+    if value not in ("applied", "duplicate", "stale"):  # pragma: no cover - script bug
+        raise RuntimeError(f"unexpected script reply {reply!r}")
+    return value  # type: ignore[return-value]
+
+
+def _transition(reply: Any) -> Transition:
+    outcome = _outcome(reply[0])
+    state = text(reply[1]) if len(reply) > 1 else ""
+    run_state = RunState(json.loads(state)) if state else None
+    return Transition(outcome, tuple(int(i) for i in reply[2:]), run_state)
+
+
+def _task_reply(reply: Any) -> tuple[Outcome, TaskRecord | None]:
+    outcome = _outcome(reply[0])
+    if len(reply) < 2:
+        return outcome, None
+    return outcome, _task(reply[1], reply[2] if len(reply) > 2 else None)
+
+
+# ---- URLs ------------------------------------------------------------------------------------
+
+
+def split_url(url: str, default_namespace: str = "interlock") -> tuple[str, str]:
+    """Split ``redis://host:6379/0?namespace=ns`` into the client URL and the namespace."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("redis", "rediss", "unix"):
+        raise UsageError(f"not a redis URL: {url!r}")
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    namespace = default_namespace
+    rest = []
+    for key, value in query:
+        if key == "namespace":
+            namespace = value
+        else:
+            rest.append((key, value))
+    return urlunsplit(parts._replace(query=urlencode(rest))), namespace
+
+
+def from_url(url: str) -> RedisStore:
+    """Entry point for ``redis://host:port/db[?namespace=ns]`` store URLs."""
+    client_url, namespace = split_url(url)
+    return RedisStore(redis.Redis.from_url(client_url), namespace=namespace)

@@ -1,0 +1,123 @@
+"""The baselines each figure is divided by, measured in the same process and run.
+
+- :func:`graphlib_us_per_node`: driving the same task graph with ``graphlib.TopologicalSorter``
+  (construct, ``prepare``, ``get_ready``/``done`` until inactive): the floor for scheduling in
+  CPython.
+- :func:`sqlite_raw_tx_us`: one ``BEGIN IMMEDIATE; UPDATE; UPDATE; INSERT; COMMIT`` on a file in
+  WAL mode with ``synchronous=NORMAL`` (the tables mirror interlock-sqlite's schema v1, indexes
+  included, so each write maintains the same indexes a completion does).
+- :func:`redis_evalsha_us`: one ``EVALSHA`` of a script running three writes (HSET, HINCRBY,
+  RPUSH) on the same server, over the same kind of connection.
+"""
+
+from __future__ import annotations
+
+import graphlib
+import json
+import sqlite3
+from pathlib import Path
+from time import perf_counter
+from typing import Any
+
+from ilbench.shapes import TaskGraph
+
+
+def graphlib_us_per_node(graph: TaskGraph, reps: int) -> float:
+    """Best-of-``reps`` cost per node of scheduling ``graph`` with graphlib, in microseconds."""
+    best = float("inf")
+    for _ in range(reps):
+        t0 = perf_counter()
+        sorter: graphlib.TopologicalSorter[int] = graphlib.TopologicalSorter(graph)
+        sorter.prepare()
+        while sorter.is_active():
+            for node in sorter.get_ready():
+                sorter.done(node)
+        best = min(best, perf_counter() - t0)
+    return best / len(graph) * 1e6
+
+
+_DDL = (
+    "PRAGMA journal_mode=WAL",
+    "PRAGMA synchronous=NORMAL",
+    """CREATE TABLE nodes (run_id TEXT NOT NULL, idx INTEGER NOT NULL,
+        generation INTEGER NOT NULL, state TEXT NOT NULL, remaining_parents INTEGER NOT NULL,
+        total_tasks INTEGER NOT NULL, remaining_tasks INTEGER NOT NULL, reason TEXT,
+        PRIMARY KEY (run_id, idx)) WITHOUT ROWID""",
+    """CREATE TABLE tasks (run_id TEXT NOT NULL, task_id TEXT NOT NULL,
+        node_index INTEGER NOT NULL, generation INTEGER NOT NULL, seq INTEGER NOT NULL,
+        state TEXT NOT NULL, origin TEXT, origin_mode TEXT NOT NULL, attempt INTEGER NOT NULL,
+        attempt_id TEXT, worker TEXT, lease_until REAL, not_before REAL NOT NULL, error TEXT,
+        updated_at REAL NOT NULL, plan TEXT NOT NULL, resume TEXT,
+        PRIMARY KEY (run_id, task_id))""",
+    "CREATE INDEX tasks_by_node ON tasks (run_id, node_index, generation, seq)",
+    "CREATE INDEX tasks_by_state ON tasks (run_id, state, node_index, generation, seq)",
+    "CREATE INDEX tasks_lease ON tasks (lease_until) WHERE state = 'running'",
+    """CREATE TABLE artifacts (run_id TEXT NOT NULL, seq INTEGER NOT NULL,
+        node_index INTEGER NOT NULL, generation INTEGER NOT NULL, artifact_id TEXT NOT NULL,
+        task_id TEXT NOT NULL, origin TEXT, fields TEXT NOT NULL, data TEXT,
+        PRIMARY KEY (run_id, seq))""",
+    "CREATE INDEX artifacts_by_node ON artifacts (run_id, node_index, generation, seq)",
+)
+
+
+def sqlite_raw_tx_us(directory: Path, transactions: int, reps: int) -> float:
+    """Best-of-``reps`` microseconds per raw completion-shaped write transaction."""
+    path = directory / "baseline.db"
+    conn = sqlite3.connect(path, isolation_level=None)
+    try:
+        for statement in _DDL:
+            conn.execute(statement)
+        total = transactions * reps
+        plan = json.dumps({"inputs": {"src": [{"artifact_id": "src.0.0/0", "fields": {"i": 0}}]},
+                           "bindings": {}})
+        conn.execute("BEGIN")
+        conn.execute("INSERT INTO nodes VALUES ('r', 1, 0, 'launched', 0, ?, ?, NULL)",
+                     (total, total))
+        conn.executemany(
+            "INSERT INTO tasks VALUES ('r', ?, 1, 0, ?, 'running', ?, 'inherit', 1, ?, 'w', "
+            "1e12, 0, NULL, 0, ?, NULL)",
+            ((f"each.0.{i}", i, f"src.0.0/{i}", f"a{i}", plan) for i in range(total)))
+        conn.execute("COMMIT")
+        fields = json.dumps({"k": 1})
+        best = float("inf")
+        for rep in range(reps):
+            t0 = perf_counter()
+            for i in range(rep * transactions, (rep + 1) * transactions):
+                task_id = f"each.0.{i}"
+                conn.execute("BEGIN IMMEDIATE")
+                conn.execute("UPDATE tasks SET state = 'completed', lease_until = NULL, "
+                             "updated_at = ? WHERE run_id = 'r' AND task_id = ?", (i, task_id))
+                conn.execute("UPDATE nodes SET remaining_tasks = remaining_tasks - 1 "
+                             "WHERE run_id = 'r' AND idx = 1")
+                conn.execute("INSERT INTO artifacts VALUES ('r', ?, 1, 0, ?, ?, ?, ?, NULL)",
+                             (i + 1, f"{task_id}/0", task_id, f"src.0.0/{i}", fields))
+                conn.execute("COMMIT")
+            best = min(best, perf_counter() - t0)
+    finally:
+        conn.close()
+    return best / transactions * 1e6
+
+
+_SCRIPT = """
+redis.call('HSET', KEYS[1], 'state', 'completed', 'updated_at', ARGV[1])
+local left = redis.call('HINCRBY', KEYS[2], 'remaining_tasks', -1)
+redis.call('RPUSH', KEYS[3], ARGV[2])
+return left
+"""
+
+
+def redis_evalsha_us(client: Any, prefix: str, calls: int, reps: int) -> float:
+    """Best-of-``reps`` microseconds per EVALSHA of a three-write script (keys under
+    ``prefix``)."""
+    sha = client.script_load(_SCRIPT)
+    node, arts = f"{prefix}:node", f"{prefix}:artifacts"
+    payload = json.dumps({"artifact_id": "each.0.0/0", "fields": {"k": 1}})
+    for i in range(min(100, calls)):  # warm the connection and the script cache
+        client.evalsha(sha, 3, f"{prefix}:warm:{i}", node, arts, i, payload)
+    best = float("inf")
+    for _ in range(reps):
+        t0 = perf_counter()
+        for i in range(calls):
+            client.evalsha(sha, 3, f"{prefix}:task:{i}", node, arts, i, payload)
+        best = min(best, perf_counter() - t0)
+    return best / calls * 1e6

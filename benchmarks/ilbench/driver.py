@@ -1,0 +1,179 @@
+"""The synchronous driver: pop a dispatched ref -> claim_task -> on_task_complete, in-process.
+
+One thread, no queue, no sleeps: what is timed is the kernel plus the store. ``claim_task``
+returns the task's built :class:`~interlock.TaskInput` (the code path of ``build_task_input``),
+which the loop touches as a worker would, so the cycle is launch -> claim -> input -> complete
+-> next ready.
+"""
+
+from __future__ import annotations
+
+import gc
+import statistics
+from collections import Counter, deque
+from collections.abc import Callable, Sequence
+from time import perf_counter, process_time
+from typing import Any
+
+import attrs
+
+from ilbench.shapes import Shape
+from interlock import Kernel, Limits, RunState, TaskRef
+from interlock.protocols import DagStore
+from interlock.values import task_node_slug
+
+
+class FakeClock:
+    """A clock that never moves: no task is ever "not due yet"."""
+
+    def __init__(self, start: float = 1_000_000.0) -> None:
+        self.t = start
+
+    def now(self) -> float:
+        return self.t
+
+
+class QueueDispatcher:
+    """Dispatch = append to an in-process FIFO the driver pops from."""
+
+    def __init__(self) -> None:
+        self.queue: deque[TaskRef] = deque()
+
+    def dispatch(self, tasks: Sequence[TaskRef]) -> None:
+        self.queue.extend(tasks)
+
+
+class RoundTrips:
+    """A counter the Redis adapter's connections bump once per request written to the socket."""
+
+    def __init__(self) -> None:
+        self.n = 0
+
+
+@attrs.define
+class RunStats:
+    """The measurements of one driven run."""
+
+    shape: str
+    tasks: int
+    total_s: float
+    cpu_s: float
+    """CPU time of this process over the run (the rest of ``total_s`` is waiting: I/O, the
+    Redis server, other processes)."""
+    start_s: float
+    claim_s: float
+    complete_s: float
+    complete_p50_s: float
+    state: str
+    rt_claim: Counter[int] = attrs.field(factory=Counter)
+    rt_plain: Counter[int] = attrs.field(factory=Counter)
+    """Round trips of whole ``on_task_complete`` calls that released nothing downstream."""
+    rt_release: Counter[int] = attrs.field(factory=Counter)
+    """Round trips of whole ``on_task_complete`` calls that released downstream nodes."""
+    rt_release_store: Counter[int] = attrs.field(factory=Counter)
+    """Round trips of the ``store.complete_task`` call alone, in releasing completions."""
+
+    @property
+    def cycle_us(self) -> float:
+        return self.total_s / self.tasks * 1e6
+
+    @property
+    def cpu_us(self) -> float:
+        return self.cpu_s / self.tasks * 1e6
+
+    @property
+    def complete_us(self) -> float:
+        return self.complete_s / self.tasks * 1e6
+
+    @property
+    def claim_us(self) -> float:
+        return self.claim_s / self.tasks * 1e6
+
+
+def make_kernel(store: DagStore, shape: Shape) -> tuple[Kernel, QueueDispatcher]:
+    dispatcher = QueueDispatcher()
+    limits = Limits(max_outputs_per_task=shape.max_outputs)
+    return Kernel(store, dispatcher, clock=FakeClock(), limits=limits), dispatcher
+
+
+def drive(store: DagStore, shape: Shape, run_id: str, rts: RoundTrips | None = None) -> RunStats:
+    """Run ``shape`` to completion on ``store``; raises if the run does not complete."""
+    kernel, dispatcher = make_kernel(store, shape)
+    queue = dispatcher.queue
+    outputs_of = shape.outputs_of
+    durations: list[float] = []
+    claim_s = 0.0
+    done = 0
+    counting = rts is not None
+    rt_claim: Counter[int] = Counter()
+    rt_plain: Counter[int] = Counter()
+    rt_release: Counter[int] = Counter()
+    rt_store: Counter[int] = Counter()
+    restore: Callable[[], None] | None = None
+    if rts is not None:
+        restore = _count_store_complete(store, rts, rt_store)
+    gc.collect()
+    try:
+        cpu0 = process_time()
+        t0 = perf_counter()
+        kernel.start_run(shape.pipeline, run_id=run_id)
+        t_started = perf_counter()
+        while queue:
+            ref = queue.popleft()
+            before = rts.n if rts is not None else 0
+            a = perf_counter()
+            claim = kernel.claim_task(run_id, ref.task_id, worker="bench")
+            b = perf_counter()
+            claim_s += b - a
+            if claim is None:
+                continue
+            if not claim.input.task_id:  # touch the input as a worker would
+                raise AssertionError("claim without input")
+            outputs = outputs_of(task_node_slug(ref.task_id))
+            middle = rts.n if rts is not None else 0
+            c = perf_counter()
+            transition = kernel.on_task_complete(run_id, ref.task_id, claim.attempt_id, outputs)
+            d = perf_counter()
+            durations.append(d - c)
+            done += 1
+            if counting and rts is not None:
+                rt_claim[middle - before] += 1
+                (rt_release if transition.ready else rt_plain)[rts.n - middle] += 1
+        total = perf_counter() - t0
+        cpu = process_time() - cpu0
+    finally:
+        if restore is not None:
+            restore()
+    run = store.get_run(run_id)
+    state = run.state.value if run is not None else "missing"
+    if run is None or run.state is not RunState.COMPLETED or done != shape.tasks:
+        raise RuntimeError(f"{shape.name}: run ended {state} after {done} of {shape.tasks} "
+                           "tasks")
+    return RunStats(shape.name, done, total, cpu, t_started - t0, claim_s, sum(durations),
+                    statistics.median(durations), state, rt_claim, rt_plain, rt_release,
+                    rt_store)
+
+
+def _count_store_complete(store: Any, rts: RoundTrips, into: Counter[int]
+                          ) -> Callable[[], None] | None:
+    """Wrap ``store.complete_task`` to record the round trips of each call (with the
+    outcome's ``ready`` to tell releasing calls apart)."""
+    original = store.complete_task
+
+    def complete_task(*args: Any, **kwargs: Any) -> Any:
+        before = rts.n
+        result = original(*args, **kwargs)
+        if result.ready:
+            into[rts.n - before] += 1
+        return result
+
+    try:
+        store.complete_task = complete_task
+    except (AttributeError, TypeError):
+        return None
+
+    def restore() -> None:
+        del store.complete_task
+
+    return restore
+

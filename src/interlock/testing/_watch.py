@@ -1,0 +1,145 @@
+"""A DagStore wrapper that watches the kernel's writes: launches and settles per node and
+generation, and the barrier at the moment a node launches or settles without tasks."""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter
+from collections.abc import Collection, Sequence
+
+from interlock.protocols import DagStore
+from interlock.records import (
+    Artifact,
+    NewArtifact,
+    NodeRecord,
+    Outcome,
+    RunRecord,
+    TaskRecord,
+    Transition,
+)
+from interlock.states import NodeState, RunState, TaskState
+
+__all__ = ["Tally", "Watched"]
+
+
+class Tally:
+    """What the watched store(s) of one side saw; thread-safe."""
+
+    def __init__(self, parents: Sequence[Sequence[int]]) -> None:
+        self.parents = [tuple(p) for p in parents]
+        self.launched: Counter[tuple[int, int]] = Counter()
+        self.settled: Counter[tuple[int, int]] = Counter()
+        self.violations: list[str] = []
+        self.lock = threading.Lock()
+
+    def note(self, counter: Counter[tuple[int, int]], key: tuple[int, int]) -> None:
+        with self.lock:
+            counter[key] += 1
+
+    def violation(self, text: str) -> None:
+        with self.lock:
+            self.violations.append(text)
+
+
+class Watched:
+    """Delegates every DagStore call to ``inner``; records applied launches and settles."""
+
+    def __init__(self, inner: DagStore, tally: Tally) -> None:
+        self.inner = inner
+        self.tally = tally
+
+    # ---- reads ---------------------------------------------------------------------------
+
+    def get_run(self, run_id: str) -> RunRecord | None:
+        return self.inner.get_run(run_id)
+
+    def get_nodes(self, run_id: str, indices: Sequence[int] | None = None) -> list[NodeRecord]:
+        return self.inner.get_nodes(run_id, indices)
+
+    def get_task(self, run_id: str, task_id: str) -> TaskRecord | None:
+        return self.inner.get_task(run_id, task_id)
+
+    def list_tasks(self, run_id: str, *, node_index: int | None = None,
+                   states: Collection[TaskState] | None = None) -> list[TaskRecord]:
+        return self.inner.list_tasks(run_id, node_index=node_index, states=states)
+
+    def get_artifacts(self, run_id: str, node_index: int, generation: int) -> list[Artifact]:
+        return self.inner.get_artifacts(run_id, node_index, generation)
+
+    def list_expired(self, now: float, limit: int) -> list[TaskRecord]:
+        return self.inner.list_expired(now, limit)
+
+    # ---- mutations -----------------------------------------------------------------------
+
+    def create_run(self, run: RunRecord, nodes: Sequence[NodeRecord]) -> tuple[RunRecord, bool]:
+        return self.inner.create_run(run, nodes)
+
+    def launch_node(self, run_id: str, node_index: int, generation: int,
+                    tasks: Sequence[TaskRecord], total_tasks: int, now: float) -> Outcome:
+        outcome = self.inner.launch_node(run_id, node_index, generation, tasks, total_tasks, now)
+        if outcome == "applied":
+            self.tally.note(self.tally.launched, (node_index, generation))
+            self._barrier(run_id, node_index, "launched")
+        return outcome
+
+    def settle_node(self, run_id: str, node_index: int, generation: int, state: NodeState,
+                    reason: str | None, children: Sequence[int], fail_run: RunState | None,
+                    now: float) -> Transition:
+        transition = self.inner.settle_node(run_id, node_index, generation, state, reason,
+                                            children, fail_run, now)
+        if transition.applied:
+            self.tally.note(self.tally.settled, (node_index, generation))
+            self._barrier(run_id, node_index, f"settled {state.value}")
+        return transition
+
+    def claim_task(self, run_id: str, task_id: str, attempt_id: str, worker: str,
+                   lease_until: float | None, now: float) -> tuple[Outcome, TaskRecord | None]:
+        return self.inner.claim_task(run_id, task_id, attempt_id, worker, lease_until, now)
+
+    def heartbeat(self, run_id: str, task_id: str, attempt_id: str, lease_until: float) -> bool:
+        return self.inner.heartbeat(run_id, task_id, attempt_id, lease_until)
+
+    def complete_task(self, run_id: str, task_id: str, attempt_id: str,
+                      outputs: Sequence[NewArtifact], children: Sequence[int],
+                      now: float) -> Transition:
+        return self.inner.complete_task(run_id, task_id, attempt_id, outputs, children, now)
+
+    def fail_task(self, run_id: str, task_id: str, attempt_id: str, error: str,
+                  retry_at: float | None, final_state: TaskState, children: Sequence[int],
+                  fail_run: RunState | None, now: float) -> Transition:
+        return self.inner.fail_task(run_id, task_id, attempt_id, error, retry_at, final_state,
+                                    children, fail_run, now)
+
+    def suspend_task(self, run_id: str, task_id: str, attempt_id: str, reason: str,
+                     now: float) -> Outcome:
+        return self.inner.suspend_task(run_id, task_id, attempt_id, reason, now)
+
+    def resume_task(self, run_id: str, task_id: str, payload: object,
+                    now: float) -> tuple[Outcome, TaskRecord | None]:
+        return self.inner.resume_task(run_id, task_id, payload, now)
+
+    def cancel_run(self, run_id: str, reason: str, now: float) -> Transition:
+        return self.inner.cancel_run(run_id, reason, now)
+
+    def reopen_run(self, run_id: str, expected_retries: int, nodes: Sequence[NodeRecord],
+                   now: float) -> Outcome:
+        return self.inner.reopen_run(run_id, expected_retries, nodes, now)
+
+    # ---- the barrier, checked right after the write that passed it ---------------------
+
+    def _barrier(self, run_id: str, index: int, what: str) -> None:
+        nodes = self.inner.get_nodes(run_id)
+        for p in self.tally.parents[index]:
+            parent = nodes[p]
+            if not parent.state.settled or parent.state is NodeState.CANCELLED:
+                self.tally.violation(f"node n{index} {what} while its parent n{p} was "
+                                     f"{parent.state.value}")
+            elif parent.state is NodeState.COMPLETED:
+                tasks = [t for t in self.inner.list_tasks(run_id, node_index=p)
+                         if t.generation == parent.generation]
+                unfinished = [t.task_id for t in tasks if t.state is not TaskState.COMPLETED]
+                if unfinished or len(tasks) != parent.total_tasks:
+                    self.tally.violation(
+                        f"node n{index} {what} while its COMPLETED parent n{p} had "
+                        f"{len(tasks)} of {parent.total_tasks} tasks stored, not completed: "
+                        f"{unfinished}")
