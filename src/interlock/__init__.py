@@ -9,6 +9,7 @@ from interlock.errors import (
     InterlockError,
     LimitExceeded,
     StoreContractError,
+    StoreUnavailable,
     UsageError,
 )
 from interlock.graph import PluginCatalog, SimplePluginCatalog, Topology, validate
@@ -77,6 +78,7 @@ __all__ = [
     "RunState",
     "SimplePluginCatalog",
     "StoreContractError",
+    "StoreUnavailable",
     "SystemClock",
     "TaskInput",
     "TaskRecord",

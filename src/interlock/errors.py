@@ -7,6 +7,7 @@
 - :class:`LimitExceeded` — a documented, configurable limit was exceeded; names the limit.
 - :class:`StoreContractError` — a Store implementation returned something the contract forbids.
 - :class:`ConflictError` — an idempotent call was repeated with *different* arguments.
+- :class:`StoreUnavailable` — the store cannot be reached (CLI exit code 3).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ __all__ = [
     "InterlockError",
     "LimitExceeded",
     "StoreContractError",
+    "StoreUnavailable",
     "UsageError",
 ]
 
@@ -119,3 +121,7 @@ class StoreContractError(InterlockError):
     def __init__(self, clause: str, message: str) -> None:
         self.clause = clause
         super().__init__(f"store contract [{clause}] violated: {message}")
+
+
+class StoreUnavailable(InterlockError):
+    """The store cannot be reached or opened (server down, file not writable)."""
