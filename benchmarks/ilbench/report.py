@@ -87,9 +87,11 @@ def verdicts(sections: Sequence[Section], plan: Plan, rss: dict[str, Any] | None
                                _why(section)))
         for row in rows:
             share = 1 / row.complete_x
+            median = row.baseline_us / row.complete_p50_us
             out.append(_check(f"{adapter} completions >= 50% of the {what} rate [{row.shape}]",
-                              share >= 0.5, f"{share:.0%} ({row.complete_us:.1f} us vs "
-                              f"{row.baseline_us:.1f} us)"))
+                              share >= 0.5, f"{share:.0%} (mean completion {row.complete_us:.1f}"
+                              f" us vs {row.baseline_us:.1f} us; the median completion: "
+                              f"{median:.0%})"))
     out.extend(_round_trips(by.get("redis")))
     out.append(_rss(plan, rss))
     return out

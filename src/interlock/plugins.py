@@ -78,13 +78,13 @@ class PluginSpec:
 class PluginRegistry:
     """Named plugins plus on-demand resolution of entry points and ``module:function`` names.
 
-    Thread-safe. Resolution results are cached, so a name imports at most once per registry.
+    Thread-safe. A resolved name is cached (it imports once per registry); a failed one is
+    tried again next time.
     """
 
     def __init__(self, plugins: Mapping[str, PluginFunction] | None = None) -> None:
         self._lock = threading.RLock()
         self._specs: dict[str, PluginSpec] = {}
-        self._failures: dict[str, str] = {}
         for name, function in (plugins or {}).items():
             self.register(name, function)
 
@@ -104,7 +104,6 @@ class PluginRegistry:
                 raise UsageError(f"plugin {name!r} is already registered "
                                  f"({existing.reference or existing.function!r})")
             self._specs[name] = spec
-            self._failures.pop(name, None)
         return spec
 
     def plugin(self, name: str | None = None, *, passthrough: bool = False
@@ -124,16 +123,9 @@ class PluginRegistry:
         """The plugin called ``name``; UsageError saying what was tried if there is none."""
         with self._lock:
             spec = self._specs.get(name)
-            if spec is not None:
-                return spec
-            if name in self._failures:
-                raise UsageError(self._failures[name])
-            try:
-                spec = self._load(name)
-            except UsageError as exc:
-                self._failures[name] = str(exc)
-                raise
-            self._specs[name] = spec
+            if spec is None:
+                spec = self._load(name)  # failures are not cached: sys.path may change
+                self._specs[name] = spec
             return spec
 
     def __contains__(self, name: object) -> bool:
@@ -208,11 +200,9 @@ default_registry = PluginRegistry()
 
 
 def plugin(name: str | None = None, *, passthrough: bool = False) -> Callable[[F], F]:
-    """Register a function on :data:`default_registry`.
+    """Register a function on :data:`default_registry`::
 
-    ```
-    @plugin("thumbnail")
-    def thumbnail(task: TaskInput) -> list[Output]: ...
-    ```
+        @plugin("thumbnail")
+        def thumbnail(task: TaskInput) -> list[Output]: ...
     """
     return default_registry.plugin(name, passthrough=passthrough)

@@ -21,10 +21,11 @@ from typing import Any
 
 import pytest
 import redis
-from interlock_redis import RedisStore
 from redis.backoff import NoBackoff
 from redis.connection import Connection
 from redis.retry import Retry
+
+from interlock_redis import RedisStore
 
 ENV_URL = "INTERLOCK_TEST_REDIS_URL"
 SERVER_BINARY = shutil.which("redis-server")

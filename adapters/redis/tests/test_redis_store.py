@@ -18,9 +18,6 @@ import pytest
 import redis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from interlock_memory import MemoryStore
-from interlock_redis import RedisStore, RedisStreamsDispatcher, from_url, queue_from_url
-from interlock_redis.store import decode_jmap, encode_jmap
 from redis.crc import key_slot
 
 from interlock import Kernel, TaskInput, open_store
@@ -34,6 +31,9 @@ from interlock.records import (
 )
 from interlock.states import IllegalTransition, NodeState, RunState, TaskState
 from interlock.values import RunFinished
+from interlock_memory import MemoryStore
+from interlock_redis import RedisStore, RedisStreamsDispatcher, from_url, queue_from_url
+from interlock_redis.store import decode_jmap, encode_jmap
 
 # ---- values that trip naive Lua/cjson round trips ------------------------------------------
 

@@ -1,8 +1,10 @@
 """Running plugins in worker processes while the kernel and the store stay in the parent.
 
 The parent's worker threads claim tasks and report results; only the plugin call crosses to a
-:class:`concurrent.futures.ProcessPoolExecutor` (``spawn`` start method: children start clean,
-whatever threads or connections the parent holds). A plugin therefore has to be importable by
+:class:`concurrent.futures.ProcessPoolExecutor` (``forkserver`` start method, else ``spawn``:
+children start clean, whatever threads or connections the parent holds; like any
+multiprocessing program, a script that runs processes mode needs the
+``if __name__ == "__main__":`` guard). A plugin therefore has to be importable by
 name in the child — ``module:function`` — and its outputs picklable.
 """
 
@@ -12,6 +14,7 @@ import importlib
 import logging
 import multiprocessing
 import signal
+import sys
 import threading
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -51,14 +54,30 @@ def process_reference(spec: PluginSpec) -> str:
     return reference
 
 
-def _child_init() -> None:
+def _child_init(parent_path: list[str]) -> None:
     # Ctrl-C goes to the whole process group: the parent cancels the run, children must not
     # die mid-task with a traceback (their results are then ignored as stale).
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # the fork server was started with the sys.path of its time: add what came since
+    # (e.g. the directory of a pipeline loaded later)
+    for entry in reversed(parent_path):
+        if entry not in sys.path:
+            sys.path.insert(0, entry)
 
 
 def _child_call(reference: str, task: TaskInput) -> Outputs:
     return call_plugin(default_registry.resolve(reference), task)
+
+
+def _context() -> multiprocessing.context.BaseContext:
+    """``forkserver`` where available (children fork from a clean server that has imported
+    Interlock once: fast and thread-safe), else ``spawn``. Never plain ``fork``: the parent
+    runs threads, and forking a threaded process can deadlock the child."""
+    if "forkserver" in multiprocessing.get_all_start_methods():
+        context = multiprocessing.get_context("forkserver")
+        context.set_forkserver_preload([__name__])
+        return context
+    return multiprocessing.get_context("spawn")
 
 
 class ProcessInvoker:
@@ -76,9 +95,8 @@ class ProcessInvoker:
         self._pool = self._new_pool()
 
     def _new_pool(self) -> ProcessPoolExecutor:
-        return ProcessPoolExecutor(max_workers=self.processes,
-                                   mp_context=multiprocessing.get_context("spawn"),
-                                   initializer=_child_init)
+        return ProcessPoolExecutor(max_workers=self.processes, mp_context=_context(),
+                                   initializer=_child_init, initargs=(list(sys.path),))
 
     def check(self, spec: PluginSpec) -> str:
         """Validate (once per name) that ``spec`` can run in a child; its reference."""

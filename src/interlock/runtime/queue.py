@@ -130,7 +130,10 @@ class QueueDispatcher:
     def _idle_locked(self) -> bool:
         return not (self._ready or self._delayed or self._unacked)
 
-    def __len__(self) -> int:
-        """Tasks waiting in the queue (due or delayed), not counting unacked deliveries."""
+    def pending(self) -> int:
+        """Tasks waiting in the queue (due or delayed), not counting unacked deliveries.
+
+        (Deliberately not ``__len__``: an empty queue must stay truthy for ``dispatcher or
+        default`` idioms.)"""
         with self._cond:
             return len(self._ready) + len(self._delayed)

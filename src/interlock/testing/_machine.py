@@ -97,18 +97,26 @@ class StoreMachine(RuleBasedStateMachine):
         """Apply one kernel call to both sides; their results must agree."""
         results: list[T | None] = []
         normal: list[object] = []
+        errors: list[InterlockError | None] = []
         for side in self.sides:
             try:
                 result = fn(side)
             except InterlockError as exc:
                 results.append(None)
+                errors.append(exc)
                 normal.append(("raised", type(exc).__name__))
             else:
                 results.append(result)
+                errors.append(None)
                 normal.append(_norm(result))
         if normal[0] != normal[1]:
             fail("same-outcome", clauses, f"{call}: store under test -> {normal[0]!r}, "
                                           f"reference -> {normal[1]!r}")
+        if errors[1] is not None:
+            # Every call the machine makes is legal: an error with the reference store is a
+            # bug in Interlock itself (kernel or reference), not in the store under test.
+            fail("kernel-error", clauses, f"{call} raised {errors[1]!r} with the reference "
+                 "store too: a bug in interlock, please report it with this program")
         self._compare_dispatch(call, clauses)
         return results
 

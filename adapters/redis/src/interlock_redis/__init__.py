@@ -2,6 +2,12 @@
 queue on Redis Streams. See docs/adapters/redis.md."""
 
 from interlock_redis.dispatcher import RedisStreamsDispatcher, queue_from_url
-from interlock_redis.store import RedisStore, from_url
+from interlock_redis.store import RedisStore, RedisUnavailable, from_url
 
-__all__ = ["RedisStore", "RedisStreamsDispatcher", "from_url", "queue_from_url"]
+__all__ = [
+    "RedisStore",
+    "RedisStreamsDispatcher",
+    "RedisUnavailable",
+    "from_url",
+    "queue_from_url",
+]

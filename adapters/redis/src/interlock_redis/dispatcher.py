@@ -213,7 +213,9 @@ class RedisStreamsDispatcher:
         socket_timeout = kwargs.get("socket_timeout")
         if socket_timeout is None:
             return 3600.0
-        return max(0.05, float(socket_timeout) * 0.8)
+        limit = float(socket_timeout)
+        # leave the reply time to arrive: 1 s for usual timeouts, half of a very short one
+        return max(0.01, limit - 1.0 if limit > 2.0 else limit / 2)
 
 
 def queue_from_url(url: str) -> RedisStreamsDispatcher:

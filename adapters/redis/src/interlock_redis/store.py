@@ -12,14 +12,16 @@ number or a user value: what Python wrote is what Python reads back.
 
 from __future__ import annotations
 
+import functools
 import json
-from collections.abc import Collection, Iterable, Mapping, Sequence
-from typing import Any
+import math
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from typing import Any, ParamSpec, TypeVar
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import redis
 
-from interlock.errors import UsageError
+from interlock.errors import StoreUnavailable, UsageError
 from interlock.records import (
     Artifact,
     NewArtifact,
@@ -33,24 +35,77 @@ from interlock.states import IllegalTransition, NodeState, RunState, TaskState
 from interlock_redis.keys import Keys
 from interlock_redis.scripts import STORE_SCRIPTS, Arg, Scripts, lua_source, text
 
-__all__ = ["RedisStore", "from_url", "split_url"]
+__all__ = ["RedisStore", "RedisUnavailable", "from_url", "split_url"]
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+class RedisUnavailable(StoreUnavailable, redis.ConnectionError):
+    """The server could not be reached, or the connection broke before the reply arrived.
+
+    A mutating call that raises this may or may not have applied (it is one script: never
+    half). Every operation is fenced, so repeating the same call is safe: it applies, or
+    reports ``duplicate`` (``stale`` for a repeated ``resume_task``). Also a
+    ``redis.ConnectionError``, so code catching redis-py's errors keeps working.
+    """
+
+
+def _reachable(method: Callable[P, R]) -> Callable[P, R]:
+    """Raise :class:`RedisUnavailable` (chained) for connection errors and timeouts."""
+
+    @functools.wraps(method)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return method(*args, **kwargs)
+        except RedisUnavailable:
+            raise
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            raise RedisUnavailable(f"redis store unreachable during {method.__name__}: "
+                                   f"{exc}") from exc
+
+    return wrapper
 
 _UNFINISHED = frozenset({TaskState.QUEUED, TaskState.RUNNING, TaskState.WAITING})
 _ENUMS: Mapping[str, Any] = {"run": RunState, "node": NodeState, "task": TaskState}
 
 
+_ENCODER = json.JSONEncoder(ensure_ascii=True, separators=(",", ":"))
+_encode_str: Callable[[str], str] = json.encoder.encode_basestring_ascii
+
+
 def dumps(value: Any) -> str:
-    """The one JSON encoding every text stored or compared by the scripts goes through."""
-    return json.dumps(value, ensure_ascii=True, separators=(",", ":"))
+    """The one JSON encoding every text stored or compared by the scripts goes through
+    (``json.dumps(value, ensure_ascii=True, separators=(",", ":"))``, with fast paths for
+    scalars that produce the same text)."""
+    kind = type(value)
+    if kind is str:
+        return _encode_str(value)
+    if value is None:
+        return "null"
+    if kind is bool:
+        return "true" if value else "false"
+    if kind is int:
+        return int.__repr__(value)
+    if kind is float and math.isfinite(value):
+        return float.__repr__(value)
+    return _ENCODER.encode(value)
 
 
 def encode_jmap(data: Mapping[str, Any]) -> str:
     """A jmap: a JSON object whose values are the JSON texts of ``data``'s values."""
-    return dumps({key: dumps(value) for key, value in data.items()})
+    return _ENCODER.encode({key: dumps(value) for key, value in data.items()})
 
 
-def decode_jmap(raw: str | bytes) -> dict[str, Any]:
-    return {key: json.loads(value) for key, value in json.loads(raw).items()}
+def decode_jmap(raw: str | bytes, **extra: str | bytes | None) -> dict[str, Any]:
+    """The values of a jmap, decoded. The texts are spliced into one JSON object and parsed
+    once (keys are re-encoded, values are JSON texts already); ``extra`` JSON texts (a task's
+    plan) join the same parse."""
+    texts: dict[str, Any] = json.loads(raw)
+    texts.update((key, value) for key, value in extra.items() if value is not None)
+    joined = ",".join(f"{_encode_str(key)}:{text(value)}" for key, value in texts.items())
+    result: dict[str, Any] = json.loads("{" + joined + "}")
+    return result
 
 
 def _task_parts(task: TaskRecord) -> tuple[str, str]:
@@ -60,8 +115,8 @@ def _task_parts(task: TaskRecord) -> tuple[str, str]:
 
 
 def _task(raw: str | bytes, plan: str | bytes | None) -> TaskRecord:
-    data = decode_jmap(raw)
-    data["plan"] = {} if plan is None else json.loads(plan)
+    data = decode_jmap(raw, plan=plan)
+    data.setdefault("plan", {})
     return TaskRecord.from_dict(data)
 
 
@@ -101,10 +156,12 @@ class RedisStore:
 
     # ---- reads ---------------------------------------------------------------------------
 
+    @_reachable
     def get_run(self, run_id: str) -> RunRecord | None:
         pairs = self.client.hgetall(self.keys.run(run_id))
         return _run(pairs) if pairs else None
 
+    @_reachable
     def get_nodes(self, run_id: str, indices: Sequence[int] | None = None) -> list[NodeRecord]:
         key = self.keys.nodes(run_id)
         if indices is None:
@@ -117,6 +174,7 @@ class RedisStore:
                     if raw is not None]
         return sorted((_node(raw) for raw in raws), key=lambda n: n.index)
 
+    @_reachable
     def get_task(self, run_id: str, task_id: str) -> TaskRecord | None:
         pipe = self.client.pipeline(transaction=True)
         pipe.hget(self.keys.tasks(run_id), task_id)
@@ -124,6 +182,7 @@ class RedisStore:
         raw, plan = pipe.execute()
         return None if raw is None else _task(raw, plan)
 
+    @_reachable
     def list_tasks(
         self,
         run_id: str,
@@ -153,32 +212,37 @@ class RedisStore:
                                             strict=True) if v is not None]
         else:
             pairs = []
-        heads = [(task_id, decode_jmap(raw)) for task_id, raw in pairs]
-        heads = [(task_id, data) for task_id, data in heads
-                 if (wanted is None or TaskState(data["state"]) in wanted)
-                 and (node_index is None or data["node_index"] == node_index)]
-        out = self._with_plans(run_id, heads)
+        if wanted is not None or node_index is not None:
+            state_texts = None if wanted is None else {dumps(w.value) for w in wanted}
+            index_text = None if node_index is None else dumps(node_index)
+            kept = []
+            for task_id, raw in pairs:
+                texts = json.loads(raw)  # filter on the JSON texts, decode the rest later
+                if (state_texts is None or texts["state"] in state_texts) and (
+                        index_text is None or texts["node_index"] == index_text):
+                    kept.append((task_id, raw))
+            pairs = kept
+        out = self._with_plans(run_id, pairs)
         return sorted(out, key=lambda t: (t.node_index, t.generation, t.seq))
 
-    def _with_plans(self, run_id: str, heads: list[tuple[str, dict[str, Any]]]
-                    ) -> list[TaskRecord]:
+    def _with_plans(self, run_id: str, heads: list[tuple[str, Any]]) -> list[TaskRecord]:
+        """Task records from their jmaps, fetching plans in pipelined chunks of 1,000."""
         if not heads:
             return []
-        out: list[TaskRecord] = []
         key = self.keys.plans(run_id)
         step = 1000
+        pipe = self.client.pipeline(transaction=False)
         for start in range(0, len(heads), step):
-            chunk = heads[start:start + step]
-            plans = self.client.hmget(key, [task_id for task_id, _ in chunk])
-            for (_, data), plan in zip(chunk, plans, strict=True):
-                out.append(TaskRecord.from_dict(
-                    {**data, "plan": {} if plan is None else json.loads(plan)}))
-        return out
+            pipe.hmget(key, [task_id for task_id, _ in heads[start:start + step]])
+        plans = [plan for chunk in pipe.execute() for plan in chunk]
+        return [_task(raw, plan) for (_, raw), plan in zip(heads, plans, strict=True)]
 
+    @_reachable
     def get_artifacts(self, run_id: str, node_index: int, generation: int) -> list[Artifact]:
         raws = self.client.lrange(self.keys.artifacts(run_id, node_index, generation), 0, -1)
         return [Artifact.from_dict(json.loads(raw)) for raw in raws]
 
+    @_reachable
     def list_expired(self, now: float, limit: int) -> list[TaskRecord]:
         """RUNNING tasks whose lease ran out, of any run of the namespace.
 
@@ -254,6 +318,7 @@ class RedisStore:
 
         return _checked(self.scripts.pipeline(build)[0], run_id)
 
+    @_reachable
     def create_run(self, run: RunRecord, nodes: Sequence[NodeRecord]) -> tuple[RunRecord, bool]:
         fields = run.to_dict()
         args: list[Arg] = [len(fields)]
@@ -267,6 +332,7 @@ class RedisStore:
         stored = reply[1:]
         return _run(dict(zip(stored[::2], stored[1::2], strict=True))), False
 
+    @_reachable
     def launch_node(
         self,
         run_id: str,
@@ -286,6 +352,7 @@ class RedisStore:
             return _outcome(self._call("launch_node", run_id, args))
         return _outcome(self._call_leased("launch_node", run_id, args))
 
+    @_reachable
     def settle_node(
         self,
         run_id: str,
@@ -301,6 +368,7 @@ class RedisStore:
                            _opt(fail_run), dumps(now), *_indices(children)]
         return _transition(self._call("settle_node", run_id, args))
 
+    @_reachable
     def claim_task(
         self,
         run_id: str,
@@ -320,10 +388,12 @@ class RedisStore:
             reply = self._call_leased("claim_task", run_id, args)
         return _task_reply(reply)
 
+    @_reachable
     def heartbeat(self, run_id: str, task_id: str, attempt_id: str, lease_until: float) -> bool:
         args: list[Arg] = [task_id, dumps(attempt_id), dumps(lease_until)]
         return int(self._call_leased("heartbeat", run_id, args)) == 1
 
+    @_reachable
     def complete_task(
         self,
         run_id: str,
@@ -341,6 +411,7 @@ class RedisStore:
         args += _indices(children)
         return _transition(self._call("complete_task", run_id, args))
 
+    @_reachable
     def fail_task(
         self,
         run_id: str,
@@ -359,22 +430,26 @@ class RedisStore:
                            *_indices(children)]
         return _transition(self._call("fail_task", run_id, args))
 
+    @_reachable
     def suspend_task(
         self, run_id: str, task_id: str, attempt_id: str, reason: str, now: float
     ) -> Outcome:
         args: list[Arg] = [task_id, dumps(attempt_id), dumps(reason or None), dumps(now)]
         return _outcome(self._call("suspend_task", run_id, args))
 
+    @_reachable
     def resume_task(
         self, run_id: str, task_id: str, payload: object, now: float
     ) -> tuple[Outcome, TaskRecord | None]:
         args: list[Arg] = [task_id, dumps(payload), dumps(now)]
         return _task_reply(self._call("resume_task", run_id, args))
 
+    @_reachable
     def cancel_run(self, run_id: str, reason: str, now: float) -> Transition:
         args: list[Arg] = [dumps(reason), dumps(now)]
         return _transition(self._call("cancel_run", run_id, args))
 
+    @_reachable
     def reopen_run(
         self, run_id: str, expected_retries: int, nodes: Sequence[NodeRecord], now: float
     ) -> Outcome:

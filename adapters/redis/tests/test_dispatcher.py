@@ -1,0 +1,191 @@
+"""RedisStreamsDispatcher: dispatch / receive / ack, duplicates, takeover, delayed refs."""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+import pytest
+import redis
+
+from interlock import Kernel
+from interlock.protocols import Delivery, Dispatcher, TaskSource
+from interlock.records import TaskRef
+from interlock.states import RunState
+from interlock_redis import RedisStore, RedisStreamsDispatcher
+
+
+class FakeClock:
+    def __init__(self, now: float) -> None:
+        self.t = now
+
+    def now(self) -> float:
+        return self.t
+
+
+def _refs(count: int, not_before: float = 0.0) -> list[TaskRef]:
+    return [TaskRef("r", f"n.0.{i}", "p", not_before) for i in range(count)]
+
+
+def _queue(client: redis.Redis, namespace: str, consumer: str, **kw: Any
+           ) -> RedisStreamsDispatcher:
+    return RedisStreamsDispatcher(client, namespace, consumer=consumer, **kw)
+
+
+def test_implements_both_protocols(client: redis.Redis, namespace: str) -> None:
+    queue = _queue(client, namespace, "c")
+    assert isinstance(queue, Dispatcher) and isinstance(queue, TaskSource)
+
+
+def test_dispatch_receive_ack(client: redis.Redis, namespace: str) -> None:
+    queue = _queue(client, namespace, "c")
+    queue.dispatch(_refs(5))
+    first = queue.receive(3, 1.0)
+    rest = queue.receive(10, 1.0)
+    assert [d.ref for d in first + rest] == _refs(5)
+    assert len({d.token for d in first + rest}) == 5
+    assert client.xpending(queue.stream_key, "workers")["pending"] == 5
+    queue.ack(first + rest)
+    assert client.xpending(queue.stream_key, "workers")["pending"] == 0
+    assert client.xlen(queue.stream_key) == 0  # acked messages are deleted too
+    assert queue.receive(10, 0) == []
+
+
+def test_dispatch_is_one_round_trip_per_batch(counting: Any, namespace: str) -> None:
+    counted, log = counting
+    queue = _queue(counted, namespace, "c", clock=FakeClock(100.0))
+    counted.ping()  # the connection handshake (HELLO, CLIENT SETINFO) is not the batch's
+    log.reset()
+    queue.dispatch(_refs(50) + _refs(50, not_before=200.0))
+    assert log.round_trips == 1
+    assert dict(log.commands) == {"XADD": 50, "ZADD": 50}
+
+
+def test_receive_blocks_in_one_xreadgroup_until_a_message_arrives(
+        counting: Any, client: redis.Redis, namespace: str) -> None:
+    """No fixed-interval polling: while waiting the receiver sits in one blocking
+    XREADGROUP; a dispatch from elsewhere wakes it."""
+    counted, log = counting
+    counted.client_setname("itest-receiver")
+    receiver = _queue(counted, namespace, "c")
+    receiver.ensure_group()
+    log.reset()
+    got: list[Delivery] = []
+    thread = threading.Thread(target=lambda: got.extend(receiver.receive(10, 30.0)))
+    started = time.monotonic()
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not any(c.get("cmd") == "xreadgroup" and "b" in c.get("flags", "")
+                  for c in client.client_list()):  # readiness of the receiver, not a sleep
+        assert time.monotonic() < deadline, "receiver never blocked in XREADGROUP"
+    _queue(client, namespace, "sender").dispatch(_refs(1))
+    thread.join(timeout=10)
+    assert [d.ref for d in got] == _refs(1)
+    assert time.monotonic() - started < 10
+    assert log.commands["XREADGROUP"] == 1
+
+
+def test_duplicate_delivery_is_claimed_once_by_the_kernel(client: redis.Redis,
+                                                           namespace: str) -> None:
+    queue = _queue(client, namespace, "c")
+    kernel = Kernel(RedisStore(client, namespace), queue)
+    kernel.start_run({"name": "one", "nodes": [{"slug": "a", "plugin": "p"}]}, run_id="dup")
+    (ref,) = [d.ref for d in queue.receive(10, 1.0)]
+    queue.dispatch([ref])  # a duplicate dispatch (e.g. by reconcile_run)
+    queue.dispatch([ref])
+    deliveries = queue.receive(10, 1.0)
+    assert [d.ref for d in deliveries] == [ref, ref]
+    claims = [kernel.claim_task(ref.run_id, ref.task_id, worker="w") for _ in deliveries]
+    won = [c for c in claims if c is not None]
+    assert len(won) == 1
+    queue.ack(deliveries)
+    transition = kernel.on_task_complete("dup", ref.task_id, won[0].attempt_id, [])
+    assert transition.run_state is RunState.COMPLETED
+
+
+def test_xautoclaim_takes_over_the_messages_of_a_dead_consumer(client: redis.Redis,
+                                                               namespace: str) -> None:
+    dead = _queue(client, namespace, "dead")
+    dead.dispatch(_refs(2))
+    taken = dead.receive(10, 1.0)
+    assert len(taken) == 2  # ... and the consumer dies without acking
+    patient = _queue(client, namespace, "patient", claim_idle_seconds=300)
+    assert patient.receive(10, 0) == []  # not idle for 300 s yet: left alone
+    # a receiver whose idle threshold the pending messages already meet (0 s: any idle time)
+    rescuer = _queue(client, namespace, "rescuer", claim_idle_seconds=0)
+    rescued = rescuer.receive(10, 0)
+    assert [(d.ref, d.token) for d in rescued] == [(d.ref, d.token) for d in taken]
+    pending = client.xpending_range(rescuer.stream_key, "workers", "-", "+", 10)
+    assert {p["consumer"].decode() for p in pending} == {"rescuer"}
+    rescuer.ack(rescued)
+    assert client.xpending(rescuer.stream_key, "workers")["pending"] == 0
+
+
+def test_a_message_deleted_while_pending_is_not_redelivered(client: redis.Redis,
+                                                            namespace: str) -> None:
+    dead = _queue(client, namespace, "dead")
+    dead.dispatch(_refs(1))
+    (delivery,) = dead.receive(1, 1.0)
+    client.xdel(dead.stream_key, delivery.token)
+    rescuer = _queue(client, namespace, "rescuer", claim_idle_seconds=0)
+    assert rescuer.receive(10, 0) == []
+    assert client.xpending(dead.stream_key, "workers")["pending"] == 0
+
+
+def test_delayed_refs_are_not_received_before_due(client: redis.Redis, namespace: str) -> None:
+    clock = FakeClock(100.0)
+    queue = _queue(client, namespace, "c", clock=clock)
+    later, now = TaskRef("r", "n.0.0", "p", 150.0), TaskRef("r", "n.0.1", "p", 100.0)
+    queue.dispatch([later, now])
+    assert client.zcard(queue.delayed_key) == 1
+    assert [d.ref for d in queue.receive(10, 0)] == [now]
+    clock.t = 149.999
+    assert queue.receive(10, 0) == []
+    clock.t = 150.0
+    deliveries = queue.receive(10, 0)
+    assert [d.ref for d in deliveries] == [later]
+    assert client.zcard(queue.delayed_key) == 0
+    queue.ack(deliveries)
+
+
+def test_a_blocked_receive_wakes_when_a_delayed_ref_falls_due(client: redis.Redis,
+                                                              namespace: str) -> None:
+    queue = _queue(client, namespace, "c")
+    due = time.time() + 0.3
+    queue.dispatch([TaskRef("r", "n.0.0", "p", due)])
+    started = time.monotonic()
+    deliveries = queue.receive(10, 20.0)
+    assert time.time() >= due  # never early
+    assert [d.ref.task_id for d in deliveries] == ["n.0.0"]
+    assert time.monotonic() - started < 10  # woke at the due time, not at the timeout
+
+
+def test_receive_recreates_a_vanished_group(client: redis.Redis, namespace: str) -> None:
+    queue = _queue(client, namespace, "c")
+    queue.dispatch(_refs(1))
+    client.delete(queue.stream_key)  # e.g. a restart without persistence
+    assert queue.receive(10, 0) == []
+    queue.dispatch(_refs(1))
+    assert [d.ref for d in queue.receive(10, 1.0)] == _refs(1)
+
+
+def test_receive_respects_the_client_socket_timeout(redis_url: str, namespace: str) -> None:
+    """A long receive on a client with a short socket timeout blocks in slices shorter than
+    the timeout instead of failing with TimeoutError."""
+    short = redis.Redis.from_url(redis_url, socket_timeout=1.0)
+    try:
+        queue = _queue(short, namespace, "c")
+        started = time.monotonic()
+        assert queue.receive(1, 2.2) == []
+        assert 2.1 < time.monotonic() - started < 10
+    finally:
+        short.close()
+
+
+@pytest.mark.parametrize("max_tasks", [0, -1])
+def test_receive_nothing_when_asked_for_nothing(client: redis.Redis, namespace: str,
+                                                max_tasks: int) -> None:
+    queue = _queue(client, namespace, "c")
+    queue.dispatch(_refs(1))
+    assert queue.receive(max_tasks, 0) == []

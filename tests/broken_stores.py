@@ -1,0 +1,163 @@
+"""Deliberately broken MemoryStore variants: each breaks one promise of the store contract.
+
+tests/test_harness_catches_broken_stores.py proves the conformance harness catches every one.
+``time.sleep(0)`` below is not synchronisation: it releases the GIL inside a check-then-set
+window that a correct store would not have, so racing threads interleave there.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+
+import attrs
+
+from interlock.records import Artifact, NewArtifact, Outcome, TaskRecord, Transition
+from interlock.states import NodeState, RunState, TaskState
+from interlock.storekit import _settle
+from interlock_memory import MemoryStore
+
+
+class NonAtomicClaim(MemoryStore):
+    """(1) claim.cas: checks QUEUED, yields, then writes RUNNING without re-checking."""
+
+    def claim_task(self, run_id: str, task_id: str, attempt_id: str, worker: str,
+                   lease_until: float | None, now: float) -> tuple[Outcome, TaskRecord | None]:
+        task, run = self.get_task(run_id, task_id), self.get_run(run_id)
+        if task is None or run is None:
+            return "stale", None
+        if task.state is TaskState.RUNNING and task.attempt_id == attempt_id:
+            return "duplicate", task
+        if run.state is not RunState.RUNNING or task.state is not TaskState.QUEUED \
+                or now < task.not_before:
+            return "stale", task
+        time.sleep(0)  # the window between the check and the set
+        claimed = attrs.evolve(task, state=TaskState.RUNNING, attempt=task.attempt + 1,
+                               attempt_id=attempt_id, worker=worker, lease_until=lease_until,
+                               updated_at=now)
+        with self.transaction(run_id) as tx:
+            assert tx is not None
+            tx.put_task(claimed)
+        return "applied", claimed
+
+
+class ReplayPublishesTwice(MemoryStore):
+    """(2) complete.once: a repeated completion re-appends the outputs (says 'duplicate')."""
+
+    def complete_task(self, run_id: str, task_id: str, attempt_id: str,
+                      outputs: Sequence[NewArtifact], children: Sequence[int],
+                      now: float) -> Transition:
+        with self.transaction(run_id) as tx:
+            task = None if tx is None else tx.task(task_id)
+            if tx is not None and task is not None and task.state is TaskState.COMPLETED \
+                    and task.attempt_id == attempt_id:
+                seq = tx.run.artifact_seq
+                tx.add_artifacts([
+                    Artifact(o.artifact_id, task.node_index, task.generation, task_id,
+                             seq + i + 1, o.fields, o.data, task.output_origin(o.artifact_id))
+                    for i, o in enumerate(outputs)])
+                tx.put_run(attrs.evolve(tx.run, artifact_seq=seq + len(outputs)))
+                return Transition("duplicate")
+        return super().complete_task(run_id, task_id, attempt_id, outputs, children, now)
+
+
+class LostCounterUpdate(MemoryStore):
+    """(3) complete.counters: remaining_tasks is decremented read-modify-write outside the
+    per-run lock, so concurrent completions lose updates and the barrier never fires."""
+
+    def complete_task(self, run_id: str, task_id: str, attempt_id: str,
+                      outputs: Sequence[NewArtifact], children: Sequence[int],
+                      now: float) -> Transition:
+        with self.transaction(run_id) as tx:
+            task = None if tx is None else tx.task(task_id)
+            if tx is None or task is None:
+                return Transition("stale")
+            if task.state is TaskState.COMPLETED and task.attempt_id == attempt_id:
+                return Transition("duplicate")
+            if task.state is not TaskState.RUNNING or task.attempt_id != attempt_id \
+                    or tx.run.state is not RunState.RUNNING:
+                return Transition("stale")
+            tx.put_task(attrs.evolve(task, state=TaskState.COMPLETED, lease_until=None,
+                                     updated_at=now))
+            seq = tx.run.artifact_seq
+            tx.add_artifacts([
+                Artifact(o.artifact_id, task.node_index, task.generation, task_id, seq + i + 1,
+                         o.fields, o.data, task.output_origin(o.artifact_id))
+                for i, o in enumerate(outputs)])
+            tx.run = attrs.evolve(tx.run, artifact_seq=seq + len(outputs), updated_at=now)
+            tx.put_run(tx.run)
+        node = self.get_nodes(run_id, [task.node_index])[0]  # read outside the lock...
+        time.sleep(0)
+        if node.generation != task.generation or node.state is not NodeState.LAUNCHED:
+            return Transition("applied")
+        node = attrs.evolve(node, remaining_tasks=node.remaining_tasks - 1)
+        with self.transaction(run_id) as tx:  # ...written back without re-reading
+            assert tx is not None
+            if node.remaining_tasks > 0:
+                tx.put_node(node)
+                return Transition("applied")
+            return _settle(tx, node, NodeState.COMPLETED, None, children, now)
+
+
+class TerminalTwice(MemoryStore):
+    """(4) terminal.once: cancel_run of a terminal run reports the terminal state again."""
+
+    def cancel_run(self, run_id: str, reason: str, now: float) -> Transition:
+        run = self.get_run(run_id)
+        if run is not None and run.state.terminal:
+            return Transition("applied", (), run.state)
+        return super().cancel_run(run_id, reason, now)
+
+
+class SkipsLastChild(MemoryStore):
+    """(5) complete.counters / readiness: a completed node does not decrement
+    remaining_parents of its last child, which is then never reported ready."""
+
+    def complete_task(self, run_id: str, task_id: str, attempt_id: str,
+                      outputs: Sequence[NewArtifact], children: Sequence[int],
+                      now: float) -> Transition:
+        return super().complete_task(run_id, task_id, attempt_id, outputs, children[:-1], now)
+
+
+class FenceIgnoresAttempt(MemoryStore):
+    """(6) complete.fenced / fail.fenced: a callback of an old attempt is accepted as if it
+    came from the current one."""
+
+    def _current_attempt(self, run_id: str, task_id: str, attempt_id: str) -> str:
+        task = self.get_task(run_id, task_id)
+        if task is not None and task.state is TaskState.RUNNING and task.attempt_id:
+            return task.attempt_id
+        return attempt_id
+
+    def complete_task(self, run_id: str, task_id: str, attempt_id: str,
+                      outputs: Sequence[NewArtifact], children: Sequence[int],
+                      now: float) -> Transition:
+        attempt_id = self._current_attempt(run_id, task_id, attempt_id)
+        return super().complete_task(run_id, task_id, attempt_id, outputs, children, now)
+
+    def fail_task(self, run_id: str, task_id: str, attempt_id: str, error: str,
+                  retry_at: float | None, final_state: TaskState, children: Sequence[int],
+                  fail_run: RunState | None, now: float) -> Transition:
+        attempt_id = self._current_attempt(run_id, task_id, attempt_id)
+        return super().fail_task(run_id, task_id, attempt_id, error, retry_at, final_state,
+                                 children, fail_run, now)
+
+
+class HalfWrittenLaunch(MemoryStore):
+    """(7) launch.atomic: the node claim and its tasks are written in two transactions."""
+
+    def launch_node(self, run_id: str, node_index: int, generation: int,
+                    tasks: Sequence[TaskRecord], total_tasks: int, now: float) -> Outcome:
+        outcome = super().launch_node(run_id, node_index, generation, (), total_tasks, now)
+        time.sleep(0)  # a reader (or a crash) lands between the two writes
+        if outcome != "stale":
+            with self.transaction(run_id) as tx:
+                assert tx is not None
+                for task in tasks:
+                    if tx.task(task.task_id) is None:
+                        tx.put_task(task)
+        return outcome
+
+
+BROKEN_STORES = (NonAtomicClaim, ReplayPublishesTwice, LostCounterUpdate, TerminalTwice,
+                 SkipsLastChild, FenceIgnoresAttempt, HalfWrittenLaunch)
