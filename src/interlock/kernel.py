@@ -26,7 +26,15 @@ from interlock.limits import DEFAULT_LIMITS, Limits
 from interlock.model import FailurePolicy, Pipeline
 from interlock.planning import Launch, TaskPlan, Upstream, plan_node
 from interlock.protocols import Clock, DagStore, Dispatcher
-from interlock.records import NewArtifact, NodeRecord, RunRecord, TaskRecord, TaskRef, Transition
+from interlock.records import (
+    CompletionItem,
+    NewArtifact,
+    NodeRecord,
+    RunRecord,
+    TaskRecord,
+    TaskRef,
+    Transition,
+)
 from interlock.states import NodeState, RunState, TaskState
 from interlock.values import Claim, Output, RunFinished, TaskInput, task_node_slug
 
@@ -81,6 +89,8 @@ class Kernel:
         self.on_run_finished = on_run_finished
         self.lease_seconds = lease_seconds
         self.crash_attempts = crash_attempts
+        # declared, never sniffed: a store opts in with abilities = {"batched", ...}
+        self._batched = "batched" in getattr(store, "abilities", frozenset())
         self._contexts: OrderedDict[str, _RunContext] = OrderedDict()
         self._lock = threading.Lock()
 
@@ -196,6 +206,30 @@ class Kernel:
             return None
         return Claim(run_id, task_id, attempt_id, self._input(context, task))
 
+    def claim_tasks(
+        self, run_id: str, task_ids: Sequence[str], *, worker: str = ""
+    ) -> list[Claim]:
+        """Claim several tasks of one run at once (one store transaction when the store has
+        the ``batched`` ability); returns the claims won, in order."""
+        context = self._context(run_id)
+        topology = context.topology
+        leases = [topology.node(self._node_index(topology, t)).timeout_seconds
+                  or self.lease_seconds for t in task_ids]
+        pairs = [(task_id, uuid.uuid4().hex) for task_id in task_ids]
+        now = self.clock.now()
+        lease_until = now + min(leases, default=self.lease_seconds)
+        if self._batched:
+            results = self.store.claim_tasks(  # type: ignore[attr-defined]
+                run_id, pairs, worker, lease_until, now)
+        else:
+            results = [self.store.claim_task(run_id, t, a, worker, lease_until, now)
+                       for t, a in pairs]
+        return [
+            Claim(run_id, task_id, attempt_id, self._input(context, task))
+            for (task_id, attempt_id), (outcome, task) in zip(pairs, results, strict=True)
+            if outcome != "stale" and task is not None
+        ]
+
     def build_task_input(self, run_id: str, task_id: str) -> TaskInput:
         """The task's planned input: artifacts per dependency and resolved bindings."""
         context = self._context(run_id)
@@ -238,6 +272,44 @@ class Kernel:
             self._advance_children(run_id, index)
         self._after(run_id, transition)
         return transition
+
+    def on_tasks_complete(
+        self,
+        run_id: str,
+        completions: Sequence[tuple[str, str, Iterable[Output | Mapping[str, Any]]]],
+    ) -> list[Transition]:
+        """Apply many completions ``(task_id, attempt_id, outputs)`` of one run together (one
+        store transaction when the store has the ``batched`` ability), then launch what they
+        released. Malformed outputs raise UsageError before anything is applied; an item over
+        a limit fails that task alone (its Transition is the failure's)."""
+        context = self._context(run_id)
+        topology = context.topology
+        items: list[CompletionItem] = []
+        failed: dict[int, Transition] = {}
+        for position, (task_id, attempt_id, outputs) in enumerate(completions):
+            children = topology.children[self._node_index(topology, task_id)]
+            try:
+                artifacts = tuple(self._artifacts(task_id, outputs))
+            except LimitExceeded as exc:
+                failed[position] = self._fail(run_id, task_id, attempt_id, str(exc),
+                                              TaskState.FAILED, retryable=False)
+                continue
+            items.append(CompletionItem(task_id, attempt_id, artifacts, children))
+        now = self.clock.now()
+        if self._batched:
+            applied = self.store.complete_tasks(run_id, items, now)  # type: ignore[attr-defined]
+        else:
+            applied = [self.store.complete_task(run_id, i.task_id, i.attempt_id, i.outputs,
+                                                i.children, now) for i in items]
+        ready: list[int] = []
+        for item, transition in zip(items, applied, strict=True):
+            ready.extend(transition.ready)
+            if transition.outcome == "duplicate":
+                self._advance_children(run_id, self._node_index(topology, item.task_id))
+            self._finished(run_id, transition, None)
+        self._advance(run_id, ready)
+        results = iter(applied)
+        return [failed[p] if p in failed else next(results) for p in range(len(completions))]
 
     def on_task_failed(
         self, run_id: str, task_id: str, attempt_id: str, error: str | BaseException,

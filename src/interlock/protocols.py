@@ -33,6 +33,7 @@ import attrs
 
 from interlock.records import (
     Artifact,
+    CompletionItem,
     NewArtifact,
     NodeRecord,
     Outcome,
@@ -43,7 +44,14 @@ from interlock.records import (
 )
 from interlock.states import NodeState, RunState, TaskState
 
-__all__ = ["Clock", "DagStore", "Delivery", "Dispatcher", "TaskSource"]
+__all__ = [
+    "BatchedDagStore",
+    "Clock",
+    "DagStore",
+    "Delivery",
+    "Dispatcher",
+    "TaskSource",
+]
 
 
 @runtime_checkable
@@ -272,4 +280,35 @@ class DagStore(Protocol):
         WAITING, recomputed ``remaining_parents``); ``run.unsettled`` becomes the number of
         given nodes, ``failed_nodes`` 0, ``retries += 1``, state RUNNING.
         """
+        ...
+
+
+@runtime_checkable
+class BatchedDagStore(DagStore, Protocol):
+    """The optional ability ``"batched"``: many claims or completions of one run in one atomic
+    step (one transaction, one Lua call), for workers that finish small tasks quickly.
+
+    A store declares it with ``abilities = frozenset({"batched", ...})`` (declared, never
+    sniffed); the kernel falls back to one call per item otherwise.
+    """
+
+    abilities: frozenset[str]
+
+    def claim_tasks(
+        self,
+        run_id: str,
+        claims: Sequence[tuple[str, str]],
+        worker: str,
+        lease_until: float | None,
+        now: float,
+    ) -> list[tuple[Outcome, TaskRecord | None]]:
+        """[batch.claim] ``claim_task`` for each (task_id, attempt_id), atomically together;
+        results in order, each as ``claim_task`` alone would have returned it in that order."""
+        ...
+
+    def complete_tasks(
+        self, run_id: str, items: Sequence[CompletionItem], now: float
+    ) -> list[Transition]:
+        """[batch.complete] ``complete_task`` for each item, atomically together; results in
+        order, each as ``complete_task`` alone would have returned it in that order."""
         ...

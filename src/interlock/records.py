@@ -17,6 +17,7 @@ from interlock.states import NodeState, RunState, TaskState
 
 __all__ = [
     "Artifact",
+    "CompletionItem",
     "NewArtifact",
     "NodeRecord",
     "OriginMode",
@@ -150,6 +151,16 @@ class NewArtifact:
     artifact_id: str
     fields: dict[str, JSON]
     data: JSON = None
+
+
+@attrs.frozen
+class CompletionItem:
+    """One completion of a batch (``BatchedDagStore.complete_tasks``)."""
+
+    task_id: str
+    attempt_id: str
+    outputs: tuple[NewArtifact, ...]
+    children: tuple[int, ...]
 
 
 @attrs.frozen

@@ -18,6 +18,7 @@ import attrs
 
 from interlock.records import (
     Artifact,
+    CompletionItem,
     NewArtifact,
     NodeRecord,
     Outcome,
@@ -75,7 +76,10 @@ class RunTransaction(Protocol):
 
 
 class TransactionalDagStore(abc.ABC):
-    """Base class implementing the mutating half of :class:`~interlock.protocols.DagStore`."""
+    """Base class implementing the mutating half of :class:`~interlock.protocols.DagStore`,
+    plus the batched operations of :class:`~interlock.protocols.BatchedDagStore`."""
+
+    abilities: frozenset[str] = frozenset({"batched"})
 
     @abc.abstractmethod
     def transaction(self, run_id: str) -> AbstractContextManager[RunTransaction | None]:
@@ -153,20 +157,25 @@ class TransactionalDagStore(abc.ABC):
         now: float,
     ) -> tuple[Outcome, TaskRecord | None]:
         with self.transaction(run_id) as tx:
-            task = None if tx is None else tx.task(task_id)
-            if tx is None or task is None:
+            if tx is None:
                 return "stale", None
-            if task.state is TaskState.RUNNING and task.attempt_id == attempt_id:
-                return "duplicate", task
-            if (tx.run.state is not RunState.RUNNING or task.state is not TaskState.QUEUED
-                    or now < task.not_before):
-                return "stale", task
-            check("task", task.state, TaskState.RUNNING)
-            task = attrs.evolve(task, state=TaskState.RUNNING, attempt=task.attempt + 1,
-                                attempt_id=attempt_id, worker=worker, lease_until=lease_until,
-                                updated_at=now)
-            tx.put_task(task)
-            return "applied", task
+            return _claim(tx, task_id, attempt_id, worker, lease_until, now)
+
+    def claim_tasks(
+        self,
+        run_id: str,
+        claims: Sequence[tuple[str, str]],
+        worker: str,
+        lease_until: float | None,
+        now: float,
+    ) -> list[tuple[Outcome, TaskRecord | None]]:
+        """[batch.claim] ``claim_task`` for each (task_id, attempt_id), in one transaction;
+        each item's result is what ``claim_task`` alone would have returned in that order."""
+        with self.transaction(run_id) as tx:
+            if tx is None:
+                return [("stale", None) for _ in claims]
+            return [_claim(tx, task_id, attempt_id, worker, lease_until, now)
+                    for task_id, attempt_id in claims]
 
     def heartbeat(self, run_id: str, task_id: str, attempt_id: str, lease_until: float) -> bool:
         with self.transaction(run_id) as tx:
@@ -186,32 +195,20 @@ class TransactionalDagStore(abc.ABC):
         now: float,
     ) -> Transition:
         with self.transaction(run_id) as tx:
-            task = None if tx is None else tx.task(task_id)
-            if tx is None or task is None:
+            if tx is None:
                 return _STALE
-            if task.state is TaskState.COMPLETED and task.attempt_id == attempt_id:
-                return Transition("duplicate")
-            if not _current(task, attempt_id) or tx.run.state is not RunState.RUNNING:
-                return _STALE
-            check("task", task.state, TaskState.COMPLETED)
-            tx.put_task(attrs.evolve(task, state=TaskState.COMPLETED, lease_until=None,
-                                     updated_at=now))
-            seq = tx.run.artifact_seq
-            tx.add_artifacts([
-                Artifact(o.artifact_id, task.node_index, task.generation, task.task_id,
-                         seq + i + 1, o.fields, o.data, task.output_origin(o.artifact_id))
-                for i, o in enumerate(outputs)
-            ])
-            tx.run = attrs.evolve(tx.run, artifact_seq=seq + len(outputs), updated_at=now)
-            tx.put_run(tx.run)
-            node = tx.node(task.node_index)
-            if node.generation != task.generation or node.state is not NodeState.LAUNCHED:
-                return Transition("applied")
-            node = attrs.evolve(node, remaining_tasks=node.remaining_tasks - 1)
-            if node.remaining_tasks > 0:
-                tx.put_node(node)
-                return Transition("applied")
-            return _settle(tx, node, NodeState.COMPLETED, None, children, now)
+            return _complete(tx, task_id, attempt_id, outputs, children, now)
+
+    def complete_tasks(
+        self, run_id: str, items: Sequence[CompletionItem], now: float
+    ) -> list[Transition]:
+        """[batch.complete] ``complete_task`` for each item, in one transaction; each item's
+        Transition is what ``complete_task`` alone would have returned in that order."""
+        with self.transaction(run_id) as tx:
+            if tx is None:
+                return [_STALE for _ in items]
+            return [_complete(tx, i.task_id, i.attempt_id, i.outputs, i.children, now)
+                    for i in items]
 
     def fail_task(
         self,
@@ -317,6 +314,67 @@ class TransactionalDagStore(abc.ABC):
                                     failed_nodes=0, retries=run.retries + 1, reason=None,
                                     updated_at=now))
             return "applied"
+
+
+def _claim(
+    tx: RunTransaction,
+    task_id: str,
+    attempt_id: str,
+    worker: str,
+    lease_until: float | None,
+    now: float,
+) -> tuple[Outcome, TaskRecord | None]:
+    """[claim.cas] within an open transaction."""
+    task = tx.task(task_id)
+    if task is None:
+        return "stale", None
+    if task.state is TaskState.RUNNING and task.attempt_id == attempt_id:
+        return "duplicate", task
+    if (tx.run.state is not RunState.RUNNING or task.state is not TaskState.QUEUED
+            or now < task.not_before):
+        return "stale", task
+    check("task", task.state, TaskState.RUNNING)
+    task = attrs.evolve(task, state=TaskState.RUNNING, attempt=task.attempt + 1,
+                        attempt_id=attempt_id, worker=worker, lease_until=lease_until,
+                        updated_at=now)
+    tx.put_task(task)
+    return "applied", task
+
+
+def _complete(
+    tx: RunTransaction,
+    task_id: str,
+    attempt_id: str,
+    outputs: Sequence[NewArtifact],
+    children: Sequence[int],
+    now: float,
+) -> Transition:
+    """[complete.once] within an open transaction."""
+    task = tx.task(task_id)
+    if task is None:
+        return _STALE
+    if task.state is TaskState.COMPLETED and task.attempt_id == attempt_id:
+        return Transition("duplicate")
+    if not _current(task, attempt_id) or tx.run.state is not RunState.RUNNING:
+        return _STALE
+    check("task", task.state, TaskState.COMPLETED)
+    tx.put_task(attrs.evolve(task, state=TaskState.COMPLETED, lease_until=None, updated_at=now))
+    seq = tx.run.artifact_seq
+    tx.add_artifacts([
+        Artifact(o.artifact_id, task.node_index, task.generation, task.task_id, seq + i + 1,
+                 o.fields, o.data, task.output_origin(o.artifact_id))
+        for i, o in enumerate(outputs)
+    ])
+    tx.run = attrs.evolve(tx.run, artifact_seq=seq + len(outputs), updated_at=now)
+    tx.put_run(tx.run)
+    node = tx.node(task.node_index)
+    if node.generation != task.generation or node.state is not NodeState.LAUNCHED:
+        return Transition("applied")
+    node = attrs.evolve(node, remaining_tasks=node.remaining_tasks - 1)
+    if node.remaining_tasks > 0:
+        tx.put_node(node)
+        return Transition("applied")
+    return _settle(tx, node, NodeState.COMPLETED, None, children, now)
 
 
 def _current(task: TaskRecord, attempt_id: str) -> bool:

@@ -325,18 +325,27 @@ class StoreMachine(RuleBasedStateMachine):
         self._compare_dispatch(f"race_claim({tid!r})", ("claim.cas",))
 
     @precondition(lambda self: self.config.race_mode is not None
-                  and len(self._tasks(TaskState.RUNNING)) >= 2)
-    @rule(pick=PICK, outputs=st.lists(OUTPUTS, min_size=2, max_size=6))
-    def race_complete(self, pick: int, outputs: list[Outputs]) -> None:
-        """Different RUNNING tasks completed at once (counters under concurrency)."""
-        running = self._tasks(TaskState.RUNNING)
-        start = pick % len(running)
-        chosen = (running[start:] + running[:start])[:len(outputs)]
-        jobs = [(t, o) for t, o in zip(chosen, outputs, strict=False)]
+                  and bool(self._tasks(TaskState.QUEUED, TaskState.RUNNING)))
+    @rule(pick=PICK, outputs=st.lists(OUTPUTS, min_size=1, max_size=4))
+    def race_node(self, pick: int, outputs: list[Outputs]) -> None:
+        """Claim every queued task of one node, then complete all its running tasks at once
+        (counters and the barrier under concurrency)."""
+        node = _choose(sorted({t.node_index for t in self._tasks(TaskState.QUEUED,
+                                                                 TaskState.RUNNING)}), pick)
+        for task in self._tasks(TaskState.QUEUED):
+            if task.node_index == node:
+                attempt_id = f"a{next(self.attempts)}"
+                self.claims.append((task.task_id, attempt_id))
+                self._claim(task.task_id, attempt_id)
+        running = [t for t in self._tasks(TaskState.RUNNING) if t.node_index == node]
+        jobs = list(zip(running, itertools.cycle(outputs), strict=False))
+        if not jobs:
+            return
         racers = self._racers()
         results = run_concurrently([
-            functools.partial(racers[i].on_task_complete, self.run_id, t.task_id,
-                              str(t.attempt_id), o) for i, (t, o) in enumerate(jobs)])
+            functools.partial(racers[i % len(racers)].on_task_complete, self.run_id,
+                              t.task_id, str(t.attempt_id), o)
+            for i, (t, o) in enumerate(jobs)])
         ut, ref = self.sides
         for (task, out), result in zip(jobs, results, strict=True):
             if not result.applied:
@@ -357,7 +366,7 @@ class StoreMachine(RuleBasedStateMachine):
                                                  str(task.attempt_id), out)
             if result.applied:
                 self._published(ref, task.task_id, out)
-        self._compare_dispatch("race_complete()", _COMPLETE)
+        self._compare_dispatch(f"race_node({node})", _COMPLETE)
 
     @precondition(lambda self: self.config.race_mode is not None
                   and bool(self._tasks(TaskState.RUNNING)))

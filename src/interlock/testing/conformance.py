@@ -112,6 +112,11 @@ class DagStoreConformance:
                 check.run(harness)
             else:
                 self._interlock_stateful(harness)
+        except AssertionError:
+            raise
+        except Exception as exc:  # name the clause even when the store raised
+            raise AssertionError(f"[{check.clause or check.id}] the check raised "
+                                 f"{type(exc).__name__}: {exc}") from exc
         finally:
             harness.close()
 

@@ -97,6 +97,8 @@ def _describe(exc: BaseException) -> str:
         text = text.removeprefix("AssertionError: ")
     if isinstance(exc, BaseExceptionGroup):
         text += "".join(f"\n{_describe(inner)}" for inner in exc.exceptions)
+    if exc.__cause__ is not None:
+        text += f"\ncaused by: {_describe(exc.__cause__)}"
     return text
 
 
