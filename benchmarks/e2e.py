@@ -3,7 +3,8 @@
     python benchmarks/e2e.py                 # A, B, B10, C on SQLite and Redis
     python benchmarks/e2e.py --peers         # ... and Celery on the same shapes, with ratios
     python benchmarks/e2e.py --quick --peers # A, C and a reduced B (1 -> 500 -> 1): for CI
-    python benchmarks/e2e.py --profile DIR   # py-spy profiles of both Interlock paths on B
+    python benchmarks/e2e.py --profile DIR   # where the time goes: timed operations + py-spy
+    python benchmarks/e2e.py --costs         # store calls alone, per task and batched
 
 Shapes (tasks that do nothing but move a number, so the final result can be checked):
 
@@ -62,7 +63,7 @@ ROOT = HERE.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from benchmarks.e2e_support import plugins, procs, rtt  # noqa: E402
+from benchmarks.e2e_support import optimer, plugins, procs, rtt  # noqa: E402
 
 WORKERS = 2
 PLUGINS_MODULE = "benchmarks.e2e_support.plugins"
@@ -173,6 +174,32 @@ def _self_cpu() -> tuple[float, float]:
     return me.ru_utime + me.ru_stime, kids.ru_utime + kids.ru_stime
 
 
+def _ops_delta(after: dict[str, list[float]], before: dict[str, list[float]]
+               ) -> dict[str, list[float]]:
+    out = {}
+    for label, (calls, wall, cpu) in after.items():
+        c0, w0, u0 = before.get(label, [0, 0.0, 0.0])
+        if calls - c0:
+            out[label] = [calls - c0, wall - w0, cpu - u0]
+    return out
+
+
+def _ops_sum(parts: Sequence[dict[str, list[float]]]) -> dict[str, list[float]]:
+    out: dict[str, list[float]] = {}
+    for part in parts:
+        for label, values in part.items():
+            entry = out.setdefault(label, [0, 0.0, 0.0])
+            for k in range(3):
+                entry[k] += values[k]
+    return out
+
+
+def _descendants_cpu() -> float:
+    """CPU of this process's living descendants, with the dead ones they reaped: the plugin
+    pool's processes are children of the multiprocessing fork server, not of this process."""
+    return sum(procs.tree_cpu([os.getpid()]).values()) - procs.cpu_seconds(os.getpid())
+
+
 def _check(shape: Shape, fields: dict[str, Any] | None) -> tuple[bool, str]:
     want = shape.expected()
     got = {k: (fields or {}).get(k) for k in want}
@@ -243,14 +270,17 @@ class SqliteBackend:
         pipeline = shape.pipeline()
         run_id = uuid.uuid4().hex
         sql0 = self.counter.snapshot()
-        busy0, (me0, kids0) = Machine.busy(), _self_cpu()
+        ops0 = optimer.snapshot()
+        busy0, (me0, kids0), desc0 = Machine.busy(), _self_cpu(), _descendants_cpu()
         t0 = time.time()
         result = self.runner.run(pipeline, run_id=run_id)
         runner_wall = time.time() - t0
         me1, kids1 = _self_cpu()
+        desc1 = _descendants_cpu()
         busy1 = Machine.busy()
         sql = self.counter.snapshot()
         sql.subtract(sql0)
+        ops = _ops_delta(optimer.snapshot(), ops0)
         run = self.store.get_run(run_id)
         assert run is not None
         window = run.updated_at - run.created_at
@@ -259,13 +289,13 @@ class SqliteBackend:
         ok, check = _check(shape, arts[-1].fields if arts else None)
         ok = ok and result.state.value == "completed"
         cpu = {"runner process (kernel+store+threads)": me1 - me0,
-               "plugin processes": kids1 - kids0}
+               "plugin processes": kids1 - kids0 + desc1 - desc0}
         return Measurement(
             self.name, shape.key, shape.tasks, window, ok, check,
             round_trips={k: v for k, v in sql.items() if v},
             transactions=sql.get("BEGIN", 0), cpu_s=cpu,
             other_cpu_s=max(0.0, busy1 - busy0 - sum(cpu.values())),
-            extra={"runner_wall_s": runner_wall, "state": result.state.value})
+            extra={"runner_wall_s": runner_wall, "state": result.state.value, "ops": ops})
 
 
 # ---- backend: Redis store + Redis Streams dispatcher + worker processes ----------------------
@@ -298,7 +328,8 @@ def _child_env(**extra: str) -> dict[str, str]:
 class RedisBackend:
     name = "redis"
 
-    def __init__(self, stack: ExitStack, workdir: Path, worker_mode: str) -> None:
+    def __init__(self, stack: ExitStack, workdir: Path, worker_mode: str,
+                 timed_ops: bool = False) -> None:
         import redis
 
         from interlock import Kernel
@@ -315,8 +346,11 @@ class RedisBackend:
         self.title = (f"RedisStore + RedisStreamsDispatcher, {WORKERS} x {self.worker_kind}")
         self.stats_files = [str(workdir / f"worker-{i}.json") for i in range(WORKERS)]
         self.workers: list[subprocess.Popen[bytes]] = []
+        self.client_lists = 0
+        extra = {"INTERLOCK_E2E_OPTIMER": "1"} if timed_ops else {}
         for path in self.stats_files:
-            proc = subprocess.Popen(command, cwd=ROOT, env=_child_env(INTERLOCK_E2E_STATS=path))
+            proc = subprocess.Popen(command, cwd=ROOT,
+                                    env=_child_env(INTERLOCK_E2E_STATS=path, **extra))
             self.workers.append(proc)
         stack.callback(self._stop_workers)
         self._wait_ready()
@@ -333,23 +367,28 @@ class RedisBackend:
                 proc.wait()
 
     def _wait_ready(self, timeout: float = 60.0) -> None:
-        """Both workers consume from the group (and a warm-up run went through)."""
-        deadline = time.monotonic() + timeout
+        """A warm-up run went through, then both workers wait in XREADGROUP."""
         self.run(WARMUP, timeout=timeout)
+        self._wait_idle(timeout)
+
+    def _wait_idle(self, timeout: float = 30.0) -> None:
+        """Until every worker process is blocked in XREADGROUP (nothing in hand)."""
+        deadline = time.monotonic() + timeout
         while True:
             for proc in self.workers:
                 if proc.poll() is not None:
                     raise RuntimeError(f"a worker process exited with code {proc.returncode}")
-            try:
-                consumers = self.client.xinfo_consumers(self.queue.stream_key, self.queue.group)
-            except Exception:  # noqa: BLE001 - the group may not exist yet
-                consumers = []
-            if len(consumers) >= WORKERS:
+            with rtt.paused():
+                clients = self.client.client_list()
+            self.client_lists += 1
+            blocked = sum(1 for c in clients
+                          if c.get("cmd") == "xreadgroup" and "b" in c.get("flags", ""))
+            if blocked >= WORKERS:
                 return
             if time.monotonic() > deadline:
-                raise RuntimeError(f"only {len(consumers)} of {WORKERS} workers joined the "
-                                   f"consumer group within {timeout:.0f}s")
-            time.sleep(0.05)
+                raise RuntimeError(f"only {blocked} of {WORKERS} worker processes are waiting "
+                                   f"in XREADGROUP after {timeout:.0f}s")
+            time.sleep(0.01)
 
     def close(self) -> None:
         self.client.close()
@@ -357,20 +396,25 @@ class RedisBackend:
     def worker_pids(self) -> list[int]:
         return [p.pid for p in self.workers]
 
-    def _snapshot(self) -> tuple[Counter[str], Counter[str], dict[int, float], float]:
+    def _snapshot(self) -> tuple[Counter[str], Counter[str], dict[int, float], float,
+                                 dict[str, list[float]]]:
         client: Counter[str] = rtt.counts()
-        for path in self.stats_files:
-            client.update(rtt.read(path))
+        ops = []
+        for proc, path in zip(self.workers, self.stats_files, strict=True):
+            data = rtt.request(proc.pid, path)
+            client.update(Counter(data.get("counts", {})))
+            ops.append(data.get("ops", {}))
         cpu = procs.tree_cpu([*self.worker_pids(), self.server.pid])
-        return client, self.server.commandstats(), cpu, _self_cpu()[0]
+        return client, self.server.commandstats(), cpu, _self_cpu()[0], _ops_sum(ops)
 
     def run(self, shape: Shape, timeout: float = 600.0) -> Measurement:
         pipeline = shape.pipeline()
         run_id = uuid.uuid4().hex
-        time.sleep(0.15)  # let the workers' previous acks and stats land
-        rt0, cmd0, cpu0, me0 = self._snapshot()
+        self._wait_idle()
+        rt0, cmd0, cpu0, me0, ops0 = self._snapshot()
         busy0 = Machine.busy()
         polls = 0
+        lists0 = self.client_lists
         t0 = time.time()
         self.kernel.start_run(pipeline, run_id=run_id)
         deadline = time.monotonic() + timeout
@@ -385,11 +429,12 @@ class RedisBackend:
                 time.sleep(0.002 if time.time() - t0 < 1 else 0.01)
         wall = run.updated_at - t0
         busy1 = Machine.busy()
-        time.sleep(0.15)
-        rt1, cmd1, cpu1, me1 = self._snapshot()
+        self._wait_idle()
+        rt1, cmd1, cpu1, me1, ops1 = self._snapshot()
         rt1.subtract(rt0)
         cmd1.subtract(cmd0)
-        cmd1["HGETALL"] -= polls  # the benchmark's own completion polls
+        cmd1["HGETALL"] -= polls  # the benchmark's own completion polls ...
+        cmd1["CLIENT|LIST"] -= self.client_lists - lists0  # ... and idle checks
         cmd1["INFO"] -= 1
         last = 2 if shape.kind == "fan" else shape.n - 1
         with rtt.paused():
@@ -405,7 +450,7 @@ class RedisBackend:
             round_trips={k: v for k, v in rt1.items() if v},
             server_commands={k: v for k, v in cmd1.items() if v}, cpu_s=cpu,
             other_cpu_s=max(0.0, busy1 - busy0 - sum(cpu.values())),
-            extra={"polls": polls, "state": run.state.value})
+            extra={"polls": polls, "state": run.state.value, "ops": _ops_delta(ops1, ops0)})
 
 
 # ---- backend: Celery --------------------------------------------------------------------------
@@ -511,17 +556,20 @@ class CeleryBackend:
 
 @contextmanager
 def spy(pids: Sequence[int], out: Path, label: str, rate: int) -> Iterator[list[Path]]:
-    """py-spy record (raw collapsed stacks, on-CPU samples only) of ``pids`` during the block."""
+    """py-spy record (raw collapsed stacks, on-CPU samples) of ``pids`` during the block.
+
+    Blocking mode (py-spy pauses the process for each sample): slower, but it tells reliably
+    whether a thread is on CPU; ``--nonblocking`` counted threads waiting in recv() as busy.
+    """
     binary = shutil.which("py-spy")
     if binary is None:
         raise SystemExit("--profile needs py-spy: pip install py-spy")
     files = [out / f"{label}-{pid}.txt" for pid in pids]
     spies = [subprocess.Popen([binary, "record", "--pid", str(pid), "--rate", str(rate),
-                               "--format", "raw", "--nonblocking", "--output", str(path),
-                               "--duration", "600"],
+                               "--format", "raw", "--output", str(path), "--duration", "600"],
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
              for pid, path in zip(pids, files, strict=True)]
-    time.sleep(1.0)  # py-spy attaches
+    time.sleep(1.5)  # py-spy attaches
     try:
         yield files
     finally:
@@ -529,38 +577,75 @@ def spy(pids: Sequence[int], out: Path, label: str, rate: int) -> Iterator[list[
             proc.send_signal(2)  # SIGINT: py-spy writes its output and exits
         for proc in spies:
             try:
-                proc.wait(30)
+                proc.wait(60)
             except subprocess.TimeoutExpired:
                 proc.kill()
 
 
+def render_ops(m: Measurement, who: str) -> str:
+    """Exclusive wall and CPU time per operation, per task (summed over worker threads)."""
+    ops: dict[str, list[float]] = m.extra.get("ops", {})
+    if not ops:
+        return f"{m.backend} {m.shape}: no operation timings"
+    wall = sum(v[1] for v in ops.values())
+    cpu = sum(v[2] for v in ops.values())
+    lines = [f"\n{m.backend} {m.shape} ({SHAPES[m.shape].label if m.shape in SHAPES else ''}): "
+             f"{m.tasks:,} tasks in {m.wall_s:.2f}s ({m.rate:,.0f} tasks/s), other load "
+             f"{m.other_cpu_s / m.wall_s:.2f} cores; exclusive time per task in {who}: "
+             f"wall {wall / m.tasks * 1e6:,.0f} us, CPU {cpu / m.tasks * 1e6:,.0f} us",
+             "CPU per task from /proc: " + ", ".join(
+                 f"{k} {v / m.tasks * 1e6:,.0f} us" for k, v in m.cpu_s.items()),
+             f"  {'operation (exclusive of the wrapped calls it makes)':<52} {'calls/task':>10} "
+             f"{'wall us/task':>12} {'CPU us/task':>11}"]
+    for label, (calls, w, c) in sorted(ops.items(), key=lambda kv: -kv[1][1]):
+        lines.append(f"  {label:<52} {calls / m.tasks:10.3f} {w / m.tasks * 1e6:12.1f} "
+                     f"{c / m.tasks * 1e6:11.1f}")
+    return "\n".join(lines)
+
+
 def profile(args: argparse.Namespace, workdir: Path) -> int:
+    """Per-operation timings (one run per shape), then py-spy CPU profiles (another run)."""
     from benchmarks.e2e_support import spyreport
 
     out = Path(args.profile)
     out.mkdir(parents=True, exist_ok=True)
-    shape = SHAPES[args.profile_shape]
+    shapes = [SHAPES[k.strip()] for k in args.profile_shape.split(",")]
+
+    def spied(name: str, m: Measurement, files: list[Path], who: str) -> None:
+        print(spyreport.render(
+            f"{name} {m.shape}: py-spy on-CPU samples of {who}; {m.tasks:,} tasks in "
+            f"{m.wall_s:.2f}s ({m.rate:,.0f} tasks/s) under the profiler", files, m.tasks,
+            args.rate))
+
     if "sqlite" in args.backends:
+        optimer.install()  # wraps classes in this process: the runner's worker threads
         backend = SqliteBackend(workdir)
         backend.run(WARMUP)
-        log(f"profiling sqlite on {shape.key} ({shape.label}) ...")
-        with spy([os.getpid()], out, f"sqlite-{shape.key}", args.rate) as files:
+        for shape in shapes:
+            log(f"sqlite {shape.key}: operation timings ...")
             m = backend.run(shape)
+            print(render_ops(m, "the runner's 2 worker threads (kernel + store calls), "
+                                "plugins in 2 processes"))
+            print("sqlite statements per task: " + ", ".join(
+                f"{k} {v / m.tasks:.2f}" for k, v in sorted(m.round_trips.items())))
+            log(f"sqlite {shape.key}: py-spy ...")
+            with spy([os.getpid()], out, f"sqlite-{shape.key}", args.rate) as files:
+                m = backend.run(shape)
+            spied("sqlite", m, files, "the runner process")
         backend.close()
-        print(spyreport.render(f"sqlite, {shape.key}: {m.tasks:,} tasks in {m.wall_s:.2f}s "
-                               f"({m.rate:,.0f} tasks/s) under py-spy", files, m.tasks,
-                               args.rate))
     if "redis" in args.backends:
         with ExitStack() as stack:
-            backend2 = RedisBackend(stack, workdir, args.worker)
-            log(f"profiling redis on {shape.key} ({shape.label}) ...")
-            with spy(backend2.worker_pids(), out, f"redis-{shape.key}", args.rate) as files:
+            backend2 = RedisBackend(stack, workdir, args.worker, timed_ops=True)
+            for shape in shapes:
+                log(f"redis {shape.key}: operation timings ...")
                 m = backend2.run(shape)
+                print(render_ops(m, f"the {WORKERS} worker processes"))
+                print(render_rt([m]))
+                log(f"redis {shape.key}: py-spy ...")
+                with spy(backend2.worker_pids(), out, f"redis-{shape.key}", args.rate) as files:
+                    m = backend2.run(shape)
+                spied("redis", m, files, f"the {WORKERS} worker processes")
             backend2.close()
-        print(spyreport.render(f"redis, {shape.key}: {m.tasks:,} tasks in {m.wall_s:.2f}s "
-                               f"({m.rate:,.0f} tasks/s) under py-spy; worker processes",
-                               files, m.tasks, args.rate))
-        print(render_rt([m]))
     return 0
 
 
@@ -705,8 +790,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--json", default=None, help="write every measurement to this file")
     parser.add_argument("--profile", default=None, metavar="DIR",
                         help="instead of the table: py-spy profiles of both Interlock paths")
-    parser.add_argument("--profile-shape", default="B", choices=sorted(SHAPES))
-    parser.add_argument("--rate", type=int, default=250, help="py-spy samples per second")
+    parser.add_argument("--profile-shape", default="B,C",
+                        help="comma-separated shapes to profile (default B,C)")
+    parser.add_argument("--rate", type=int, default=100, help="py-spy samples per second")
+    parser.add_argument("--costs", action="store_true",
+                        help="instead of the table: single-threaded cost probes of the store "
+                             "calls, per task and batched (see e2e_support/costs.py)")
     args = parser.parse_args(argv)
     args.backends = [b.strip() for b in args.backends.split(",") if b.strip()]
     shapes = [s.strip() for s in args.shapes.split(",")] if args.shapes else list(
@@ -720,6 +809,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         workdir = Path(tmp)
         if args.profile:
             return profile(args, workdir)
+        if args.costs:
+            from benchmarks.e2e_support import costs
+
+            batches = (1, 10, 100)
+            if "sqlite" in args.backends:
+                costs.sqlite_costs(workdir, 1000, batches, print)
+            if "redis" in args.backends:
+                costs.redis_costs(1000, batches, print)
+            return 0
         return measure(args, shapes, workdir, started)
 
 

@@ -12,7 +12,9 @@ checked:
 
 With ``INTERLOCK_E2E_STATS=<file>`` in the environment, importing this module also installs the
 client-side Redis round-trip counter of :mod:`benchmarks.e2e_support.rtt` in this process (the
-benchmark uses it to count what ``interlock worker`` processes send).
+benchmark uses it to count what ``interlock worker`` processes send; SIGUSR1 makes the process
+write its counts to that file), and with ``INTERLOCK_E2E_OPTIMER=1`` the per-operation timers of
+:mod:`benchmarks.e2e_support.optimer`.
 """
 
 from __future__ import annotations
@@ -72,6 +74,10 @@ def chain_pipeline(n: int) -> dict[str, Any]:
     return {"name": f"e2e-chain-{n}", "nodes": nodes}
 
 
+if os.environ.get("INTERLOCK_E2E_OPTIMER"):
+    from benchmarks.e2e_support import optimer
+
+    optimer.install()
 if os.environ.get("INTERLOCK_E2E_STATS"):
     from benchmarks.e2e_support import rtt
 

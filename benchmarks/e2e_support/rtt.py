@@ -6,8 +6,9 @@ to the socket = one round trip: a single command, a whole pipeline or a MULTI/EX
 round trip is counted under a key naming its commands, e.g. ``EVALSHA:claim_task+SADD`` for the
 claim pipeline; EVALSHA digests are mapped back to the Interlock script names.
 
-With a ``path``, a daemon thread rewrites ``path`` (atomically) with the counts whenever they
-changed, every 20 ms, so a parent process can read what a worker process sent. Server-side
+With a ``path``, the counts (and the operation timings of :mod:`optimer`, if enabled) are
+written to ``path`` (atomically) when the process receives SIGUSR1 — :func:`request` sends it
+and waits for the new file — so a parent process can read what a worker process did. Server-side
 ``INFO commandstats`` also counts the commands Lua scripts run, and cannot tell a pipeline from
 separate round trips; this counter is the client's view.
 """
@@ -18,6 +19,7 @@ import atexit
 import hashlib
 import json
 import os
+import signal
 import threading
 import time
 from collections import Counter
@@ -25,7 +27,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-__all__ = ["counts", "install", "paused", "read"]
+from benchmarks.e2e_support import optimer
+
+__all__ = ["counts", "install", "paused", "read", "request"]
 
 _lock = threading.Lock()
 _counts: Counter[str] = Counter()
@@ -63,6 +67,19 @@ def _name(args: tuple[Any, ...]) -> str:
     return name
 
 
+def _joined(names: list[str]) -> str:
+    """``A+B`` for a pipeline; runs of one command are shown as ``XADD*k`` (k > 1)."""
+    parts: list[str] = []
+    k = 0
+    while k < len(names):
+        j = k
+        while j < len(names) and names[j] == names[k]:
+            j += 1
+        parts.append(names[k] if j - k == 1 else f"{names[k]}*{j - k}")
+        k = j
+    return "+".join(parts)
+
+
 def install(path: str | None = None) -> None:
     """Start counting in this process (idempotent); with ``path``, publish counts there."""
     global _installed
@@ -82,7 +99,7 @@ def install(path: str | None = None) -> None:
 
     def counted_pack_commands(self: Any, commands: Any) -> Any:
         commands = list(commands)
-        _local.pending = "+".join(_name(tuple(c)) for c in commands)
+        _local.pending = _joined([_name(tuple(c)) for c in commands])
         return pack_commands(self, commands)
 
     def counted_send_packed(self: Any, command: Any, check_health: bool = True) -> Any:
@@ -117,34 +134,47 @@ def counts() -> Counter[str]:
 
 
 def _start_publisher(path: str) -> None:
-    def write() -> None:
-        data = {"pid": os.getpid(), "counts": dict(counts())}
+    """Write the counts to ``path`` now, at exit, and whenever SIGUSR1 arrives (the signal
+    handler runs in the main thread; no background thread, so nothing runs between requests)."""
+    sequence = [0]
+
+    def write(*_: object) -> None:
+        sequence[0] += 1
+        data = {"pid": os.getpid(), "seq": sequence[0], "counts": dict(counts()),
+                "ops": optimer.snapshot() if optimer.enabled() else {}}
         tmp = f"{path}.{os.getpid()}.tmp"
         with open(tmp, "w") as fh:
             json.dump(data, fh)
         os.replace(tmp, path)
 
-    def loop() -> None:
-        last: dict[str, int] | None = None
-        while True:
-            time.sleep(0.02)
-            current = dict(counts())
-            if current != last:
-                try:
-                    write()
-                except OSError:
-                    pass
-                last = current
-
     write()
-    threading.Thread(target=loop, name="e2e-rtt-publisher", daemon=True).start()
+    signal.signal(signal.SIGUSR1, write)
     atexit.register(write)
 
 
-def read(path: str) -> Counter[str]:
-    """The counts a process published at ``path`` (empty if none yet)."""
+def request(pid: int, path: str, timeout: float = 10.0) -> dict[str, Any]:
+    """Ask the process ``pid`` to publish its counts at ``path`` (SIGUSR1); wait for them."""
+    before = _load(path).get("seq", -1)
+    os.kill(pid, signal.SIGUSR1)
+    deadline = time.monotonic() + timeout
+    while True:
+        data = _load(path)
+        if data.get("seq", -1) != before:
+            return data
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"process {pid} did not publish its counts within {timeout}s")
+        time.sleep(0.002)
+
+
+def _load(path: str) -> dict[str, Any]:
     try:
         with open(path) as fh:
-            return Counter(json.load(fh)["counts"])
-    except (OSError, ValueError, KeyError):
-        return Counter()
+            data: dict[str, Any] = json.load(fh)
+            return data
+    except (OSError, ValueError):
+        return {}
+
+
+def read(path: str) -> Counter[str]:
+    """The counts a process last published at ``path`` (empty if none yet)."""
+    return Counter(_load(path).get("counts", {}))

@@ -97,9 +97,10 @@ def counting_client(url: str, rts: RoundTrips) -> Any:
     import redis
     from redis.connection import Connection, parse_url
 
-    base: type[Any] = parse_url(url).get("connection_class", Connection)
+    options: dict[str, Any] = parse_url(url)  # type: ignore[no-untyped-call]
+    base: type[Any] = options.get("connection_class", Connection)
 
-    class CountingConnection(base):  # type: ignore[misc, valid-type]
+    class CountingConnection(base):  # type: ignore[misc]
         def send_packed_command(self, command: Any, check_health: bool = True) -> None:
             rts.n += 1
             super().send_packed_command(command, check_health)

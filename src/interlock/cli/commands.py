@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
+import threading
 import uuid
 from collections.abc import Callable
-from typing import TextIO
+from typing import Any, TextIO
 
 from interlock.errors import GraphError, UsageError
 from interlock.graph import validate
@@ -59,10 +61,15 @@ def _execute(args: argparse.Namespace, io: Streams, store: DagStore,
     """Run ``action`` on a LocalRunner with a progress bar; print the table; the exit code.
 
     Ctrl-C: the runner cancels the run; the table of the cancelled run is printed (exit 4).
+    SIGTERM: the runner stops gracefully (tasks in hand are finished and reported); the run
+    stays resumable (exit 5).
     """
     bar = None if args.quiet else ProgressBar(io.err)
     runner = LocalRunner(store, default_registry, workers=args.workers,
                          mode="processes" if args.processes else "threads", on_progress=bar)
+    previous: Any = None
+    if threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGTERM, lambda signum, frame: runner.stop())
     try:
         result = action(runner)
     except KeyboardInterrupt:
@@ -82,6 +89,8 @@ def _execute(args: argparse.Namespace, io: Streams, store: DagStore,
     finally:
         if bar is not None:
             bar.close()
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
     if args.quiet:
         io.print(result.run_id)
     else:

@@ -83,7 +83,7 @@ def check_lease_expired(h: Harness) -> None:
     c = "lease.expired"
     now = h.clock.now()
     sc = Scenario(h, "lease-expired", [[]])
-    early, late, forever, queued, done = sc.start(0, 5, claim=False)
+    early, late, forever, _queued, done = sc.start(0, 5, claim=False)
     sc.claim(early, "e", lease_until=now + 10)
     sc.claim(late, "l", lease_until=now + 30)
     sc.store.claim_task(sc.run_id, forever, "f", "worker", None, now)
@@ -226,9 +226,9 @@ def check_fail_retry(h: Harness) -> None:
     expect_eq(sc.claim(tid, "early")[0], "stale", c, "a claim before retry_at")
     sc.unchanged(before, c, "a repeated failure / an early claim")
     h.clock.advance(50)
-    outcome, task = sc.claim(tid, "second")
-    expect(outcome == "applied" and task is not None and task.attempt == 2, c,
-           f"the claim after retry_at returned ({outcome!r}, {task!r})")
+    outcome, claimed = sc.claim(tid, "second")
+    expect(outcome == "applied" and claimed is not None and claimed.attempt == 2, c,
+           f"the claim after retry_at returned ({outcome!r}, {claimed!r})")
     t = sc.fail(tid, "second")
     expect_eq((t.outcome, sc.task(tid).state, sc.node(0).state, sc.run().failed_nodes),
               ("applied", TaskState.FAILED, NodeState.FAILED, 1), c,

@@ -203,15 +203,34 @@ class StoreMachine(RuleBasedStateMachine):
             retryable = how == "fail"
             self._both(call, _FAIL, lambda s: s.kernel.on_task_failed(
                 run_id, tid, attempt_id, "boom", retryable=retryable))
-        elif how == "crash":
-            self._both(call, _FAIL, lambda s: s.kernel.on_task_crashed(
-                run_id, tid, attempt_id, "worker lost"))
+        elif how in ("crash", "expired"):
+            error = "attempt lease expired" if how == "expired" else "worker lost"
+            self._both(call, ("lease.expired", *_FAIL) if how == "expired" else _FAIL,
+                       lambda s: s.kernel.on_task_crashed(run_id, tid, attempt_id, error))
         elif how == "wait":
             self._both(call, ("wait.fenced",), lambda s: s.kernel.wait_task(
                 run_id, tid, attempt_id, "human"))
         else:
             self._both(call, ("lease.renew",), lambda s: s.kernel.heartbeat(
                 run_id, tid, attempt_id))
+
+    @precondition(lambda self: bool(self._tasks(TaskState.RUNNING)))
+    @rule(pick=PICK, how=st.sampled_from(["complete", "fail", "fail-final", "crash", "wait"]),
+          outputs=OUTPUTS)
+    def redeliver(self, pick: int, how: str, outputs: Outputs) -> None:
+        """A lease runs out while the worker still runs: the attempt is crashed, the retry is
+        claimed by another worker, then the first worker's callback arrives (must be stale)."""
+        task = _choose(self._tasks(TaskState.RUNNING), pick)
+        tid, old = task.task_id, str(task.attempt_id)
+        self._deliver(tid, old, "crash", [])
+        retried = self.sides[1].raw.get_task(self.run_id, tid)
+        if retried is not None and retried.state is TaskState.QUEUED:
+            if retried.not_before > self.clock.now():
+                self.clock.advance(retried.not_before - self.clock.now())
+            new = f"a{next(self.attempts)}"
+            self.claims.append((tid, new))
+            self._claim(tid, new)
+        self._deliver(tid, old, how, outputs)
 
     @precondition(lambda self: bool(self._tasks(TaskState.WAITING)))
     @rule(pick=PICK, payload=st.integers(0, 9))
@@ -229,12 +248,22 @@ class StoreMachine(RuleBasedStateMachine):
         elif self.claims:
             self._claim(*_choose(self.claims, pick))
 
+    def _late(self) -> list[tuple[str, str]]:
+        """Earlier attempts of unfinished tasks that now run (or wait) under another attempt,
+        else every earlier claim: the callbacks a fence must turn away."""
+        unfinished = {t.task_id: t.attempt_id for t in self._tasks(
+            TaskState.QUEUED, TaskState.RUNNING, TaskState.WAITING)}
+        late = [(tid, a) for tid, a in self.claims
+                if tid in unfinished and unfinished[tid] not in (None, a)]
+        return late or self.claims
+
     @precondition(lambda self: bool(self.claims))
     @rule(pick=PICK, how=st.sampled_from(["complete", "fail", "fail-final", "crash", "wait",
                                           "heartbeat"]), outputs=OUTPUTS)
     def late_callback(self, pick: int, how: str, outputs: Outputs) -> None:
-        """A callback of any earlier attempt (often no longer the current one)."""
-        tid, attempt_id = _choose(self.claims, pick)
+        """A callback of an earlier attempt (one that was retried, lost a claim race or whose
+        task finished): the fence must make it stale."""
+        tid, attempt_id = _choose(self._late(), pick)
         self._deliver(tid, attempt_id, how, outputs)
 
     @precondition(lambda self: bool(self._tasks(TaskState.QUEUED)))
@@ -282,10 +311,7 @@ class StoreMachine(RuleBasedStateMachine):
             fail("same-outcome", ("lease.expired",),
                  f"list_expired({now}): store under test {found[0]}, reference {found[1]}")
         for tid, attempt_id in found[1]:
-            self._both(f"on_task_crashed({tid!r}, {attempt_id!r}) [lease expired]",
-                       ("lease.expired", "fail.retry"),
-                       lambda s, t=tid, a=attempt_id: s.kernel.on_task_crashed(
-                           self.run_id, t, a, "attempt lease expired"))
+            self._deliver(tid, attempt_id, "expired", [])
 
     # ---- races (store under test only; the reference replays the serial order) ---------
 
@@ -408,5 +434,5 @@ class StoreMachine(RuleBasedStateMachine):
 def run_machine(config: MachineConfig, settings: Settings, name: str) -> None:
     """Run the machine as a test (raises with the shrunk program on failure)."""
     machine = type(name, (StoreMachine,), {"config": config})
-    run_state_machine_as_test(machine, settings=settings)
+    run_state_machine_as_test(machine, settings=settings)  # type: ignore[no-untyped-call]
 

@@ -16,7 +16,7 @@ from typing import TypeVar
 
 from interlock.kernel import Kernel
 from interlock.protocols import DagStore
-from interlock.records import NodeRecord, Transition
+from interlock.records import NewArtifact, NodeRecord, Transition
 from interlock.states import NodeState, RunState, TaskState
 from interlock.testing._support import (
     Harness,
@@ -92,6 +92,15 @@ def _one(outcomes: Sequence[str], clause: str, what: str, rest: str) -> int:
     return applied[0]
 
 
+def _claim(store: DagStore, run_id: str, task_id: str, attempt_id: str, now: float) -> str:
+    return store.claim_task(run_id, task_id, attempt_id, "w", now + 100, now)[0]
+
+
+def _complete(store: DagStore, run_id: str, task_id: str, outputs: Sequence[NewArtifact],
+              children: Sequence[int], now: float) -> Transition:
+    return store.complete_task(run_id, task_id, f"{task_id}@1", outputs, children, now)
+
+
 def race_claim_cas(h: Harness) -> None:
     """[claim.cas] N threads claim the same QUEUED task; exactly one applies."""
     c = "claim.cas"
@@ -101,11 +110,8 @@ def race_claim_cas(h: Harness) -> None:
     for m, stores in enumerate(_modes(h)):
         for tid in tids[m * rounds:(m + 1) * rounds]:
             now = h.clock.now()
-            calls = [
-                (lambda s=s, i=i, tid=tid: s.claim_task(sc.run_id, tid, f"{tid}#{i}", "w",
-                                                        now + 100, now)[0])
-                for i, s in enumerate(stores)
-            ]
+            calls = [functools.partial(_claim, s, sc.run_id, tid, f"{tid}#{i}", now)
+                     for i, s in enumerate(stores)]
             winner = _one(run_concurrently(calls), c, f"claims of {tid}", "stale")
             task = sc.task(tid)
             expect_eq((task.state, task.attempt, task.attempt_id),
@@ -122,13 +128,10 @@ def race_complete_once(h: Harness) -> None:
     done = 0
     for m, stores in enumerate(_modes(h)):
         for tid in tids[m * rounds:(m + 1) * rounds]:
-            outputs = outputs_for(tid, 2)
-            calls = [
-                (lambda s=s, tid=tid, outputs=outputs: s.complete_task(
-                    sc.run_id, tid, f"{tid}@1", outputs, (), h.clock.now()).outcome)
-                for s in stores
-            ]
-            _one(run_concurrently(calls), c, f"completions of {tid}", "duplicate")
+            calls = [functools.partial(_complete, s, sc.run_id, tid, outputs_for(tid, 2), (),
+                                       h.clock.now()) for s in stores]
+            _one([t.outcome for t in run_concurrently(calls)], c, f"completions of {tid}",
+                 "duplicate")
             done += 1
             mine = [a for a in sc.artifacts(0) if a.task_id == tid]
             expect_eq(len(mine), 2, c, f"artifacts of {tid} after a completion race")
@@ -138,16 +141,13 @@ def race_complete_once(h: Harness) -> None:
 def race_complete_counters(h: Harness) -> None:
     """[complete.counters] N threads complete N different tasks of one node at once."""
     c = "complete.counters"
-    rounds = 10
     for m, stores in enumerate(_modes(h)):
-        for r in range(rounds):
+        for r in range(10):
             sc = Scenario(h, f"race-counters-{m}-{r}", [[], [0]])
             tids = sc.start(0, THREADS)
-            calls = [
-                (lambda s=s, tid=tid: s.complete_task(
-                    sc.run_id, tid, f"{tid}@1", outputs_for(tid, 1), (1,), h.clock.now()))
-                for s, tid in zip(stores, tids, strict=True)
-            ]
+            calls = [functools.partial(_complete, s, sc.run_id, tid, outputs_for(tid, 1), (1,),
+                                       h.clock.now())
+                     for s, tid in zip(stores, tids, strict=True)]
             results = run_concurrently(calls)
             expect_eq([t.outcome for t in results], ["applied"] * THREADS, c,
                       "outcomes of concurrent completions of different tasks")
@@ -166,10 +166,9 @@ def race_complete_counters(h: Harness) -> None:
 def race_terminal_once(h: Harness) -> None:
     """[terminal.once] cancel vs final completion vs fail-fast, through the kernel."""
     c = "terminal.once"
-    rounds = 12
     spec = pipeline({"slug": "a", "plugin": "work"}, {"slug": "b", "plugin": "work"})
     for m, stores in enumerate(_modes(h)):
-        for r in range(rounds):
+        for r in range(12):
             finished: list[RunFinished] = []
             kernels = [Kernel(s, RecordingDispatcher(), clock=h.clock,
                               on_run_finished=finished.append) for s in stores[:4]]
@@ -178,10 +177,11 @@ def race_terminal_once(h: Harness) -> None:
             kernels[0].claim_task(run_id, "a.0.0", attempt_id="a")
             kernels[0].claim_task(run_id, "b.0.0", attempt_id="b")
             calls: list[Callable[[], Transition]] = [
-                lambda: kernels[0].on_task_complete(run_id, "a.0.0", "a"),
-                lambda: kernels[1].on_task_complete(run_id, "b.0.0", "b"),
-                lambda: kernels[2].on_task_failed(run_id, "b.0.0", "b", "x", retryable=False),
-                lambda: kernels[3].cancel_run(run_id, "race"),
+                functools.partial(kernels[0].on_task_complete, run_id, "a.0.0", "a"),
+                functools.partial(kernels[1].on_task_complete, run_id, "b.0.0", "b"),
+                functools.partial(kernels[2].on_task_failed, run_id, "b.0.0", "b", "x",
+                                  retryable=False),
+                functools.partial(kernels[3].cancel_run, run_id, "race"),
             ]
             results = run_concurrently(calls)
             reported = [t.run_state for t in results if t.run_state is not None]
@@ -201,16 +201,18 @@ def race_launch_atomic(h: Harness) -> None:
 
 
 def _launch_round(h: Harness, stores: Sequence[DagStore], label: str) -> None:
+    """3 threads launch the node while 5 readers check that a LAUNCHED node always shows
+    every task of its single launch call."""
     c = "launch.atomic"
     sc = Scenario(h, label, [[]])
     tasks = sc.new_tasks(0, range(3))
+    launchers, readers = stores[:3], stores[3:]
     done = threading.Event()
-    pending = [len(stores) - 1]
+    pending = [len(launchers)]
     lock = threading.Lock()
     seen: list[str] = []
 
-    def read() -> str:
-        store = stores[-1]
+    def read(store: DagStore) -> str:
         while not done.is_set():
             launched = store.get_nodes(sc.run_id, [0])[0].state is NodeState.LAUNCHED
             count = len(store.list_tasks(sc.run_id, node_index=0))
@@ -227,24 +229,24 @@ def _launch_round(h: Harness, stores: Sequence[DagStore], label: str) -> None:
                 if pending[0] == 0:
                     done.set()
 
-    calls = [functools.partial(launch, s) for s in stores[:-1]] + [read]
-    _one(run_concurrently(calls)[:-1], c, "launches of one node", "duplicate")
+    calls = ([functools.partial(launch, s) for s in launchers]
+             + [functools.partial(read, s) for s in readers])
+    _one(run_concurrently(calls)[:len(launchers)], c, "launches of one node", "duplicate")
     expect(not seen, c, f"a reader saw a half-written launch: {seen[:1]}")
     expect_eq(sc.tasks(0), tasks, c, "tasks after a launch race")
+
+
+def _settle(store: DagStore, run_id: str, now: float) -> str:
+    return store.settle_node(run_id, 0, 0, NodeState.FILTERED, "none", (1,), None, now).outcome
 
 
 def race_settle_once(h: Harness) -> None:
     """[settle.once] N threads settle the same node; counters move once."""
     c = "settle.once"
-    rounds = 10
     for m, stores in enumerate(_modes(h)):
-        for r in range(rounds):
+        for r in range(10):
             sc = Scenario(h, f"race-settle-{m}-{r}", [[], [0], []])
-            calls = [
-                (lambda s=s: s.settle_node(sc.run_id, 0, 0, NodeState.FILTERED, "none", (1,),
-                                           None, h.clock.now()).outcome)
-                for s in stores
-            ]
+            calls = [functools.partial(_settle, s, sc.run_id, h.clock.now()) for s in stores]
             _one(run_concurrently(calls), c, "settles of one node", "duplicate")
             expect_eq((sc.node(1).remaining_parents, sc.run().unsettled), (0, 2), c,
                       "(child remaining_parents, run.unsettled) after a settle race")
@@ -253,13 +255,12 @@ def race_settle_once(h: Harness) -> None:
 def race_retry_fenced(h: Harness) -> None:
     """[retry.fenced] N threads reopen the same failed run; one applies."""
     c = "retry.fenced"
-    rounds = 8
     for m, stores in enumerate(_modes(h)):
-        for r in range(rounds):
+        for r in range(8):
             sc = Scenario(h, f"race-retry-{m}-{r}", [[]])
             sc.settle(0, NodeState.FAILED, fail_run=RunState.FAILED)
             fresh = [NodeRecord(0, 1, NodeState.WAITING, 0)]
-            calls = [(lambda s=s: s.reopen_run(sc.run_id, 0, fresh, h.clock.now()))
+            calls = [functools.partial(s.reopen_run, sc.run_id, 0, fresh, h.clock.now())
                      for s in stores]
             outcomes = run_concurrently(calls)
             applied = outcomes.count("applied")

@@ -147,7 +147,7 @@ def _make_test(check: Check) -> object:
     else:
         kind = "race: " if check.needs else ""
         test.__doc__ = f"[{check.clause}] {kind}{CLAUSES[check.clause].promise}"
-    marked: object = pytest.mark.interlock_clause(check.clause or check.id)(test)
+    marked: object = pytest.mark.interlock_clause(id=check.clause or check.id)(test)
     return marked
 
 
