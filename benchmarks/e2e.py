@@ -44,7 +44,6 @@ import os
 import platform
 import resource
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -52,7 +51,7 @@ import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -273,7 +272,8 @@ class SqliteBackend:
         ops0 = optimer.snapshot()
         busy0, (me0, kids0), desc0 = Machine.busy(), _self_cpu(), _descendants_cpu()
         t0 = time.time()
-        result = self.runner.run(pipeline, run_id=run_id)
+        with procs.ThreadCpu() as threads:
+            result = self.runner.run(pipeline, run_id=run_id)
         runner_wall = time.time() - t0
         me1, kids1 = _self_cpu()
         desc1 = _descendants_cpu()
@@ -295,15 +295,94 @@ class SqliteBackend:
             round_trips={k: v for k, v in sql.items() if v},
             transactions=sql.get("BEGIN", 0), cpu_s=cpu,
             other_cpu_s=max(0.0, busy1 - busy0 - sum(cpu.values())),
-            extra={"runner_wall_s": runner_wall, "state": result.state.value, "ops": ops})
+            extra={"runner_wall_s": runner_wall, "state": result.state.value, "ops": ops,
+                   "threads": threads.result()})
+
+
+class SqliteBatchedBackend:
+    """What-if: the batched prototype loop (e2e_support/batched.py) on SQLite, 2 threads, a
+    2-process pool started once, k tasks per receive/claim/complete/ack."""
+
+    def __init__(self, workdir: Path, batch: int) -> None:
+        from benchmarks.e2e_support.batched import BatchedWorker, PoolInvoke
+        from interlock import Kernel
+        from interlock.plugins import default_registry
+        from interlock.runtime import QueueDispatcher
+        from interlock_sqlite import SqliteStore
+
+        self.name = f"sqlite-b{batch}"
+        self.title = (f"prototype: SQLite store, batched loop k={batch} (claim_tasks / "
+                      f"on_tasks_complete), {WORKERS} threads, {WORKERS}-process pool started "
+                      f"once, one pool message per process per batch")
+        self.counter = SqlCounter()
+        self.store = SqliteStore(workdir / f"e2e-b{batch}.db",
+                                 on_connect=self.counter.on_connect)
+        self.queue = QueueDispatcher()
+        self.finished: dict[str, threading.Event] = {}
+        self.kernel = Kernel(self.store, self.queue, plugins=default_registry,
+                             on_run_finished=self._finished)
+        self.pool = PoolInvoke(WORKERS, [PLUGINS_MODULE])
+        self.stop = threading.Event()
+        self.threads = [threading.Thread(
+            target=BatchedWorker(self.kernel, self.queue, default_registry, batch=batch,
+                                 name=f"b{i}", invoke=self.pool).run,
+            args=(self.stop,), daemon=True, name=f"interlock-worker-b{i}")
+            for i in range(WORKERS)]
+        for thread in self.threads:
+            thread.start()
+
+    def _finished(self, event: Any) -> None:
+        done = self.finished.get(event.run_id)
+        if done is not None:
+            done.set()
+
+    def close(self) -> None:
+        self.stop.set()
+        self.queue.close()
+        for thread in self.threads:
+            thread.join(10)
+        self.pool.shutdown()
+
+    def run(self, shape: Shape) -> Measurement:
+        pipeline = shape.pipeline()
+        run_id = uuid.uuid4().hex
+        done = self.finished[run_id] = threading.Event()
+        sql0 = self.counter.snapshot()
+        busy0, me0, desc0 = Machine.busy(), _self_cpu()[0], _descendants_cpu()
+        self.kernel.start_run(pipeline, run_id=run_id)
+        if not done.wait(600):
+            raise RuntimeError(f"{shape.key} on {self.name} did not finish")
+        me1, desc1, busy1 = _self_cpu()[0], _descendants_cpu(), Machine.busy()
+        sql = self.counter.snapshot()
+        sql.subtract(sql0)
+        run = self.store.get_run(run_id)
+        assert run is not None
+        last = 2 if shape.kind == "fan" else shape.n - 1
+        arts = self.store.get_artifacts(run_id, last, 0)
+        ok, check = _check(shape, arts[-1].fields if arts else None)
+        ok = ok and run.state.value == "completed"
+        cpu = {"runner process (kernel+store+threads)": me1 - me0,
+               "plugin processes": desc1 - desc0}
+        return Measurement(
+            self.name, shape.key, shape.tasks, run.updated_at - run.created_at, ok, check,
+            round_trips={k: v for k, v in sql.items() if v},
+            transactions=sql.get("BEGIN", 0), cpu_s=cpu,
+            other_cpu_s=max(0.0, busy1 - busy0 - sum(cpu.values())),
+            extra={"state": run.state.value})
 
 
 # ---- backend: Redis store + Redis Streams dispatcher + worker processes ----------------------
 
 
 def worker_command(url: str, mode: str) -> tuple[list[str], str]:
-    """The worker process command line: ``interlock worker`` if available, else the fallback."""
+    """The worker process command line: ``interlock worker`` if available, else the fallback
+    (``mode`` "batched:K": the prototype batched loop of e2e_support/batched.py)."""
     plugins_args = ["--plugins", PLUGINS_MODULE]
+    if mode.startswith("batched:"):
+        k = int(mode.partition(":")[2])
+        return ([sys.executable, "-m", "benchmarks.e2e_support.batched", "--store", url,
+                 "--batch", str(k), *plugins_args],
+                f"prototype batched worker loop (e2e_support/batched.py), k={k}")
     if mode in ("auto", "cli"):
         probe = subprocess.run([sys.executable, "-m", "interlock", "worker", "--help"],
                                capture_output=True, text=True, cwd=ROOT, timeout=60,
@@ -331,6 +410,9 @@ class RedisBackend:
     def __init__(self, stack: ExitStack, workdir: Path, worker_mode: str,
                  timed_ops: bool = False) -> None:
         import redis
+
+        if worker_mode.startswith("batched:"):
+            self.name = f"redis-b{worker_mode.partition(':')[2]}"
 
         from interlock import Kernel
         from interlock.plugins import default_registry
@@ -459,7 +541,7 @@ class RedisBackend:
 def celery_available() -> str | None:
     """None if Celery with its Redis transport can be used, else why not."""
     try:
-        import celery  # noqa: F401
+        import celery  # type: ignore[import-untyped]  # noqa: F401
         import kombu.transport.redis  # noqa: F401
         import redis  # noqa: F401
     except ImportError as exc:
@@ -628,6 +710,9 @@ def profile(args: argparse.Namespace, workdir: Path) -> int:
                                 "plugins in 2 processes"))
             print("sqlite statements per task: " + ", ".join(
                 f"{k} {v / m.tasks:.2f}" for k, v in sorted(m.round_trips.items())))
+            print("runner process CPU per task by thread: " + ", ".join(
+                f"{k} {v / m.tasks * 1e6:,.0f} us" for k, v in sorted(
+                    m.extra["threads"].items(), key=lambda kv: -kv[1]) if v > 0))
             log(f"sqlite {shape.key}: py-spy ...")
             with spy([os.getpid()], out, f"sqlite-{shape.key}", args.rate) as files:
                 m = backend.run(shape)
@@ -676,10 +761,10 @@ def render_table(results: dict[tuple[str, str], list[Measurement]], shapes: Sequ
             m = pick(ms)
             walls = [x.wall_s for x in ms]
             spread = (f"{_ms(min(walls))} - {_ms(max(walls))}" if len(walls) > 1 else "")
-            if backend == "sqlite":
+            if backend.startswith("sqlite"):
                 rt = (f"{m.transactions / m.tasks:.2f} tx, "
                       f"{m.rt_total / m.tasks:.1f} stmts")
-            elif backend == "redis":
+            elif backend.startswith("redis"):
                 rt = f"{m.rt_total / m.tasks:.2f}"
             else:
                 rt = "n/a"
@@ -697,18 +782,20 @@ def render_table(results: dict[tuple[str, str], list[Measurement]], shapes: Sequ
 
 
 def render_ratios(results: dict[tuple[str, str], list[Measurement]],
-                  shapes: Sequence[str]) -> str:
-    lines = ["| shape | Celery tasks/s | SQLite / Celery | Redis / Celery |", "|---|---|---|---|"]
+                  shapes: Sequence[str], backends: Sequence[str]) -> str:
+    mine = [b for b in backends if b != "celery"]
+    lines = ["| shape | Celery tasks/s | " + " | ".join(f"{b} / Celery" for b in mine) + " |",
+             "|---|---|" + "---|" * len(mine)]
     for key in shapes:
         peer = results.get(("celery", key))
         if not peer:
             continue
         base = pick(peer).rate
         cells = []
-        for backend in ("sqlite", "redis"):
+        for backend in mine:
             ms = results.get((backend, key))
             cells.append(f"{pick(ms).rate / base:.1f}x" if ms else "n/a")
-        lines.append(f"| {key} | {base:,.0f} | {cells[0]} | {cells[1]} |")
+        lines.append(f"| {key} | {base:,.0f} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -787,6 +874,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="runs per shape and backend (default 3, B10 1; --quick 1)")
     parser.add_argument("--worker", choices=("auto", "cli", "fallback"), default="auto",
                         help="Redis worker processes: `interlock worker` or the fallback entry")
+    parser.add_argument("--batched", type=int, default=None, metavar="K",
+                        help="also run the prototype batched worker loop with K tasks per "
+                             "batch on both stores (what-if rows sqlite-bK, redis-bK)")
     parser.add_argument("--json", default=None, help="write every measurement to this file")
     parser.add_argument("--profile", default=None, metavar="DIR",
                         help="instead of the table: py-spy profiles of both Interlock paths")
@@ -824,7 +914,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def measure(args: argparse.Namespace, shapes: list[str], workdir: Path, started: float) -> int:
     def repeats(key: str) -> int:
         if args.repeat is not None:
-            return max(1, args.repeat)
+            return max(1, int(args.repeat))
         return 1 if args.quick or key == "B10" else 3
 
     results: dict[tuple[str, str], list[Measurement]] = {}
@@ -859,6 +949,19 @@ def measure(args: argparse.Namespace, shapes: list[str], workdir: Path, started:
                 backend2 = RedisBackend(stack, workdir, args.worker)
                 drive(backend2)
                 backend2.close()
+    if args.batched:
+        if "sqlite" in args.backends:
+            log(f"sqlite-b{args.batched}: prototype batched loop ...")
+            backend4 = SqliteBatchedBackend(workdir, args.batched)
+            backend4.run(WARMUP)
+            drive(backend4)
+            backend4.close()
+        if "redis" in args.backends and os.path.exists(procs.REDIS_SERVER):
+            log(f"redis-b{args.batched}: prototype batched worker processes ...")
+            with ExitStack() as stack:
+                backend5 = RedisBackend(stack, workdir, f"batched:{args.batched}")
+                drive(backend5)
+                backend5.close()
     if args.peers:
         why = celery_available()
         if why is not None:
@@ -871,7 +974,8 @@ def measure(args: argparse.Namespace, shapes: list[str], workdir: Path, started:
                 backend3 = CeleryBackend(stack, workdir)
                 drive(backend3)
 
-    backends = [b for b in ("sqlite", "redis", "celery") if b in titles]
+    backends = [b for b in ("sqlite", f"sqlite-b{args.batched}", "redis",
+                            f"redis-b{args.batched}", "celery") if b in titles]
     print(f"\nEnd to end, {WORKERS} worker processes, trivial tasks "
           f"({platform.python_implementation()} {platform.python_version()}, "
           f"{os.cpu_count()} CPUs, load average before: {load[0]:.2f})")
@@ -882,19 +986,21 @@ def measure(args: argparse.Namespace, shapes: list[str], workdir: Path, started:
     print(render_table(results, shapes, backends))
     if "celery" in titles:
         print()
-        print(render_ratios(results, shapes))
+        print(render_ratios(results, shapes, backends))
     elif args.peers is False:
         print("\n(Celery not run: add --peers)")
     print()
     for text in verdicts(results, args.quick):
         print(text)
-    redis_runs = [pick(results[("redis", k)]) for k in shapes if ("redis", k) in results]
+    redis_runs = [pick(results[(b, k)]) for b in backends if b.startswith("redis")
+                  for k in shapes if (b, k) in results]
     if redis_runs:
         print(render_rt(redis_runs))
-    sqlite_runs = [pick(results[("sqlite", k)]) for k in shapes if ("sqlite", k) in results]
+    sqlite_runs = [pick(results[(b, k)]) for b in backends if b.startswith("sqlite")
+                   for k in shapes if (b, k) in results]
     for m in sqlite_runs:
         parts = ", ".join(f"{k} {v / m.tasks:.2f}" for k, v in sorted(m.round_trips.items()))
-        print(f"\nsqlite {m.shape}: statements per task: {parts}")
+        print(f"\n{m.backend} {m.shape}: statements per task: {parts}")
     for note in notes:
         print(f"note: {note}")
     bad = [m for ms in results.values() for m in ms if not m.ok]

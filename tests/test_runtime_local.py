@@ -426,3 +426,28 @@ def test_queue_receive_blocks_until_dispatch_or_close() -> None:
     thread.join(10)
     assert not thread.is_alive()
     assert [d.ref.task_id for d in got[0]] == ["a.0.0"] and got[1] == []
+
+
+def test_worker_runs_each_task_once_under_duplicate_deliveries(store: SqliteStore) -> None:
+    from interlock.runtime import TaskOutcome, Worker
+
+    numbers = Numbers()
+    idle, stop = threading.Event(), threading.Event()
+    queue = QueueDispatcher(on_idle=idle.set)
+    kernel = Kernel(store, queue, plugins=numbers.registry)
+    run = kernel.start_run(PIPELINE, {"n": 4}, run_id="dupes")
+    root = store.list_tasks("dupes")[0]
+    queue.dispatch([TaskRef("dupes", root.task_id, "items")] * 3)  # at-least-once delivery
+    outcomes: list[TaskOutcome] = []
+    worker = Worker(kernel, queue, numbers.registry, on_outcome=outcomes.append,
+                    recover_interval=None)
+    thread = threading.Thread(target=worker.run, args=(stop,))
+    thread.start()
+    assert idle.wait(30)
+    stop.set()
+    queue.close()
+    thread.join(30)
+    assert store.get_run(run.run_id).state is RunState.COMPLETED  # type: ignore[union-attr]
+    statuses = [o.status for o in outcomes]
+    assert statuses.count("lost") == 3 and statuses.count("completed") == 1 + 4 + 1
+    assert numbers.calls == 4

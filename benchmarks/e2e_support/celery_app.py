@@ -18,7 +18,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from celery import Celery, chord
+from celery import Celery, chord  # type: ignore[import-untyped]
 
 URL = os.environ.get("INTERLOCK_E2E_CELERY_URL", "redis://127.0.0.1:1/0")
 
@@ -33,21 +33,21 @@ app.conf.update(
 )
 
 
-@app.task(name="e2e.work")
+@app.task(name="e2e.work")  # type: ignore[untyped-decorator]
 def work(i: int) -> int:
     return i
 
 
-@app.task(name="e2e.aggregate")
+@app.task(name="e2e.aggregate")  # type: ignore[untyped-decorator]
 def aggregate(values: list[int]) -> dict[str, Any]:
     return {"n": len(values), "sum": sum(values)}
 
 
-@app.task(name="e2e.source", bind=True)
+@app.task(name="e2e.source", bind=True)  # type: ignore[untyped-decorator]
 def source(self: Any, n: int) -> Any:
     return self.replace(chord([work.s(i) for i in range(n)], aggregate.s()))
 
 
-@app.task(name="e2e.step")
+@app.task(name="e2e.step")  # type: ignore[untyped-decorator]
 def step(k: int) -> int:
     return k + 1

@@ -25,12 +25,12 @@ from typing import Any
 from interlock.plugins import plugin
 from interlock.values import TaskInput
 
-__all__ = ["aggregate", "fan_pipeline", "chain_pipeline", "source", "step", "work"]
+__all__ = ["aggregate", "chain_pipeline", "fan_pipeline", "source", "step", "work"]
 
 
 @plugin("e2e.source")
 def source(task: TaskInput) -> list[dict[str, Any]]:
-    n = int(task.config["n"])  # type: ignore[arg-type]
+    n = int(task.config["n"])
     return [{"fields": {"i": i}} for i in range(n)]
 
 
@@ -43,7 +43,7 @@ def work(task: TaskInput) -> list[dict[str, Any]]:
 @plugin("e2e.aggregate")
 def aggregate(task: TaskInput) -> list[dict[str, Any]]:
     items = task.inputs.get("each", [])
-    total = sum(int(a.fields["v"]) for a in items)  # type: ignore[arg-type]
+    total = sum(int(a.fields["v"]) for a in items)
     return [{"fields": {"n": len(items), "sum": total}}]
 
 
@@ -52,7 +52,7 @@ def step(task: TaskInput) -> list[dict[str, Any]]:
     k = 0
     for artifacts in task.inputs.values():
         for artifact in artifacts:
-            k = int(artifact.fields["k"])  # type: ignore[arg-type]
+            k = int(artifact.fields["k"])
     return [{"fields": {"k": k + 1}}]
 
 

@@ -89,9 +89,9 @@ def install(path: str | None = None) -> None:
     _shas.update(_script_names())
     from redis.connection import AbstractConnection
 
-    send_command = AbstractConnection.send_command
-    pack_commands = AbstractConnection.pack_commands
-    send_packed = AbstractConnection.send_packed_command
+    send_command: Any = AbstractConnection.send_command
+    pack_commands: Any = AbstractConnection.pack_commands
+    send_packed: Any = AbstractConnection.send_packed_command
 
     def counted_send_command(self: Any, *args: Any, **kwargs: Any) -> Any:
         _local.pending = _name(args)

@@ -362,11 +362,29 @@ def test_store_and_queue_from_url_and_entry_points(redis_url: str, namespace: st
     queue = queue_from_url(url)
     assert isinstance(queue, RedisStreamsDispatcher)
     assert queue.stream_key == f"{namespace}:queue:{{tasks}}"
+    direct = RedisStore(url)
+    assert direct.namespace == namespace and direct.get_run("r") == _run()
+    assert RedisStreamsDispatcher(url).stream_key == queue.stream_key
     (store_ep,) = [ep for ep in entry_points(group="interlock.stores") if ep.name == "redis"]
     (queue_ep,) = [ep for ep in entry_points(group="interlock.queues") if ep.name == "redis"]
     assert store_ep.load() is from_url and queue_ep.load() is queue_from_url
-    for c in (store.client, opened.client, queue.client):  # type: ignore[attr-defined]
+    for c in (store.client, opened.client, queue.client, direct.client):  # type: ignore[attr-defined]
         c.close()
+
+
+def test_every_lua_script_documents_keys_argv_and_reply() -> None:
+    from importlib import resources
+
+    from interlock_redis.scripts import QUEUE_SCRIPTS, STORE_SCRIPTS
+
+    folder = resources.files("interlock_redis") / "lua"
+    names = sorted(p.name for p in folder.iterdir() if p.name.endswith(".lua"))
+    assert names == sorted(f"{n}.lua" for n in ("_common", *STORE_SCRIPTS, *QUEUE_SCRIPTS))
+    for name in (*STORE_SCRIPTS, *QUEUE_SCRIPTS):
+        header = (folder / f"{name}.lua").read_text("utf-8").split("\n\n")[0]
+        assert header.startswith(f"-- {name}.lua: ")
+        for word in ("KEYS", "ARGV", "Returns"):
+            assert word in header, (name, word)
 
 
 def test_illegal_transition_raises_and_writes_nothing(store: RedisStore) -> None:

@@ -23,6 +23,7 @@ from interlock.limits import Limits
 from interlock.model import Pipeline
 from interlock.plugins import PluginRegistry, default_registry
 from interlock.protocols import Clock, DagStore
+from interlock.records import RunRecord
 from interlock.states import TaskState
 from interlock.stores import open_store
 from interlock.values import RunFinished
@@ -150,7 +151,7 @@ class LocalRunner:
 
     # ---- internals -----------------------------------------------------------------------
 
-    def _get_run(self, run_id: str) -> Any:
+    def _get_run(self, run_id: str) -> RunRecord:
         run = self.store.get_run(run_id)
         if run is None:
             raise UsageError(f"no run {run_id!r} in this store")

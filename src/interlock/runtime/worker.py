@@ -172,7 +172,9 @@ class Worker:
     Per delivery: ``kernel.claim_task`` (compare-and-set; a lost claim is acked and skipped),
     the plugin (through ``invoke``), then ``on_task_complete`` / ``on_task_failed`` /
     ``wait_task``, then ``source.ack``. Every ``recover_interval`` seconds it calls ``recover``
-    (default ``kernel.recover_expired``), so expired leases are crashed and retried.
+    (default ``kernel.recover_expired``), so expired leases are crashed and retried. An error
+    while handling one task is logged and the loop goes on; a failing ``receive`` is retried
+    with exponential backoff (0.5 s doubling to 30 s, cut short by ``stop``).
 
     A plugin raising a BaseException that is not an Exception (KeyboardInterrupt, SystemExit)
     ends the loop without reporting or acking the task: it stays RUNNING, as if the process had
@@ -214,10 +216,19 @@ class Worker:
         name = self.name or worker_name()
         interval = self.recover_interval
         next_recover = time.monotonic() + interval if interval else math.inf
+        failures = 0
         try:
             while not stop.is_set():
                 wait = min(self.receive_timeout, max(0.0, next_recover - time.monotonic()))
-                for delivery in self.source.receive(self.batch, wait):
+                try:
+                    deliveries = self.source.receive(self.batch, wait)
+                    failures = 0
+                except Exception:  # the queue is down: back off, keep serving when it is back
+                    failures += 1
+                    log.exception("worker %s: receive failed (%d in a row)", name, failures)
+                    stop.wait(min(30.0, 0.5 * 2 ** min(failures, 6)))
+                    continue
+                for delivery in deliveries:
                     if stop.is_set():
                         break  # not acked: a durable source redelivers it
                     try:

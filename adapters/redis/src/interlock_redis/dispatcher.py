@@ -58,6 +58,7 @@ def _decode(raw: Any) -> TaskRef:
 class RedisStreamsDispatcher:
     """Dispatcher and TaskSource on a Redis stream with a consumer group.
 
+    ``client``: a ``redis.Redis`` or a URL (``?namespace=`` in it replaces ``namespace``).
     ``consumer`` names this receiver inside ``group`` (unique per worker process; a default
     is derived from host, pid and a random suffix). ``claim_idle_seconds``: a message delivered
     to some consumer and not acked for that long is taken over by the next ``receive``
@@ -78,8 +79,10 @@ class RedisStreamsDispatcher:
         clock: Clock | None = None,
         promote_batch: int = 1000,
     ) -> None:
-        self.client: redis.Redis = (redis.Redis.from_url(client) if isinstance(client, str)
-                                    else client)
+        if isinstance(client, str):
+            url, namespace = split_url(client, namespace)
+            client = redis.Redis.from_url(url)
+        self.client: redis.Redis = client
         keys = Keys(namespace)
         self.stream_key = keys.stream(stream)
         self.delayed_key = keys.delayed(stream)

@@ -138,15 +138,18 @@ def _opt(value: Any) -> str:
 class RedisStore:
     """Durable, multi-process :class:`~interlock.protocols.DagStore` on Redis (>= 6.2).
 
-    ``client`` is a ``redis.Redis`` (any ``decode_responses`` setting) or a ``redis://`` URL.
+    ``client`` is a ``redis.Redis`` (any ``decode_responses`` setting) or a ``redis://`` URL
+    (whose ``?namespace=`` query parameter, if any, replaces the ``namespace`` argument).
     ``namespace`` prefixes every key, so several deployments (or test runs) share a server.
     Thread-safe: the client's connection pool serialises nothing but sockets; every mutation
     is one atomic script on the server.
     """
 
     def __init__(self, client: redis.Redis | str, namespace: str = "interlock") -> None:
-        self.client: redis.Redis = (redis.Redis.from_url(client) if isinstance(client, str)
-                                    else client)
+        if isinstance(client, str):
+            url, namespace = split_url(client, namespace)
+            client = redis.Redis.from_url(url)
+        self.client: redis.Redis = client
         self.keys = Keys(namespace)
         self.namespace = namespace
         self.scripts = Scripts(self.client, STORE_SCRIPTS, prelude=lua_source("_common"))
