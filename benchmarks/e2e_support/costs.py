@@ -133,6 +133,37 @@ def sqlite_costs(workdir: Path, n: int, batches: Sequence[int], out: Callable[[s
     close = getattr(store, "close", None)
     if close:
         close()
+    pool_start(out)
+
+
+def pool_start(out: Callable[[str], None], processes: int = 2) -> None:
+    """What LocalRunner(mode="processes") pays per run: a new ProcessInvoker (pool) whose
+    processes start on the first calls; wall time of the first round of calls, and the CPU of
+    the new processes (fork server children, reaped by the fork server)."""
+    import concurrent.futures as cf
+    import os
+
+    from interlock.plugins import default_registry
+    from interlock.runtime import ProcessInvoker
+    from interlock.values import TaskInput
+
+    spec = default_registry.resolve("e2e.step")
+    task = TaskInput("r", "c0.0.0", "c0", "e2e.step", None, {}, {}, {})
+    warm = ProcessInvoker(processes)  # the fork server itself starts once per process
+    warm(spec, task)
+    warm.shutdown()
+    for _ in range(2):
+        before = sum(procs.tree_cpu([os.getpid()]).values()) - procs.cpu_seconds(os.getpid())
+        w0 = time.perf_counter()
+        invoker = ProcessInvoker(processes)
+        with cf.ThreadPoolExecutor(processes) as threads:
+            list(threads.map(invoker, [spec] * processes, [task] * processes))
+        first = time.perf_counter() - w0
+        invoker.shutdown()
+        after = sum(procs.tree_cpu([os.getpid()]).values()) - procs.cpu_seconds(os.getpid())
+        out(f"  LocalRunner per-run process pool: {processes} processes started and first "
+            f"calls done in {first * 1000:,.0f} ms wall, {(after - before) * 1000:,.0f} ms CPU "
+            f"in the pool processes")
 
 
 def redis_costs(n: int, batches: Sequence[int], out: Callable[[str], None]) -> None:

@@ -155,13 +155,17 @@ def _start_publisher(path: str) -> None:
 def request(pid: int, path: str, timeout: float = 10.0) -> dict[str, Any]:
     """Ask the process ``pid`` to publish its counts at ``path`` (SIGUSR1); wait for them."""
     before = _load(path).get("seq", -1)
-    os.kill(pid, signal.SIGUSR1)
     deadline = time.monotonic() + timeout
+    resend = 0.0
     while True:
+        now = time.monotonic()
+        if now >= resend:  # again every 0.5 s: a tracer (py-spy) may swallow a signal
+            os.kill(pid, signal.SIGUSR1)
+            resend = now + 0.5
         data = _load(path)
         if data.get("seq", -1) != before:
             return data
-        if time.monotonic() > deadline:
+        if now > deadline:
             raise RuntimeError(f"process {pid} did not publish its counts within {timeout}s")
         time.sleep(0.002)
 

@@ -13,9 +13,9 @@ from interlock_redis import RedisStore
 
 
 class TestRedisConformance(DagStoreConformance):
-    # one store object is thread-safe, and separate store objects (separate clients, as in
-    # separate worker processes) on one namespace share their data
-    abilities: ClassVar[frozenset[str]] = frozenset({"threads", "processes"})
+    # one store object is thread-safe; separate store objects (separate clients, as in
+    # separate worker processes) on one namespace share their data; batched claim/complete
+    abilities: ClassVar[frozenset[str]] = frozenset({"threads", "processes", "batched"})
 
     @pytest.fixture(autouse=True)
     def _redis(self, redis_url: str) -> None:

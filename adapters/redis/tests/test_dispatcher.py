@@ -67,7 +67,6 @@ def test_receive_blocks_in_one_xreadgroup_until_a_message_arrives(
     """No fixed-interval polling: while waiting the receiver sits in one blocking
     XREADGROUP; a dispatch from elsewhere wakes it."""
     counted, log = counting
-    counted.client_setname("itest-receiver")
     receiver = _queue(counted, namespace, "c")
     receiver.ensure_group()
     log.reset()

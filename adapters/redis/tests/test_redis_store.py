@@ -23,6 +23,7 @@ from redis.crc import key_slot
 from interlock import Kernel, TaskInput, open_store
 from interlock.records import (
     Artifact,
+    CompletionItem,
     NewArtifact,
     NodeRecord,
     RunRecord,
@@ -195,29 +196,32 @@ def _call(store: Any, method: str, args: tuple[Any, ...]) -> Any:
         return ("illegal", str(exc))
 
 
-def _next_operation(rng: random.Random, memory: MemoryStore, now: float
+def _next_operation(rng: random.Random, memory: MemoryStore, now: float, happy: bool
                     ) -> tuple[str, tuple[Any, ...]]:
     """One operation, biased by the reference store's state towards calls that apply (the
     current generation, existing tasks, their current attempt) while keeping stale, duplicate
-    and illegal calls in the mix."""
+    and illegal calls in the mix. ``happy``: no failures or cancellation, so runs complete."""
     nodes = memory.get_nodes("r")
     tasks = memory.list_tasks("r")
     run = memory.get_run("r")
     assert run is not None
     roll = rng.randint(0, 99)
-    kind = next(k for bound, k in [(27, "complete"), (50, "claim"), (63, "launch"),
-                                   (71, "settle"), (79, "fail"), (84, "heartbeat"),
-                                   (89, "suspend"), (94, "resume"), (98, "reopen"),
-                                   (100, "cancel")] if roll < bound)
+    kind = next(k for bound, k in [(23, "complete"), (27, "complete-batch"), (44, "claim"),
+                                   (50, "claim-batch"), (63, "launch"), (71, "settle"),
+                                   (79, "fail"), (84, "heartbeat"), (89, "suspend"),
+                                   (94, "resume"), (98, "reopen"), (100, "cancel")]
+                if roll < bound)
     if run.state.terminal and rng.random() < 0.3:
         kind = "reopen"
+    if happy and kind in ("fail", "cancel", "reopen"):
+        kind = "complete"
     ready = [n.index for n in nodes
              if n.state is NodeState.WAITING and n.remaining_parents == 0]
     node = rng.choice(ready) if ready and rng.randint(0, 4) else rng.randint(0, 3)
     current = nodes[node].generation
     gen = rng.choice([current, current, current, current + 1, max(0, current - 1)])
-    wanted = {"claim": [TaskState.QUEUED], "resume": [TaskState.WAITING]}.get(
-        kind, [TaskState.RUNNING])
+    wanted = {"claim": [TaskState.QUEUED], "claim-batch": [TaskState.QUEUED],
+              "resume": [TaskState.WAITING]}.get(kind, [TaskState.RUNNING])
     preferred = [t for t in tasks if t.state in wanted] or tasks
     if preferred and rng.randint(0, 5):
         task = rng.choice(preferred)
@@ -232,11 +236,12 @@ def _next_operation(rng: random.Random, memory: MemoryStore, now: float
                             {"inputs": {}, "bindings": {"s": s}},
                             rng.choice([None, "o"]), rng.choice(["inherit", "self", "broadcast"]),
                             not_before=rng.choice([0.0, 0.0, now + 5]))
-                 for s in range(0 if rng.randint(0, 4) else count - 1, count)]
-        total = count + (0 if rng.randint(0, 4) else 1)
+                 for s in range(0 if happy or rng.randint(0, 4) else count - 1, count)]
+        total = count + (0 if happy or rng.randint(0, 4) else 1)
         return "launch_node", ("r", node, gen, batch, total, now)
     if kind == "settle":
-        state = rng.choice([NodeState.FILTERED, NodeState.SKIPPED, NodeState.FILTERED,
+        state = rng.choice([NodeState.FILTERED, NodeState.SKIPPED] if happy else
+                           [NodeState.FILTERED, NodeState.SKIPPED, NodeState.FILTERED,
                             NodeState.FAILED, NodeState.COMPLETED])
         fail_run = rng.choice([None, None, None, RunState.FAILED, RunState.RUNNING])
         return "settle_node", ("r", node, gen, state, "why", CHILDREN[node], fail_run, now)
@@ -244,6 +249,19 @@ def _next_operation(rng: random.Random, memory: MemoryStore, now: float
         lease = rng.choice([None, now + 3, now + 100])
         fresh = rng.choice([f"c{now}", attempt])
         return "claim_task", ("r", task_id, fresh, "w", lease, now)
+    if kind in ("claim-batch", "complete-batch"):
+        picked = [rng.choice(preferred) for _ in range(rng.randint(0, 4))] if preferred else []
+        pairs = [(t.task_id, (t.attempt_id or "a0") if rng.randint(0, 4) else
+                  rng.choice([f"c{now}", *ATTEMPTS])) for t in picked]
+        if kind == "claim-batch":
+            lease = rng.choice([None, now + 3, now + 100])
+            return "claim_tasks", ("r", pairs, "w", lease, now)
+        items = [CompletionItem(task_id, attempt,
+                                tuple(NewArtifact(f"{task_id}/{k}", {"k": k}, random_json(rng))
+                                      for k in range(rng.randint(0, 2))),
+                                tuple(CHILDREN[int(task_id[1])]))
+                 for task_id, attempt in pairs]
+        return "complete_tasks", ("r", items, now)
     if kind == "heartbeat":
         return "heartbeat", ("r", task_id, attempt, now + 50)
     if kind == "complete":
@@ -285,13 +303,14 @@ def test_same_results_and_state_as_the_reference_store(
     now = 10.0
     for step in range(rng.randint(30, 120)):
         now += rng.choice([0.0, 0.5, 1.0, 7.25])
-        method, args = _next_operation(rng, memory, now)
+        method, args = _next_operation(rng, memory, now, happy=seed % 3 == 0)
         expected = _call(memory, method, args)
         actual = _call(redis_store, method, args)
         assert actual == expected, f"seed {seed} step {step}: {method}{args}"
         assert _snapshot(redis_store, "r", now) == _snapshot(memory, "r", now), \
             f"seed {seed}: state differs after step {step}: {method}{args}"
-        OUTCOMES[(method, _label(expected))] += 1
+        for result in expected if isinstance(expected, list) else [expected]:
+            OUTCOMES[(method, _label(result))] += 1
 
 
 OUTCOMES: Counter[tuple[str, str]] = Counter()
@@ -319,10 +338,12 @@ def test_the_equivalence_check_exercised_every_path() -> None:
                      ("resume_task", "applied"), ("reopen_run", "applied"),
                      ("cancel_run", "applied+cancelled"), ("settle_node", "applied+ready"),
                      ("launch_node", "applied"), ("launch_node", "duplicate"),
-                     ("heartbeat", "True")]:
+                     ("heartbeat", "True"), ("claim_tasks", "applied"),
+                     ("claim_tasks", "duplicate"), ("complete_tasks", "applied"),
+                     ("complete_tasks", "duplicate"), ("complete_tasks", "applied+ready")]:
         assert expected in seen, f"{expected} never reached: " + "; ".join(
             f"{m} {o}: {c}" for (m, o), c in sorted(OUTCOMES.items()))
-    assert any(label.endswith("+completed") for _, label in seen), sorted(OUTCOMES.items())
+    assert any(label.endswith("+completed") for _, label in seen), "no run ever completed"
     assert any(label == "illegal" for _, label in seen)
 
 
@@ -434,7 +455,7 @@ def test_end_to_end_run_with_stream_dispatcher_and_worker_threads(
     kernel.start_run(PIPELINE, {}, run_id="e2e")
     assert done.wait(60), "run did not finish"
     workers.stop()
-    assert not workers.errors
+    assert not workers.errors, workers.errors
     assert [f.state for f in finished] == [RunState.COMPLETED]
     assert [n.state for n in store.get_nodes("e2e")] == [NodeState.COMPLETED] * 3
     (total,) = store.get_artifacts("e2e", 2, 0)
@@ -480,6 +501,30 @@ def test_a_plain_completion_is_one_round_trip(counting: Any, namespace: str) -> 
     log.reset()  # the last one settles the node and releases node 1: still one store call
     assert store.complete_task("r", "src.0.2", "a2", [], [1], 4.0) == Transition("applied", (1,))
     assert log.round_trips == 1
+
+
+def test_batched_claims_and_completions_are_one_round_trip_each(counting: Any,
+                                                               namespace: str) -> None:
+    client, log = counting
+    store = RedisStore(client, namespace)
+    assert "batched" in store.abilities
+    store.create_run(RunRecord("r", PIPELINE, {}, RunState.RUNNING, 2, 2),
+                     [NodeRecord(0, 0, NodeState.WAITING, 0),
+                      NodeRecord(1, 0, NodeState.WAITING, 1)])
+    tasks = [TaskRecord("r", f"src.0.{s}", 0, 0, s, TaskState.QUEUED,
+                        {"inputs": {}, "bindings": {}}, None, "self") for s in range(20)]
+    store.launch_node("r", 0, 0, tasks, 20, 1.0)
+    log.reset()
+    claims = store.claim_tasks("r", [(t.task_id, f"a{t.seq}") for t in tasks], "w", 99.0, 2.0)
+    assert [o for o, _ in claims] == ["applied"] * 20 and log.round_trips == 1
+    log.reset()
+    items = [CompletionItem(t.task_id, f"a{t.seq}", (NewArtifact(f"{t.task_id}/0", {}, 1),),
+                            (1,)) for t in tasks]
+    transitions = store.complete_tasks("r", items, 3.0)
+    assert (log.round_trips, dict(log.commands)) == (1, {"EVALSHA": 1})
+    assert [t.outcome for t in transitions] == ["applied"] * 20
+    assert transitions[-1].ready == (1,)
+    assert [a.seq for a in store.get_artifacts("r", 0, 0)] == list(range(1, 21))
 
 
 def test_kernel_completion_is_one_round_trip(counting: Any, namespace: str) -> None:

@@ -12,7 +12,6 @@ Importing this package is cheap: pytest and Hypothesis are imported on first use
 from __future__ import annotations
 
 import importlib
-import importlib.util
 from typing import TYPE_CHECKING, Any
 
 from interlock.testing.clauses import ABILITIES, CLAUSES, SUITE_VERSION, Clause
@@ -41,7 +40,12 @@ _LAZY = {
 
 
 def _require_extra() -> None:
-    missing = [name for name in ("pytest", "hypothesis") if importlib.util.find_spec(name) is None]
+    missing = []
+    for name in ("pytest", "hypothesis"):
+        try:
+            importlib.import_module(name)
+        except ImportError:
+            missing.append(name)
     if missing:
         raise ImportError(f"interlock.testing needs {' and '.join(missing)}: "
                           'pip install "interlock[testing]"', name=missing[0])

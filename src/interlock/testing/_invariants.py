@@ -22,7 +22,7 @@ from interlock.kernel import Kernel
 from interlock.protocols import DagStore
 from interlock.states import RunState
 from interlock.testing._support import RecordingDispatcher, first_difference, observe
-from interlock.testing._watch import Tally
+from interlock.testing._watch import Tally, Watched
 from interlock.values import RunFinished
 
 __all__ = ["INVARIANTS", "Side", "check_side", "fail", "same_state"]
@@ -39,6 +39,7 @@ class Side:
     raw: DagStore
     tally: Tally
     kernel: Kernel = attrs.field(init=False)
+    store: Watched = attrs.field(init=False)
     dispatcher: RecordingDispatcher = attrs.field(factory=RecordingDispatcher)
     finished: list[RunFinished] = attrs.field(factory=list)
     published: dict[str, list[dict[str, Any]]] = attrs.field(factory=dict)

@@ -52,6 +52,13 @@ class MachineConfig:
     """``threads`` (racing kernels share the store object), ``processes`` (one store object
     per racing kernel) or None (no race rules)."""
     threads: int = 6
+    batched: bool = False
+    """The ability ``batched`` is declared: both kernels take the batched store paths and the
+    batch rules run."""
+
+    @property
+    def abilities(self) -> frozenset[str]:
+        return frozenset({"batched"}) if self.batched else frozenset()
 
 
 def _norm(value: object) -> object:
@@ -63,6 +70,8 @@ def _norm(value: object) -> object:
         return value.to_dict()
     if isinstance(value, Claim):
         return ("claim", value.attempt_id, value.input)
+    if isinstance(value, list | tuple):
+        return [_norm(v) for v in value]
     return value
 
 
@@ -167,8 +176,9 @@ class StoreMachine(RuleBasedStateMachine):
                            ("reference", config.make_reference)):
             raw = make()
             tally = Tally(parents)
-            store = Watched(raw, tally)
+            store = Watched(raw, tally, config.abilities)
             side = Side(name, raw, tally)
+            side.store = store
             side.kernel = self._kernel(store, side.dispatcher, side.finished)
             self.sides.append(side)
         self._both("start_run()", ("run.create", "launch.atomic"),
@@ -313,6 +323,44 @@ class StoreMachine(RuleBasedStateMachine):
         for tid, attempt_id in found[1]:
             self._deliver(tid, attempt_id, "expired", [])
 
+    # ---- the batched ability --------------------------------------------------------------
+
+    @precondition(lambda self: self.config.batched and bool(self._tasks(TaskState.QUEUED)))
+    @rule(pick=PICK, size=st.integers(1, 4), twice=st.booleans())
+    def batch_claim(self, pick: int, size: int, twice: bool) -> None:
+        """claim_tasks of some queued tasks (with ``twice``, the first one again)."""
+        queued = self._tasks(TaskState.QUEUED)
+        start = pick % len(queued)
+        chosen = (queued[start:] + queued[:start])[:size]
+        pairs = [(t.task_id, f"a{next(self.attempts)}") for t in chosen]
+        if twice:
+            pairs.append((chosen[0].task_id, f"a{next(self.attempts)}"))
+        self.claims.extend(pairs)
+        now = self.clock.now()
+        self._both(f"claim_tasks({pairs!r})", ("batch.claim", "claim.cas"),
+                   lambda s: [outcome for outcome, _ in s.store.claim_tasks(
+                       self.run_id, pairs, "w", now + 60.0, now)])
+
+    @precondition(lambda self: self.config.batched and bool(self._tasks(TaskState.RUNNING)))
+    @rule(pick=PICK, outputs=st.lists(OUTPUTS, min_size=1, max_size=4), repeat=st.booleans())
+    def batch_complete(self, pick: int, outputs: list[Outputs], repeat: bool) -> None:
+        """on_tasks_complete of some running tasks (with ``repeat``, plus an earlier
+        completion delivered again in the same batch)."""
+        running = self._tasks(TaskState.RUNNING)
+        start = pick % len(running)
+        chosen = running[start:] + running[:start]
+        jobs = [(t.task_id, str(t.attempt_id), o)
+                for t, o in zip(chosen, outputs, strict=False)]
+        if repeat and self.completions:
+            jobs.append(_choose(self.completions, pick))
+        results = self._both(f"on_tasks_complete({jobs!r})", ("batch.complete", *_COMPLETE),
+                             lambda s: s.kernel.on_tasks_complete(self.run_id, jobs))
+        self.completions.extend(jobs)
+        for side, transitions in zip(self.sides, results, strict=True):
+            for (tid, _, out), transition in zip(jobs, transitions or [], strict=True):
+                if transition.applied:
+                    self._published(side, tid, out)
+
     # ---- races (store under test only; the reference replays the serial order) ---------
 
     def _racers(self) -> list[Kernel]:
@@ -322,7 +370,8 @@ class StoreMachine(RuleBasedStateMachine):
                 for _ in range(self.config.threads):
                     raw = self.config.make_store()
                     self.extra.append(raw)
-                    self.racers.append(self._kernel(Watched(raw, ut.tally), ut.dispatcher,
+                    self.racers.append(self._kernel(Watched(raw, ut.tally, self.config.abilities),
+                                                    ut.dispatcher,
                                                     ut.finished))
             else:
                 self.racers = [ut.kernel] * self.config.threads

@@ -65,11 +65,11 @@ def run_concurrently(calls: Sequence[Callable[[], T]]) -> list[T]:
     return [r for r in results]  # type: ignore[misc]
 
 
-def _modes(h: Harness) -> list[list[DagStore]]:
+def modes(h: Harness) -> list[list[DagStore]]:
     """The store objects the racing threads use: shared (threads), separate (processes)."""
-    modes: list[list[DagStore]] = []
+    out: list[list[DagStore]] = []
     if "threads" in h.abilities:
-        modes.append([h.store] * THREADS)
+        out.append([h.store] * THREADS)
     if "processes" in h.abilities:
         probe = Scenario(h, f"processes-probe-{next(_probes)}", [[]])
         stores = [h.new_store() for _ in range(THREADS)]
@@ -77,8 +77,8 @@ def _modes(h: Harness) -> list[list[DagStore]]:
             expect(store.get_run(probe.run_id) is not None, "run.create",
                    "ability 'processes' is declared, but a store object from a second "
                    "make_store() call does not see a run created through the first")
-        modes.append(stores)
-    return modes
+        out.append(stores)
+    return out
 
 
 def _one(outcomes: Sequence[str], clause: str, what: str, rest: str) -> int:
@@ -107,7 +107,7 @@ def race_claim_cas(h: Harness) -> None:
     rounds = 16
     sc = Scenario(h, "race-claim", [[]])
     tids = sc.start(0, rounds * 2, claim=False)
-    for m, stores in enumerate(_modes(h)):
+    for m, stores in enumerate(modes(h)):
         for tid in tids[m * rounds:(m + 1) * rounds]:
             now = h.clock.now()
             calls = [functools.partial(_claim, s, sc.run_id, tid, f"{tid}#{i}", now)
@@ -126,7 +126,7 @@ def race_complete_once(h: Harness) -> None:
     sc = Scenario(h, "race-complete-once", [[]])
     tids = sc.start(0, rounds * 2)
     done = 0
-    for m, stores in enumerate(_modes(h)):
+    for m, stores in enumerate(modes(h)):
         for tid in tids[m * rounds:(m + 1) * rounds]:
             calls = [functools.partial(_complete, s, sc.run_id, tid, outputs_for(tid, 2), (),
                                        h.clock.now()) for s in stores]
@@ -141,7 +141,7 @@ def race_complete_once(h: Harness) -> None:
 def race_complete_counters(h: Harness) -> None:
     """[complete.counters] N threads complete N different tasks of one node at once."""
     c = "complete.counters"
-    for m, stores in enumerate(_modes(h)):
+    for m, stores in enumerate(modes(h)):
         for r in range(10):
             sc = Scenario(h, f"race-counters-{m}-{r}", [[], [0]])
             tids = sc.start(0, THREADS)
@@ -167,7 +167,7 @@ def race_terminal_once(h: Harness) -> None:
     """[terminal.once] cancel vs final completion vs fail-fast, through the kernel."""
     c = "terminal.once"
     spec = pipeline({"slug": "a", "plugin": "work"}, {"slug": "b", "plugin": "work"})
-    for m, stores in enumerate(_modes(h)):
+    for m, stores in enumerate(modes(h)):
         for r in range(12):
             finished: list[RunFinished] = []
             kernels = [Kernel(s, RecordingDispatcher(), clock=h.clock,
@@ -195,7 +195,7 @@ def race_terminal_once(h: Harness) -> None:
 
 def race_launch_atomic(h: Harness) -> None:
     """[launch.atomic] N threads launch one node; a reader never sees it without its tasks."""
-    for m, stores in enumerate(_modes(h)):
+    for m, stores in enumerate(modes(h)):
         for r in range(10):
             _launch_round(h, stores, f"race-launch-{m}-{r}")
 
@@ -243,7 +243,7 @@ def _settle(store: DagStore, run_id: str, now: float) -> str:
 def race_settle_once(h: Harness) -> None:
     """[settle.once] N threads settle the same node; counters move once."""
     c = "settle.once"
-    for m, stores in enumerate(_modes(h)):
+    for m, stores in enumerate(modes(h)):
         for r in range(10):
             sc = Scenario(h, f"race-settle-{m}-{r}", [[], [0], []])
             calls = [functools.partial(_settle, s, sc.run_id, h.clock.now()) for s in stores]
@@ -255,7 +255,7 @@ def race_settle_once(h: Harness) -> None:
 def race_retry_fenced(h: Harness) -> None:
     """[retry.fenced] N threads reopen the same failed run; one applies."""
     c = "retry.fenced"
-    for m, stores in enumerate(_modes(h)):
+    for m, stores in enumerate(modes(h)):
         for r in range(8):
             sc = Scenario(h, f"race-retry-{m}-{r}", [[]])
             sc.settle(0, NodeState.FAILED, fail_run=RunState.FAILED)

@@ -6,6 +6,7 @@ from collections.abc import Callable
 
 import attrs
 
+from interlock.testing import _checks_batch as batch
 from interlock.testing import _checks_runs as runs
 from interlock.testing import _checks_tasks as tasks
 from interlock.testing import _races as races
@@ -19,12 +20,14 @@ RACE = frozenset({"threads", "processes"})
 
 @attrs.frozen
 class Check:
-    """One test of the suite. ``needs``: abilities of which at least one must be declared."""
+    """One test of the suite. ``needs``: abilities of which at least one must be declared;
+    ``requires``: abilities that must all be declared."""
 
     id: str
     clause: str | None
     run: Callable[[Harness], None] | None
     needs: frozenset[str] = frozenset()
+    requires: frozenset[str] = frozenset()
     version: str = attrs.field(default=attrs.Factory(
         lambda self: CLAUSES[self.clause].version if self.clause else SUITE_VERSION,
         takes_self=True))
@@ -34,12 +37,12 @@ class Check:
         return test_name(self.id)
 
 
-def _clause(clause: str, run: Callable[[Harness], None]) -> Check:
-    return Check(clause, clause, run)
+def _clause(clause: str, run: Callable[[Harness], None], *requires: str) -> Check:
+    return Check(clause, clause, run, requires=frozenset(requires))
 
 
-def _race(clause: str, run: Callable[[Harness], None]) -> Check:
-    return Check(f"{clause}-race", clause, run, RACE)
+def _race(clause: str, run: Callable[[Harness], None], *requires: str) -> Check:
+    return Check(f"{clause}-race", clause, run, RACE, frozenset(requires))
 
 
 CHECKS: tuple[Check, ...] = (
@@ -62,6 +65,8 @@ CHECKS: tuple[Check, ...] = (
     _clause("retry.fenced", runs.check_retry_fenced),
     _clause("reads.ordering", tasks.check_reads_ordering),
     _clause("artifacts.origin", tasks.check_artifacts_origin),
+    _clause("batch.claim", batch.check_batch_claim, "batched"),
+    _clause("batch.complete", batch.check_batch_complete, "batched"),
     _race("launch.atomic", races.race_launch_atomic),
     _race("settle.once", races.race_settle_once),
     _race("claim.cas", races.race_claim_cas),
@@ -69,6 +74,8 @@ CHECKS: tuple[Check, ...] = (
     _race("complete.counters", races.race_complete_counters),
     _race("terminal.once", races.race_terminal_once),
     _race("retry.fenced", races.race_retry_fenced),
+    _race("batch.claim", batch.race_batch_claim, "batched"),
+    _race("batch.complete", batch.race_batch_complete, "batched"),
     Check("stateful-runs", None, None),
 )
 assert {c.clause for c in CHECKS if c.clause} == set(CLAUSES), "a clause without a check"
@@ -80,6 +87,10 @@ def skip_reason(check: Check, abilities: frozenset[str], pin: str | None) -> str
     if pin is not None and parse_version(check.version) > parse_version(pin):
         return (f"[{label}] introduced in suite version {check.version}, after the pinned "
                 f"suite_version {pin}")
+    missing = sorted(check.requires - abilities)
+    if missing:
+        return (f"[{label}] needs the ability {missing[0]!r}; declare it in abilities to run "
+                "it")
     if check.needs and not check.needs & abilities:
         wanted = " or ".join(repr(a) for a in sorted(check.needs))
         return f"[{label}] needs the ability {wanted}; declare it in abilities to run it"

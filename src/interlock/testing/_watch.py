@@ -6,10 +6,12 @@ from __future__ import annotations
 import threading
 from collections import Counter
 from collections.abc import Collection, Sequence
+from typing import cast
 
-from interlock.protocols import DagStore
+from interlock.protocols import BatchedDagStore, DagStore
 from interlock.records import (
     Artifact,
+    CompletionItem,
     NewArtifact,
     NodeRecord,
     Outcome,
@@ -42,11 +44,15 @@ class Tally:
 
 
 class Watched:
-    """Delegates every DagStore call to ``inner``; records applied launches and settles."""
+    """Delegates every DagStore call to ``inner``; records applied launches and settles.
 
-    def __init__(self, inner: DagStore, tally: Tally) -> None:
+    ``abilities`` is what the harness declares for the inner store (the kernel reads it)."""
+
+    def __init__(self, inner: DagStore, tally: Tally,
+                 abilities: frozenset[str] = frozenset()) -> None:
         self.inner = inner
         self.tally = tally
+        self.abilities = abilities
 
     # ---- reads ---------------------------------------------------------------------------
 
@@ -96,6 +102,12 @@ class Watched:
                    lease_until: float | None, now: float) -> tuple[Outcome, TaskRecord | None]:
         return self.inner.claim_task(run_id, task_id, attempt_id, worker, lease_until, now)
 
+    def claim_tasks(self, run_id: str, claims: Sequence[tuple[str, str]], worker: str,
+                    lease_until: float | None,
+                    now: float) -> list[tuple[Outcome, TaskRecord | None]]:
+        batched = cast(BatchedDagStore, self.inner)
+        return batched.claim_tasks(run_id, claims, worker, lease_until, now)
+
     def heartbeat(self, run_id: str, task_id: str, attempt_id: str, lease_until: float) -> bool:
         return self.inner.heartbeat(run_id, task_id, attempt_id, lease_until)
 
@@ -103,6 +115,10 @@ class Watched:
                       outputs: Sequence[NewArtifact], children: Sequence[int],
                       now: float) -> Transition:
         return self.inner.complete_task(run_id, task_id, attempt_id, outputs, children, now)
+
+    def complete_tasks(self, run_id: str, items: Sequence[CompletionItem],
+                       now: float) -> list[Transition]:
+        return cast(BatchedDagStore, self.inner).complete_tasks(run_id, items, now)
 
     def fail_task(self, run_id: str, task_id: str, attempt_id: str, error: str,
                   retry_at: float | None, final_state: TaskState, children: Sequence[int],

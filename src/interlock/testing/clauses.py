@@ -77,12 +77,20 @@ CLAUSES: dict[str, Clause] = {
     "reads.ordering": Clause(
         "0.1", "artifacts carry a run-wide seq 1, 2, 3... in publication order and are read "
                "by seq; tasks by (node, generation, seq); nodes by index"),
+    "batch.claim": Clause(
+        "0.1", "claim_tasks (ability 'batched') applies its claims in one atomic step, each as "
+               "claim_task alone would in that order; every task is won once across batches"),
+    "batch.complete": Clause(
+        "0.1", "complete_tasks (ability 'batched') applies its completions in one atomic step, "
+               "each as complete_task alone would in that order; outputs and counters once"),
     "artifacts.origin": Clause(
         "0.1", "the store derives each artifact's origin from the task's origin_mode and keeps "
                "fields and data exactly"),
 }
 
 ABILITIES: dict[str, str] = {
+    "batched": "the store implements claim_tasks / complete_tasks (BatchedDagStore) and lists "
+               "'batched' in its abilities attribute (the kernel then uses them)",
     "threads": "one store object may be called from several threads at once (races run with "
                "threads sharing it)",
     "processes": "several store objects made by make_store() in one test share their data, as "

@@ -20,7 +20,7 @@ from collections.abc import Iterator
 from typing import ClassVar
 
 import pytest
-from hypothesis import HealthCheck
+from hypothesis import HealthCheck, Phase
 from hypothesis import settings as Settings
 
 from interlock.protocols import DagStore
@@ -84,6 +84,7 @@ class DagStoreConformance:
         """Hypothesis settings of the stateful machine (the example database stays on)."""
         return Settings(max_examples=self.stateful_max_examples,
                         stateful_step_count=self.stateful_step_count, deadline=None,
+                        phases=[p for p in Phase if p is not Phase.explain],
                         suppress_health_check=[HealthCheck.too_slow,
                                                HealthCheck.filter_too_much,
                                                HealthCheck.data_too_large])
@@ -125,7 +126,7 @@ class DagStoreConformance:
         race_mode = ("threads" if "threads" in abilities
                      else "processes" if "processes" in abilities else None)
         config = MachineConfig(self.make_store, self.make_reference_store, self.cleanup_store,
-                               harness.namespace, race_mode)
+                               harness.namespace, race_mode, batched="batched" in abilities)
         run_machine(config, self.stateful_settings(), f"{type(self).__name__}Machine")
 
     def _interlock_test(self, check: Check) -> None:

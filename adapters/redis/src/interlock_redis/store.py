@@ -24,6 +24,7 @@ import redis
 from interlock.errors import StoreUnavailable, UsageError
 from interlock.records import (
     Artifact,
+    CompletionItem,
     NewArtifact,
     NodeRecord,
     Outcome,
@@ -142,8 +143,12 @@ class RedisStore:
     (whose ``?namespace=`` query parameter, if any, replaces the ``namespace`` argument).
     ``namespace`` prefixes every key, so several deployments (or test runs) share a server.
     Thread-safe: the client's connection pool serialises nothing but sockets; every mutation
-    is one atomic script on the server.
+    is one atomic script on the server. Declares the ``batched`` ability
+    (:class:`~interlock.protocols.BatchedDagStore`): ``claim_tasks`` and ``complete_tasks``
+    are one script each too.
     """
+
+    abilities: frozenset[str] = frozenset({"batched"})
 
     def __init__(self, client: redis.Redis | str, namespace: str = "interlock") -> None:
         if isinstance(client, str):
@@ -392,6 +397,26 @@ class RedisStore:
         return _task_reply(reply)
 
     @_reachable
+    def claim_tasks(
+        self,
+        run_id: str,
+        claims: Sequence[tuple[str, str]],
+        worker: str,
+        lease_until: float | None,
+        now: float,
+    ) -> list[tuple[Outcome, TaskRecord | None]]:
+        if not claims:
+            return []
+        args: list[Arg] = [dumps(worker), dumps(lease_until), dumps(now)]
+        for task_id, attempt_id in claims:
+            args += [task_id, dumps(attempt_id)]
+        if lease_until is None:
+            replies = self._call("claim_tasks", run_id, args)
+        else:
+            replies = self._call_leased("claim_tasks", run_id, args)
+        return [_task_reply(reply) for reply in replies]
+
+    @_reachable
     def heartbeat(self, run_id: str, task_id: str, attempt_id: str, lease_until: float) -> bool:
         args: list[Arg] = [task_id, dumps(attempt_id), dumps(lease_until)]
         return int(self._call_leased("heartbeat", run_id, args)) == 1
@@ -413,6 +438,21 @@ class RedisStore:
             args += [dumps(output.artifact_id), body[1:-1]]
         args += _indices(children)
         return _transition(self._call("complete_task", run_id, args))
+
+    @_reachable
+    def complete_tasks(
+        self, run_id: str, items: Sequence[CompletionItem], now: float
+    ) -> list[Transition]:
+        if not items:
+            return []
+        args: list[Arg] = [dumps(now), len(items)]
+        for item in items:
+            args += [item.task_id, dumps(item.attempt_id), len(item.outputs), len(item.children)]
+            for output in item.outputs:
+                body = dumps({"fields": output.fields, "data": output.data})
+                args += [dumps(output.artifact_id), body[1:-1]]
+            args += _indices(item.children)
+        return [_transition(reply) for reply in self._call("complete_tasks", run_id, args)]
 
     @_reachable
     def fail_task(

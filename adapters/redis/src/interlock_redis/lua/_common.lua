@@ -220,6 +220,105 @@ local function settle(index, n, state, reason, children, now)
   return transition('applied', run_state, ready)
 end
 
+-- ---- claim and complete, shared by the single and the batched scripts -------------------
+
+-- [claim.cas] one claim; {outcome} when the task does not exist, else {outcome, jmap, plan}
+local function claim_one(id, attempt_id, worker, lease_until, now)
+  local t, raw = get_task(id)
+  if t == nil then
+    return {'stale'}
+  end
+  if t.state == TS.running and t.attempt_id == attempt_id then
+    return {'duplicate', raw, redis.call('HGET', K_PLANS, id)}
+  end
+  if run_field('state') ~= RS.running or t.state ~= TS.queued
+      or tonumber(now) < tonumber(t.not_before) then
+    return {'stale', raw, redis.call('HGET', K_PLANS, id)}
+  end
+  -- QUEUED -> RUNNING is in the task table: no check can fail here
+  t.state = TS.running
+  t.attempt = itext(int(t.attempt) + 1)
+  t.attempt_id = attempt_id
+  t.worker = worker
+  t.lease_until = lease_until
+  t.updated_at = now
+  raw = put_task(id, t)
+  return {'applied', raw, redis.call('HGET', K_PLANS, id)}
+end
+
+-- nil when a completion of task ``id`` can run without meeting a missing node; else the
+-- {'nonode', index} reply. ``always``: check the children even if the node will not settle.
+local function complete_precheck(id, children, always)
+  local t = get_task(id)
+  if t == nil then
+    return nil
+  end
+  local n = node(t.node_index)
+  if n == nil then
+    return {'nonode', t.node_index}
+  end
+  if always or (t.state == TS.running and same_int(n.generation, t.generation)
+                and n.state == NS.launched and int(n.remaining_tasks) <= 1) then
+    local missing = missing_node(children)
+    if missing then
+      return {'nonode', missing}
+    end
+  end
+  return nil
+end
+
+-- [complete.once] one completion (call complete_precheck first); a transition reply.
+-- ``outputs``: list of {artifact id JSON text, body} (body: '"fields":...,"data":...').
+local function complete_one(id, attempt_id, outputs, children, now)
+  local t = get_task(id)
+  if t == nil then
+    return transition('stale')
+  end
+  if t.state == TS.completed and t.attempt_id == attempt_id then
+    return transition('duplicate')
+  end
+  if t.state ~= TS.running or t.attempt_id ~= attempt_id or run_field('state') ~= RS.running then
+    return transition('stale')
+  end
+  -- RUNNING -> COMPLETED is in the task table: no check can fail here
+  t.state = TS.completed
+  t.lease_until = NULL
+  t.updated_at = now
+  put_task(id, t)
+  local seq = int(run_field('artifact_seq'))
+  if #outputs > 0 then
+    local key = PREFIX .. ':arts:' .. t.node_index .. ':' .. t.generation
+    local head = '{"node_index":' .. t.node_index .. ',"generation":' .. t.generation
+                 .. ',"task_id":' .. t.task_id .. ',"seq":'
+    for k = 1, #outputs do
+      local artifact_id, body = outputs[k][1], outputs[k][2]
+      local origin
+      if t.origin_mode == '"self"' then
+        origin = artifact_id
+      elseif t.origin_mode == '"broadcast"' then
+        origin = NULL
+      else
+        origin = t.origin
+      end
+      redis.call('RPUSH', key, head .. itext(seq + k) .. ',"artifact_id":' .. artifact_id
+                 .. ',"origin":' .. origin .. ',' .. body .. '}')
+    end
+  end
+  redis.call('HSET', K_RUN, 'artifact_seq', itext(seq + #outputs), 'updated_at', now)
+  local n = node(t.node_index)
+  if not (same_int(n.generation, t.generation) and n.state == NS.launched) then
+    return transition('applied')
+  end
+  local remaining = int(n.remaining_tasks) - 1
+  n.remaining_tasks = itext(remaining)
+  if remaining > 0 then
+    put_node(t.node_index, n)
+    flush_nodes()
+    return transition('applied')
+  end
+  return settle(t.node_index, n, NS.completed, NULL, children, now)
+end
+
 -- ---- the terminate procedure (callers check the run transition before any write) --------
 
 local function terminate(state, reason, now)

@@ -10,73 +10,19 @@
 -- Each output is appended to <prefix>:arts:<node>:<generation> as Artifact JSON with the next
 -- run-wide seq and origin = artifact id ('self'), null ('broadcast') or the task's origin.
 -- Returns a transition {outcome, run_state JSON text or '', ready child index, ...}
--- ('duplicate': already COMPLETED under this attempt, nothing published; 'stale': fenced out).
+-- ('duplicate': already COMPLETED under this attempt, nothing published; 'stale': fenced out),
+-- or {'nonode', index} before any write. (The body is complete_one in _common.lua.)
 
-local id, attempt_id, now = ARGV[1], ARGV[2], ARGV[3]
-local t = get_task(id)
-if t == nil then
-  return transition('stale')
+local outputs, children = {}, {}
+local count = tonumber(ARGV[4])
+for k = 1, count do
+  outputs[k] = {ARGV[3 + 2 * k], ARGV[4 + 2 * k]}
 end
-if t.state == TS.completed and t.attempt_id == attempt_id then
-  return transition('duplicate')
-end
-if t.state ~= TS.running or t.attempt_id ~= attempt_id or run_field('state') ~= RS.running then
-  return transition('stale')
-end
-local illegal = check('task', t.state, TS.completed, '')
-if illegal then
-  return illegal
-end
-local outputs = tonumber(ARGV[4])
-local children = {}
-for i = 5 + 2 * outputs, #ARGV do
+for i = 5 + 2 * count, #ARGV do
   children[#children + 1] = ARGV[i]
 end
-local n = node(t.node_index)
-if n == nil then
-  return {'nonode', t.node_index}
+local missing = complete_precheck(ARGV[1], children, false)
+if missing then
+  return missing
 end
-local counts = same_int(n.generation, t.generation) and n.state == NS.launched
-if counts and int(n.remaining_tasks) <= 1 then
-  local missing = missing_node(children)
-  if missing then
-    return {'nonode', missing}
-  end
-end
-
--- checks done: write
-t.state = TS.completed
-t.lease_until = NULL
-t.updated_at = now
-put_task(id, t)
-local seq = int(run_field('artifact_seq'))
-if outputs > 0 then
-  local key = PREFIX .. ':arts:' .. t.node_index .. ':' .. t.generation
-  local head = '{"node_index":' .. t.node_index .. ',"generation":' .. t.generation
-               .. ',"task_id":' .. t.task_id .. ',"seq":'
-  for k = 1, outputs do
-    local artifact_id, body = ARGV[3 + 2 * k], ARGV[4 + 2 * k]
-    local origin
-    if t.origin_mode == '"self"' then
-      origin = artifact_id
-    elseif t.origin_mode == '"broadcast"' then
-      origin = NULL
-    else
-      origin = t.origin
-    end
-    redis.call('RPUSH', key, head .. itext(seq + k) .. ',"artifact_id":' .. artifact_id
-               .. ',"origin":' .. origin .. ',' .. body .. '}')
-  end
-end
-redis.call('HSET', K_RUN, 'artifact_seq', itext(seq + outputs), 'updated_at', now)
-if not counts then
-  return transition('applied')
-end
-local remaining = int(n.remaining_tasks) - 1
-n.remaining_tasks = itext(remaining)
-if remaining > 0 then
-  put_node(t.node_index, n)
-  flush_nodes()
-  return transition('applied')
-end
-return settle(t.node_index, n, NS.completed, NULL, children, now)
+return complete_one(ARGV[1], ARGV[2], outputs, children, ARGV[3])

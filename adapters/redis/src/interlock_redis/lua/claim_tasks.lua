@@ -1,0 +1,13 @@
+-- claim_tasks.lua: [batch.claim] claim_task for each (task id, attempt id), atomically
+-- together and in order (each result is what claim_task alone would return at that point).
+--
+-- KEYS: the five run keys of _common.lua (run, nodes, tasks, plans, leases).
+-- ARGV[1] worker (JSON)   ARGV[2] lease_until (JSON number or null)   ARGV[3] now (JSON)
+-- ARGV[4 ..] task id, attempt id (JSON) pairs
+-- Returns one claim_task reply per pair, in order: {outcome} or {outcome, task jmap, plan}.
+
+local replies = {}
+for i = 4, #ARGV, 2 do
+  replies[#replies + 1] = claim_one(ARGV[i], ARGV[i + 1], ARGV[1], ARGV[2], ARGV[3])
+end
+return replies

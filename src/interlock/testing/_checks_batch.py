@@ -1,0 +1,170 @@
+"""Checks of the optional ``batched`` ability: ``claim_tasks`` and ``complete_tasks`` (many
+claims or completions of one run in one atomic step, each item as if called alone in order)."""
+
+from __future__ import annotations
+
+import functools
+from collections import Counter
+from typing import Any, cast
+
+from interlock.protocols import BatchedDagStore
+from interlock.records import CompletionItem, Transition
+from interlock.states import NodeState, RunState, TaskState
+from interlock.testing._races import THREADS, modes, run_concurrently
+from interlock.testing._support import (
+    Harness,
+    Scenario,
+    expect,
+    expect_eq,
+    outputs_for,
+    pipeline,
+)
+
+
+def _batched(h: Harness, clause: str) -> Any:
+    store = h.store
+    expect("batched" in getattr(store, "abilities", frozenset()), clause,
+           "the test class declares the ability 'batched' but the store's abilities attribute "
+           "does not, so the kernel would never take the batched path")
+    return store
+
+
+def _item(task_id: str, attempt_id: str, count: int, children: tuple[int, ...] = (1,)
+          ) -> CompletionItem:
+    return CompletionItem(task_id, attempt_id, tuple(outputs_for(task_id, count)), children)
+
+
+def check_batch_claim(h: Harness) -> None:
+    """[batch.claim]"""
+    c = "batch.claim"
+    store = _batched(h, c)
+    sc = Scenario(h, "batch-claim", [[], []])
+    t0, t1, t2 = sc.start(0, 3, claim=False)
+    (other,) = sc.start(1, 1, claim=False)
+    now = h.clock.now()
+    results = store.claim_tasks(sc.run_id, [(t0, "a"), (t1, "b"), (t0, "c"), ("n0.0.9", "d")],
+                                "w", now + 60, now)
+    expect_eq([o for o, _ in results], ["applied", "applied", "stale", "stale"], c,
+              "outcomes of one batch (the same task twice, then an unknown task)")
+    stored = sc.task(t0)
+    expect_eq((stored.state, stored.attempt, stored.attempt_id, stored.worker,
+               stored.lease_until), (TaskState.RUNNING, 1, "a", "w", now + 60), c,
+              "task (state, attempt, attempt_id, worker, lease_until) after a batch claim")
+    expect_eq([r[1] for r in results], [stored, sc.task(t1), stored, None], c,
+              "tasks returned by a batch claim (as stored after each item)")
+    before = sc.snapshot()
+    repeat = store.claim_tasks(sc.run_id, [(t0, "a"), (t1, "b")], "w", now + 60, now)
+    expect_eq([o for o, _ in repeat], ["duplicate", "duplicate"], c, "an exact repeat")
+    sc.unchanged(before, c, "a repeated batch claim")
+    sc.fail(t0, "a", retry_at=now + 50)
+    results = store.claim_tasks(sc.run_id, [(t0, "e"), (t2, "f")], "w", now + 60, now)
+    expect_eq([o for o, _ in results], ["stale", "applied"], c,
+              "a batch with a task not due yet and a QUEUED task")
+    expect_eq(store.claim_tasks(h.run_id("no-such-run"), [(t0, "x")], "w", None, now),
+              [("stale", None)], c, "a batch claim in an unknown run")
+    sc.cancel()
+    expect_eq([o for o, _ in store.claim_tasks(sc.run_id, [(other, "g")], "w", None, now)],
+              ["stale"], c, "a batch claim in a cancelled run")
+    # Through the kernel.
+    d = h.driver()
+    run_id = h.run_id("batch-claim-kernel")
+    d.kernel.start_run(pipeline({"slug": "a", "plugin": "work"},
+                                {"slug": "b", "plugin": "work", "depends_on": ["a"]}),
+                       run_id=run_id)
+    d.kernel.claim_task(run_id, "a.0.0", attempt_id="a")
+    d.kernel.on_task_complete(run_id, "a.0.0", "a", [{}, {}, {}])
+    claims = d.kernel.claim_tasks(run_id, ["b.0.0", "b.0.1", "b.0.0"], worker="w")
+    expect_eq([cl.task_id for cl in claims], ["b.0.0", "b.0.1"], c, "kernel.claim_tasks claims")
+    expect_eq([t.state for t in store.list_tasks(run_id, node_index=1)],
+              [TaskState.RUNNING, TaskState.RUNNING, TaskState.QUEUED], c,
+              "task states after kernel.claim_tasks")
+
+
+def check_batch_complete(h: Harness) -> None:
+    """[batch.complete]"""
+    c = "batch.complete"
+    store = _batched(h, c)
+    sc = Scenario(h, "batch-complete", [[], [0]])
+    t0, t1, t2 = sc.start(0, 3)
+    now = h.clock.now()
+    results = store.complete_tasks(sc.run_id, [
+        _item(t0, f"{t0}@1", 2), _item(t1, "not-the-attempt", 1), _item(t0, f"{t0}@1", 3),
+        _item(t1, f"{t1}@1", 1)], now)
+    expect_eq([(r.outcome, r.ready) for r in results],
+              [("applied", ()), ("stale", ()), ("duplicate", ()), ("applied", ())], c,
+              "a batch: completion, stale attempt, repeat of the first item, completion")
+    expect_eq([(a.artifact_id, a.seq) for a in sc.artifacts(0)],
+              [(f"{t0}/0", 1), (f"{t0}/1", 2), (f"{t1}/0", 3)], c,
+              "artifacts (id, seq) of a batch: published once, in item order")
+    expect_eq(sc.node(0).remaining_tasks, 1, c, "remaining_tasks after a batch")
+    last = store.complete_tasks(sc.run_id, [_item(t2, f"{t2}@1", 0), _item(t2, f"{t2}@1", 0)],
+                                now)
+    expect_eq([(r.outcome, r.ready) for r in last], [("applied", (1,)), ("duplicate", ())], c,
+              "a batch holding the node's last completion twice")
+    before = sc.snapshot()
+    again = store.complete_tasks(sc.run_id, [_item(t0, f"{t0}@1", 2), _item(t2, f"{t2}@1", 0)],
+                                 now)
+    expect_eq([r.outcome for r in again], ["duplicate", "duplicate"], c, "a repeated batch")
+    sc.unchanged(before, c, "a repeated batch")
+    expect_eq(store.complete_tasks(h.run_id("no-such-run"), [_item(t0, "x", 1)], now),
+              [Transition("stale")], c, "a batch in an unknown run")
+    # Through the kernel: the last completions of a node, together.
+    d = h.driver()
+    run_id = h.run_id("batch-complete-kernel")
+    d.kernel.start_run(pipeline({"slug": "a", "plugin": "work"},
+                                {"slug": "b", "plugin": "work", "depends_on": ["a"]}),
+                       run_id=run_id)
+    d.kernel.claim_task(run_id, "a.0.0", attempt_id="a")
+    d.kernel.on_task_complete(run_id, "a.0.0", "a", [{}, {}, {}])
+    for seq in range(3):
+        d.kernel.claim_task(run_id, f"b.0.{seq}", attempt_id=f"b{seq}")
+    done = d.kernel.on_tasks_complete(
+        run_id, [(f"b.0.{seq}", f"b{seq}", [{"fields": {"k": seq}}]) for seq in range(3)])
+    expect_eq([t.outcome for t in done], ["applied"] * 3, c, "kernel.on_tasks_complete")
+    expect_eq([t.run_state for t in done], [None, None, RunState.COMPLETED], c,
+              "run_state of the batch holding the run's last completion")
+    expect_eq([f.state for f in d.finished], [RunState.COMPLETED], c, "on_run_finished calls")
+
+
+def race_batch_claim(h: Harness) -> None:
+    """[batch.claim] N threads claim overlapping batches; every task is won exactly once."""
+    c = "batch.claim"
+    store = _batched(h, c)
+    for m, stores in enumerate(modes(h)):
+        for r in range(6):
+            sc = Scenario(h, f"race-batch-claim-{m}-{r}", [[]], store=store)
+            tids = sc.start(0, 6, claim=False)
+            now = h.clock.now()
+            orders = [tids[i % 6:] + tids[:i % 6] for i in range(len(stores))]
+            calls = [functools.partial(cast(BatchedDagStore, s).claim_tasks, sc.run_id,
+                                       [(t, f"{t}#{i}") for t in orders[i]], "w", now + 60, now)
+                     for i, s in enumerate(stores)]
+            won = Counter(t for order, results in zip(orders, run_concurrently(calls),
+                                                      strict=True)
+                          for t, (outcome, _) in zip(order, results, strict=True)
+                          if outcome == "applied")
+            expect_eq(dict(won), {t: 1 for t in tids}, c,
+                      "claims won per task by concurrent overlapping batches")
+
+
+def race_batch_complete(h: Harness) -> None:
+    """[batch.complete] threads complete halves of a node (and repeat them) concurrently."""
+    c = "batch.complete"
+    _batched(h, c)
+    for m, stores in enumerate(modes(h)):
+        for r in range(6):
+            sc = Scenario(h, f"race-batch-complete-{m}-{r}", [[], [0]])
+            tids = sc.start(0, THREADS)
+            halves = [tids[k::2] for k in range(2)]
+            calls = [functools.partial(
+                cast(BatchedDagStore, s).complete_tasks, sc.run_id,
+                [_item(t, f"{t}@1", 1) for t in halves[i % 2]], h.clock.now())
+                for i, s in enumerate(stores)]
+            results = [t for batch in run_concurrently(calls) for t in batch]
+            applied = sum(1 for t in results if t.applied)
+            readies = sum(1 for t in results if 1 in t.ready)
+            expect_eq((applied, readies), (THREADS, 1), c,
+                      "(completions applied, times the child was reported ready) when "
+                      f"{len(stores)} threads complete the {THREADS} tasks in two halves")
+            expect_eq((sc.node(0).state, sc.node(1).remaining_parents),
+                      (NodeState.COMPLETED, 0), c, "(node state, child remaining_parents)")
