@@ -92,7 +92,8 @@ def test_harness_fails_broken_store(name: str) -> None:
 
 
 def test_memory_store_passes_everything() -> None:
-    report: ConformanceReport = check_store(MemoryStore, stateful_settings=DETECT)
+    report: ConformanceReport = check_store(MemoryStore, abilities=("threads", "batched"),
+                                            stateful_settings=DETECT)
     assert report.ok, str(report)
     assert not report.skipped
     assert {r.check for r in report.results} >= {"claim.cas", "claim.cas-race", "stateful-runs"}

@@ -364,3 +364,34 @@ def test_large_launch_is_written_in_bounded_batches() -> None:
     # src: 1 task; each: 1,050 tasks in batches of at most 100; agg: filtered (no launch)
     assert calls == [1, *([100] * 10), 50]
     assert h.store.get_run("r").state is RunState.COMPLETED  # type: ignore[union-attr]
+
+
+def test_retry_run_restarts_a_completed_all_done_descendant_of_a_failed_node() -> None:
+    """Regression (found by the stateful harness): the cleanup node had COMPLETED under
+    all_done; as a descendant of the failed node it starts over in a new generation."""
+    h = Harness()
+    pipeline = {"name": "p", "failure_policy": "continue", "nodes": [
+        {"slug": "work", "plugin": "w"},
+        {"slug": "cleanup", "plugin": "c", "depends_on": ["work"], "trigger_rule": "all_done"},
+    ]}
+    broken = {"on": True}
+    cleanups: list[dict[str, Any]] = []
+
+    def behaviour(task: TaskInput) -> list[Any]:
+        if task.node == "work":
+            if broken["on"]:
+                raise RuntimeError("down")
+            return [{"fields": {"ok": True}}]
+        cleanups.append({k: len(v) for k, v in task.inputs.items()})
+        return []
+
+    h.kernel.start_run(pipeline, run_id="r")
+    h.work(behaviour)
+    assert _states(h, "r") == {"work": "failed", "cleanup": "completed"}
+    broken["on"] = False
+    h.kernel.retry_run("r")
+    h.work(behaviour)
+    assert _states(h, "r") == {"work": "completed", "cleanup": "completed"}
+    assert cleanups == [{"work": 0}, {"work": 1}]
+    assert [n.generation for n in h.store.get_nodes("r")] == [1, 1]
+    assert h.store.get_run("r").state is RunState.COMPLETED  # type: ignore[union-attr]

@@ -99,12 +99,14 @@ RUN_TRANSITIONS: Mapping[RunState, frozenset[RunState]] = {
 NODE_TRANSITIONS: Mapping[NodeState, frozenset[NodeState]] = {
     N.WAITING: frozenset({N.LAUNCHED, N.FILTERED, N.SKIPPED, N.FAILED, N.CANCELLED}),
     N.LAUNCHED: frozenset({N.COMPLETED, N.FAILED, N.CANCELLED}),
-    # a retried run gives failed/skipped/cancelled nodes a new generation, back to WAITING
+    # -> WAITING only through reopen_run (retry_run), which starts a NEW generation: failed,
+    # skipped and cancelled nodes, and every descendant of theirs — which may have completed
+    # (e.g. an all_done cleanup node) or been filtered — start over
     N.FAILED: frozenset({N.WAITING}),
     N.SKIPPED: frozenset({N.WAITING}),
     N.CANCELLED: frozenset({N.WAITING}),
-    N.COMPLETED: frozenset(),
-    N.FILTERED: frozenset(),
+    N.COMPLETED: frozenset({N.WAITING}),
+    N.FILTERED: frozenset({N.WAITING}),
 }
 
 TASK_TRANSITIONS: Mapping[TaskState, frozenset[TaskState]] = {

@@ -132,13 +132,16 @@ class TransactionalDagStore(abc.ABC):
         now: float,
     ) -> Transition:
         with self.transaction(run_id) as tx:
-            if tx is None or tx.run.state is not RunState.RUNNING:
+            if tx is None:
                 return _STALE
             node = tx.node(node_index)
             if node.generation != generation:
                 return _STALE
             if node.state is not NodeState.WAITING:
+                # an exact repeat is a duplicate even when the first call ended the run
                 return Transition("duplicate" if node.state is state else "stale")
+            if tx.run.state is not RunState.RUNNING:
+                return _STALE
             check("node", node.state, state)
             if state is NodeState.FAILED and fail_run is not None:
                 tx.put_node(attrs.evolve(node, state=state, reason=reason))

@@ -48,8 +48,9 @@ local LEGAL = {
     waiting = {launched = true, filtered = true, skipped = true, failed = true,
                cancelled = true},
     launched = {completed = true, failed = true, cancelled = true},
+    -- -> waiting only through reopen_run (a new generation), see interlock.states
     failed = {waiting = true}, skipped = {waiting = true}, cancelled = {waiting = true},
-    completed = {}, filtered = {},
+    completed = {waiting = true}, filtered = {waiting = true},
   },
   task = {
     queued = {running = true, cancelled = true},

@@ -8,21 +8,25 @@
 -- Returns a transition {outcome, run_state JSON text or '', ready child index, ...},
 -- or {'illegal', ...} / {'nonode', index} before any write.
 
-if run_field('state') ~= RS.running then
-  return transition('stale')
-end
 local index, state, reason, fail_run, now = ARGV[1], ARGV[3], ARGV[4], ARGV[5], ARGV[6]
 local n = node(index)
 if n == nil then
+  if run_field('state') == nil then
+    return transition('stale')
+  end
   return {'nonode', index}
 end
 if not same_int(n.generation, ARGV[2]) then
   return transition('stale')
 end
 if n.state ~= NS.waiting then
+  -- an exact repeat is a duplicate even when the first call ended the run
   if n.state == state then
     return transition('duplicate')
   end
+  return transition('stale')
+end
+if run_field('state') ~= RS.running then
   return transition('stale')
 end
 local illegal = check('node', n.state, state, '')
