@@ -1,21 +1,19 @@
 """Bugs in Interlock itself that the conformance machine found (``[stateful:kernel-error]``),
-kept as minimal reproducers. An xfail(strict) turns red once the bug is fixed: drop the mark."""
+kept as minimal regression tests. While a bug is open, mark its test xfail(strict=True) so the
+suite turns red the moment it is fixed (then drop the mark)."""
 
 from __future__ import annotations
 
 import pytest
 
 from interlock import Kernel, NodeState, RunState
-from interlock.states import IllegalTransition
 from interlock_memory import MemoryStore
 
 
-@pytest.mark.xfail(strict=True, raises=IllegalTransition, reason=(
-    "retry_run resets COMPLETED/FILTERED descendants of a failed node to WAITING (new "
-    "generation), but NODE_TRANSITIONS has no COMPLETED -> WAITING / FILTERED -> WAITING, so "
-    "storekit.reopen_run raises IllegalTransition and the run can never be retried"))
 @pytest.mark.parametrize("rule", ["all_done", "one_success"])
 def test_retry_of_a_run_whose_failed_node_has_a_completed_descendant(rule: str) -> None:
+    """retry_run resets COMPLETED descendants of the failed node to WAITING in a new generation
+    (found as ``IllegalTransition: completed -> waiting``; fixed in the node table)."""
     store = MemoryStore()
     kernel = Kernel(store)
     kernel.start_run({"name": "p", "failure_policy": "continue", "nodes": [
@@ -33,7 +31,7 @@ def test_retry_of_a_run_whose_failed_node_has_a_completed_descendant(rule: str) 
     assert run is not None and run.state is RunState.FAILED
     assert [n.state for n in store.get_nodes("r")] == [
         NodeState.FAILED, NodeState.COMPLETED, NodeState.COMPLETED]
-    retried = kernel.retry_run("r")  # raises IllegalTransition: completed -> waiting
+    retried = kernel.retry_run("r")
     assert retried.state is RunState.RUNNING
     assert [(n.state, n.generation) for n in store.get_nodes("r")] == [
         (NodeState.LAUNCHED, 1), (NodeState.COMPLETED, 0), (NodeState.WAITING, 1)]

@@ -29,6 +29,7 @@ from interlock.protocols import Clock, DagStore, Dispatcher
 from interlock.records import (
     CompletionItem,
     NewArtifact,
+    NodeFacts,
     NodeRecord,
     RunRecord,
     TaskRecord,
@@ -90,7 +91,9 @@ class Kernel:
         self.lease_seconds = lease_seconds
         self.crash_attempts = crash_attempts
         # declared, never sniffed: a store opts in with abilities = {"batched", ...}
-        self._batched = "batched" in getattr(store, "abilities", frozenset())
+        abilities: frozenset[str] = getattr(store, "abilities", frozenset())
+        self._batched = "batched" in abilities
+        self._prefetch = "prefetch" in abilities
         self._contexts: OrderedDict[str, _RunContext] = OrderedDict()
         self._lock = threading.Lock()
 
@@ -264,13 +267,20 @@ class Kernel:
         except LimitExceeded as exc:
             self._fail(run_id, task_id, attempt_id, str(exc), TaskState.FAILED, retryable=False)
             raise
-        transition = self.store.complete_task(run_id, task_id, attempt_id, artifacts,
-                                              context.topology.children[index],
-                                              self.clock.now())
+        children = context.topology.children[index]
+        facts: list[NodeFacts] = []
+        transition: Transition
+        if self._prefetch:
+            transition, facts = self.store.complete_task_prefetch(  # type: ignore[attr-defined]
+                run_id, task_id, attempt_id, artifacts, children,
+                [context.topology.parents[c] for c in children], self.clock.now())
+        else:
+            transition = self.store.complete_task(run_id, task_id, attempt_id, artifacts,
+                                                  children, self.clock.now())
         if transition.outcome == "duplicate":
             # the first call may have died before launching what it released: re-check
             self._advance_children(run_id, index)
-        self._after(run_id, transition)
+        self._after(run_id, transition, facts=facts)
         return transition
 
     def on_tasks_complete(
@@ -375,9 +385,10 @@ class Kernel:
         self._after(run_id, transition, error)
         return transition
 
-    def _after(self, run_id: str, transition: Transition, reason: str | None = None) -> None:
+    def _after(self, run_id: str, transition: Transition, reason: str | None = None,
+               facts: Sequence[NodeFacts] = ()) -> None:
         if transition.ready:
-            self._advance(run_id, transition.ready)
+            self._advance(run_id, transition.ready, facts)
         self._finished(run_id, transition, reason)
 
     def _finished(self, run_id: str, transition: Transition, reason: str | None) -> None:
@@ -388,20 +399,30 @@ class Kernel:
         except Exception:  # the transition has committed; a callback bug must not undo it
             log.exception("on_run_finished callback failed for run %s", run_id)
 
-    def _advance(self, run_id: str, ready: Iterable[int]) -> None:
-        """Plan and launch/settle ready nodes, following whatever they release in turn."""
+    def _advance(self, run_id: str, ready: Iterable[int],
+                 facts: Sequence[NodeFacts] = ()) -> None:
+        """Plan and launch/settle ready nodes, following whatever they release in turn.
+
+        ``facts`` (from the ``prefetch`` ability) stand in for reads of the nodes they cover.
+        """
         context = self._context(run_id)
         topology = context.topology
+        known = {f.node.index: f for f in facts}
         work = list(ready)
         while work:
             index = work.pop(0)
-            nodes = {n.index: n for n in self.store.get_nodes(
-                run_id, [index, *topology.parents[index]])}
+            wanted = [index, *topology.parents[index]]
+            if all(i in known for i in wanted):
+                nodes = {i: known[i].node for i in wanted}
+                memo = {i: Upstream(known[i].node.state, known[i].artifacts) for i in wanted}
+            else:
+                nodes = {n.index: n for n in self.store.get_nodes(run_id, wanted)}
+                memo = {}
             node = nodes[index]
             if node.state is not NodeState.WAITING:
                 continue
-            decision = plan_node(topology, index, self._lookup(run_id, nodes), context.input,
-                                 self.limits)
+            decision = plan_node(topology, index, self._lookup(run_id, nodes, memo),
+                                 context.input, self.limits)
             if isinstance(decision, Launch):
                 self._launch(run_id, context, node, decision)
                 continue
@@ -413,8 +434,9 @@ class Kernel:
             work.extend(transition.ready)
             self._finished(run_id, transition, decision.reason)
 
-    def _lookup(self, run_id: str, nodes: dict[int, NodeRecord]) -> Callable[[int], Upstream]:
-        memo: dict[int, Upstream] = {}
+    def _lookup(self, run_id: str, nodes: dict[int, NodeRecord],
+                memo: dict[int, Upstream] | None = None) -> Callable[[int], Upstream]:
+        memo = {} if memo is None else memo
 
         def lookup(index: int) -> Upstream:
             if index not in memo:

@@ -35,6 +35,7 @@ from interlock.records import (
     Artifact,
     CompletionItem,
     NewArtifact,
+    NodeFacts,
     NodeRecord,
     Outcome,
     RunRecord,
@@ -50,6 +51,7 @@ __all__ = [
     "DagStore",
     "Delivery",
     "Dispatcher",
+    "PrefetchingDagStore",
     "TaskSource",
 ]
 
@@ -311,4 +313,30 @@ class BatchedDagStore(DagStore, Protocol):
     ) -> list[Transition]:
         """[batch.complete] ``complete_task`` for each item, atomically together; results in
         order, each as ``complete_task`` alone would have returned it in that order."""
+        ...
+
+
+@runtime_checkable
+class PrefetchingDagStore(DagStore, Protocol):
+    """The optional ability ``"prefetch"``: the completion that makes nodes ready also returns
+    what planning them needs, so a completion that releases work costs two round trips
+    (complete + launch) instead of four. For stores where a read is a network round trip.
+    """
+
+    abilities: frozenset[str]
+
+    def complete_task_prefetch(
+        self,
+        run_id: str,
+        task_id: str,
+        attempt_id: str,
+        outputs: Sequence[NewArtifact],
+        children: Sequence[int],
+        parents: Sequence[Sequence[int]],
+        now: float,
+    ) -> tuple[Transition, list[NodeFacts]]:
+        """[complete.prefetch] ``complete_task``, plus, in the same atomic step, the
+        :class:`~interlock.records.NodeFacts` (as committed by this call) of every node in
+        ``Transition.ready`` and of each of its parents (``parents[i]`` are the parents of
+        ``children[i]``), each node once. Empty when nothing became ready."""
         ...

@@ -19,6 +19,7 @@ __all__ = [
     "Artifact",
     "CompletionItem",
     "NewArtifact",
+    "NodeFacts",
     "NodeRecord",
     "OriginMode",
     "Outcome",
@@ -183,6 +184,15 @@ class Artifact:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Artifact:
         return cls(**data)
+
+
+@attrs.frozen
+class NodeFacts:
+    """A node record with the artifacts of its current generation (empty unless COMPLETED):
+    what planning needs to know about a node. Returned by the ``prefetch`` ability."""
+
+    node: NodeRecord
+    artifacts: tuple[Artifact, ...] = ()
 
 
 @attrs.frozen
