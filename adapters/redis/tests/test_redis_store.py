@@ -25,6 +25,7 @@ from interlock.records import (
     Artifact,
     CompletionItem,
     NewArtifact,
+    NodeFacts,
     NodeRecord,
     RunRecord,
     TaskRecord,
@@ -550,3 +551,55 @@ def test_kernel_completion_is_one_round_trip(counting: Any, namespace: str) -> N
     assert kernel.claim_task("k", second.task_id, worker="w") is not None
     assert log.round_trips == 1  # a claim with a lease: EVALSHA + SADD pipelined
     assert dict(log.commands) == {"EVALSHA": 1, "SADD": 1}
+
+
+def test_kernel_releasing_completion_is_two_round_trips(counting: Any, namespace: str) -> None:
+    """With the 'prefetch' ability, the completion that releases the next node costs the
+    completion script (which returns the planning inputs) and the launch script: two."""
+    client, log = counting
+    store = RedisStore(client, namespace)
+    assert "prefetch" in store.abilities
+    sent: list[Any] = []
+    kernel = Kernel(store, type("D", (), {"dispatch": lambda self, refs: sent.extend(refs)})())
+    kernel.start_run({"name": "chain", "nodes": [
+        {"slug": "a", "plugin": "x"},
+        {"slug": "b", "plugin": "x", "depends_on": ["a"], "bindings": {"n": "{a.n}"}},
+    ]}, {}, run_id="c")
+    (root,) = sent
+    claim = kernel.claim_task("c", root.task_id, worker="w")
+    assert claim is not None
+    log.reset()
+    kernel.on_task_complete("c", root.task_id, claim.attempt_id, [{"fields": {"n": 7}}])
+    assert (log.round_trips, dict(log.commands)) == (2, {"EVALSHA": 2})
+    (_, child) = sent
+    task = store.get_task("c", child.task_id)
+    assert task is not None and task.plan["bindings"] == {"n": 7}
+
+
+def test_prefetch_facts_equal_separate_reads(store: RedisStore) -> None:
+    store.create_run(RunRecord("p", PIPELINE, {}, RunState.RUNNING, 3, 3),
+                     [NodeRecord(0, 0, NodeState.WAITING, 0),
+                      NodeRecord(1, 0, NodeState.WAITING, 1),
+                      NodeRecord(2, 0, NodeState.WAITING, 2)])
+    tasks = [TaskRecord("p", f"src.0.{s}", 0, 0, s, TaskState.QUEUED,
+                        {"inputs": {}, "bindings": {}}, None, "self") for s in range(2)]
+    store.launch_node("p", 0, 0, tasks, 2, 1.0)
+    for s in range(2):
+        store.claim_task("p", f"src.0.{s}", f"a{s}", "w", None, 1.0)
+    first, facts = store.complete_task_prefetch(
+        "p", "src.0.0", "a0", [NewArtifact("src.0.0/x", {"k": 1}, None)], [1, 2],
+        [[0], [0, 1]], 2.0)
+    assert first == Transition("applied") and facts == []
+    last, facts = store.complete_task_prefetch(
+        "p", "src.0.1", "a1", [NewArtifact("src.0.1/y", {"k": 2}, [1.5])], [1, 2],
+        [[0], [0, 1]], 3.0)
+    assert last == Transition("applied", (1,))
+    expected = [NodeFacts(n, tuple(store.get_artifacts("p", n.index, n.generation)
+                                   if n.state is NodeState.COMPLETED else ()))
+                for n in store.get_nodes("p", [1, 0])]
+    assert sorted(facts, key=lambda f: f.node.index) == expected
+    assert [a.artifact_id for a in facts[1].artifacts] == ["src.0.0/x", "src.0.1/y"]
+    again, facts = store.complete_task_prefetch(
+        "p", "src.0.1", "a1", [NewArtifact("src.0.1/y", {"k": 2}, [1.5])], [1, 2],
+        [[0], [0, 1]], 3.0)
+    assert again.outcome == "duplicate" and facts == []

@@ -27,6 +27,7 @@ STORE_SCRIPTS = (
     "heartbeat",
     "complete_task",
     "complete_tasks",
+    "complete_task_prefetch",
     "fail_task",
     "suspend_task",
     "resume_task",

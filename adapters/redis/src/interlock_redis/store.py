@@ -26,6 +26,7 @@ from interlock.records import (
     Artifact,
     CompletionItem,
     NewArtifact,
+    NodeFacts,
     NodeRecord,
     Outcome,
     RunRecord,
@@ -148,7 +149,7 @@ class RedisStore:
     are one script each too.
     """
 
-    abilities: frozenset[str] = frozenset({"batched"})
+    abilities: frozenset[str] = frozenset({"batched", "prefetch"})
 
     def __init__(self, client: redis.Redis | str, namespace: str = "interlock") -> None:
         if isinstance(client, str):
@@ -440,6 +441,28 @@ class RedisStore:
         return _transition(self._call("complete_task", run_id, args))
 
     @_reachable
+    def complete_task_prefetch(
+        self,
+        run_id: str,
+        task_id: str,
+        attempt_id: str,
+        outputs: Sequence[NewArtifact],
+        children: Sequence[int],
+        parents: Sequence[Sequence[int]],
+        now: float,
+    ) -> tuple[Transition, list[NodeFacts]]:
+        """[complete.prefetch] One script: the completion and the facts of what it readied."""
+        args: list[Arg] = [task_id, dumps(attempt_id), dumps(now), len(outputs)]
+        for output in outputs:
+            body = dumps({"fields": output.fields, "data": output.data})
+            args += [dumps(output.artifact_id), body[1:-1]]
+        args.append(len(children))
+        for child, child_parents in zip(children, parents, strict=True):
+            args += [child, len(child_parents), *_indices(child_parents)]
+        reply, flat = self._call("complete_task_prefetch", run_id, args)
+        return _transition(reply), _facts(flat)
+
+    @_reachable
     def complete_tasks(
         self, run_id: str, items: Sequence[CompletionItem], now: float
     ) -> list[Transition]:
@@ -527,6 +550,19 @@ def _outcome(reply: Any) -> Outcome:
     if value not in ("applied", "duplicate", "stale"):  # pragma: no cover - script bug
         raise RuntimeError(f"unexpected script reply {reply!r}")
     return value  # type: ignore[return-value]
+
+
+def _facts(flat: Sequence[Any]) -> list[NodeFacts]:
+    """Decode complete_task_prefetch.lua's flat facts list."""
+    facts: list[NodeFacts] = []
+    i = 0
+    while i < len(flat):
+        node = _node(flat[i + 1])
+        count = int(flat[i + 2])
+        arts = tuple(Artifact.from_dict(json.loads(raw)) for raw in flat[i + 3:i + 3 + count])
+        facts.append(NodeFacts(node, arts))
+        i += 3 + count
+    return facts
 
 
 def _transition(reply: Any) -> Transition:
