@@ -348,10 +348,12 @@ class SqliteBatchedBackend:
         run_id = uuid.uuid4().hex
         done = self.finished[run_id] = threading.Event()
         sql0 = self.counter.snapshot()
+        ops0 = optimer.snapshot()
         busy0, me0, desc0 = Machine.busy(), _self_cpu()[0], _descendants_cpu()
-        self.kernel.start_run(pipeline, run_id=run_id)
-        if not done.wait(600):
-            raise RuntimeError(f"{shape.key} on {self.name} did not finish")
+        with procs.ThreadCpu() as threads:
+            self.kernel.start_run(pipeline, run_id=run_id)
+            if not done.wait(600):
+                raise RuntimeError(f"{shape.key} on {self.name} did not finish")
         me1, desc1, busy1 = _self_cpu()[0], _descendants_cpu(), Machine.busy()
         sql = self.counter.snapshot()
         sql.subtract(sql0)
@@ -368,7 +370,8 @@ class SqliteBatchedBackend:
             round_trips={k: v for k, v in sql.items() if v},
             transactions=sql.get("BEGIN", 0), cpu_s=cpu,
             other_cpu_s=max(0.0, busy1 - busy0 - sum(cpu.values())),
-            extra={"state": run.state.value})
+            extra={"state": run.state.value, "ops": _ops_delta(optimer.snapshot(), ops0),
+                   "threads": threads.result()})
 
 
 # ---- backend: Redis store + Redis Streams dispatcher + worker processes ----------------------
@@ -706,7 +709,8 @@ def profile(args: argparse.Namespace, workdir: Path) -> int:
 
     if "sqlite" in args.backends:
         optimer.install()  # wraps classes in this process: the runner's worker threads
-        backend = SqliteBackend(workdir)
+        backend: Any = (SqliteBatchedBackend(workdir, args.batched) if args.batched
+                        else SqliteBackend(workdir))
         backend.run(WARMUP)
         for shape in shapes:
             log(f"sqlite {shape.key}: operation timings ...")
@@ -717,7 +721,7 @@ def profile(args: argparse.Namespace, workdir: Path) -> int:
                 f"{k} {v / m.tasks:.2f}" for k, v in sorted(m.round_trips.items())))
             print("runner process CPU per task by thread: " + ", ".join(
                 f"{k} {v / m.tasks * 1e6:,.0f} us" for k, v in sorted(
-                    m.extra["threads"].items(), key=lambda kv: -kv[1]) if v > 0))
+                    m.extra.get("threads", {}).items(), key=lambda kv: -kv[1]) if v > 0))
             log(f"sqlite {shape.key}: py-spy ...")
             with spy([os.getpid()], out, f"sqlite-{shape.key}", args.rate) as files:
                 m = backend.run(shape)
@@ -725,7 +729,8 @@ def profile(args: argparse.Namespace, workdir: Path) -> int:
         backend.close()
     if "redis" in args.backends:
         with ExitStack() as stack:
-            backend2 = RedisBackend(stack, workdir, args.worker, timed_ops=True)
+            mode = f"batched:{args.batched}" if args.batched else args.worker
+            backend2 = RedisBackend(stack, workdir, mode, timed_ops=True)
             for shape in shapes:
                 log(f"redis {shape.key}: operation timings ...")
                 m = backend2.run(shape)
@@ -877,8 +882,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="comma-separated subset of sqlite, redis (celery: --peers)")
     parser.add_argument("--repeat", type=int, default=None,
                         help="runs per shape and backend (default 3, B10 1; --quick 1)")
-    parser.add_argument("--worker", choices=("auto", "cli", "fallback"), default="auto",
-                        help="Redis worker processes: `interlock worker` or the fallback entry")
+    parser.add_argument("--worker", default="auto",
+                        help="Redis worker processes: auto, cli (`interlock worker`), fallback "
+                             "(e2e_support/worker.py) or batched:K (e2e_support/batched.py)")
     parser.add_argument("--batched", type=int, default=None, metavar="K",
                         help="also run the prototype batched worker loop with K tasks per "
                              "batch on both stores (what-if rows sqlite-bK, redis-bK)")

@@ -8,7 +8,6 @@ fires run callbacks.
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import time
@@ -19,16 +18,22 @@ from typing import Any
 
 import attrs
 
+from interlock._kernel_support import (
+    error_text,
+    json_object,
+    json_value,
+    outputs_to_artifacts,
+    task_records,
+)
 from interlock.errors import ConflictError, LimitExceeded, UsageError
 from interlock.graph import PluginCatalog, Topology, validate
 from interlock.jsonvalues import JSON
 from interlock.limits import DEFAULT_LIMITS, Limits
 from interlock.model import FailurePolicy, Pipeline
-from interlock.planning import Launch, TaskPlan, Upstream, plan_node
+from interlock.planning import Launch, Upstream, plan_node
 from interlock.protocols import Clock, DagStore, Dispatcher
 from interlock.records import (
     CompletionItem,
-    NewArtifact,
     NodeFacts,
     NodeRecord,
     RunRecord,
@@ -112,7 +117,7 @@ class Kernel:
         (and repairs an interrupted start); different arguments raise ConflictError.
         """
         topology = validate(pipeline, self.plugins)
-        run_input = _json_object(input or {}, "input")
+        run_input = json_object(input or {}, "input")
         run_id = run_id or uuid.uuid4().hex
         now = self.clock.now()
         snapshot = topology.pipeline.to_dict()
@@ -263,7 +268,7 @@ class Kernel:
         context = self._context(run_id)
         index = self._node_index(context.topology, task_id)
         try:
-            artifacts = self._artifacts(task_id, outputs)
+            artifacts = outputs_to_artifacts(task_id, outputs, self.limits)
         except LimitExceeded as exc:
             self._fail(run_id, task_id, attempt_id, str(exc), TaskState.FAILED, retryable=False)
             raise
@@ -299,7 +304,7 @@ class Kernel:
         for position, (task_id, attempt_id, outputs) in enumerate(completions):
             children = topology.children[self._node_index(topology, task_id)]
             try:
-                artifacts = tuple(self._artifacts(task_id, outputs))
+                artifacts = tuple(outputs_to_artifacts(task_id, outputs, self.limits))
             except LimitExceeded as exc:
                 failed[position] = self._fail(run_id, task_id, attempt_id, str(exc),
                                               TaskState.FAILED, retryable=False)
@@ -326,7 +331,7 @@ class Kernel:
         *, retryable: bool = True,
     ) -> Transition:
         """The attempt failed (the plugin raised): retry per the node's policy, or fail."""
-        return self._fail(run_id, task_id, attempt_id, _error_text(error), TaskState.FAILED,
+        return self._fail(run_id, task_id, attempt_id, error_text(error), TaskState.FAILED,
                           retryable=retryable)
 
     def on_task_crashed(
@@ -334,7 +339,7 @@ class Kernel:
     ) -> Transition:
         """The attempt died (worker lost, lease expired): retried up to
         ``max(retry.max_attempts, crash_attempts)`` attempts, then the task CRASHED."""
-        return self._fail(run_id, task_id, attempt_id, _error_text(error), TaskState.CRASHED,
+        return self._fail(run_id, task_id, attempt_id, error_text(error), TaskState.CRASHED,
                           retryable=True)
 
     def wait_task(self, run_id: str, task_id: str, attempt_id: str, reason: str = "") -> str:
@@ -343,7 +348,7 @@ class Kernel:
 
     def resume_task(self, run_id: str, task_id: str, payload: JSON = None) -> str:
         """Re-queue a WAITING task with ``payload`` (in its input's ``resume``); dispatch it."""
-        outcome, task = self.store.resume_task(run_id, task_id, _json_value(payload, "payload"),
+        outcome, task = self.store.resume_task(run_id, task_id, json_value(payload, "payload"),
                                                self.clock.now())
         if outcome == "applied" and task is not None:
             self._dispatch(run_id, self._context(run_id).topology, [task])
@@ -460,7 +465,7 @@ class Kernel:
         size = max(1, self.limits.launch_batch_size)
         total = len(decision.tasks)
         for start in range(0, total, size):
-            batch = _task_records(run_id, context.topology, node,
+            batch = task_records(run_id, context.topology, node,
                                   decision.tasks[start:start + size], self.clock.now())
             outcome = self.store.launch_node(run_id, node.index, node.generation, batch,
                                              total, self.clock.now())
@@ -480,7 +485,7 @@ class Kernel:
             return
         size = max(1, self.limits.launch_batch_size)
         for start in range(0, len(decision.tasks), size):
-            batch = _task_records(run_id, topology, node, decision.tasks[start:start + size],
+            batch = task_records(run_id, topology, node, decision.tasks[start:start + size],
                                   self.clock.now())
             self.store.launch_node(run_id, node.index, node.generation, batch,
                                    node.total_tasks, self.clock.now())
@@ -504,32 +509,6 @@ class Kernel:
             self.dispatcher.dispatch(refs)
         except Exception:  # tasks stay QUEUED; reconcile_run re-dispatches them
             log.exception("dispatch of %d task(s) of run %s failed", len(refs), run_id)
-
-    def _artifacts(self, task_id: str, outputs: Iterable[Output | Mapping[str, Any]]
-                   ) -> list[NewArtifact]:
-        try:
-            items = [Output.coerce(o) for o in outputs]
-        except TypeError as exc:
-            raise UsageError(f"task {task_id!r}: {exc}") from exc
-        if len(items) > self.limits.max_outputs_per_task:
-            raise LimitExceeded("max_outputs_per_task", len(items),
-                                self.limits.max_outputs_per_task, f"task {task_id!r}")
-        out: list[NewArtifact] = []
-        seen: set[str] = set()
-        for k, item in enumerate(items):
-            local = str(k) if item.id is None else item.id
-            if not isinstance(local, str) or not local or local in seen:
-                raise UsageError(f"task {task_id!r}: output {k} has an empty or repeated id "
-                                 f"{local!r}")
-            seen.add(local)
-            fields = _json_object(item.fields, f"task {task_id!r} output {local!r} fields")
-            size = len(json.dumps(fields, separators=(",", ":")))
-            if size > self.limits.max_fields_bytes:
-                raise LimitExceeded("max_fields_bytes", size, self.limits.max_fields_bytes,
-                                    f"task {task_id!r} output {local!r}")
-            data = _json_value(item.data, f"task {task_id!r} output {local!r} data")
-            out.append(NewArtifact(f"{task_id}/{local}", fields, data))
-        return out
 
     def _input(self, context: _RunContext, task: TaskRecord) -> TaskInput:
         node = context.topology.node(task.node_index)
@@ -566,40 +545,5 @@ class Kernel:
                 self._contexts.popitem(last=False)
 
 
-def _task_records(run_id: str, topology: Topology, node: NodeRecord,
-                  plans: Sequence[TaskPlan], now: float) -> list[TaskRecord]:
-    """Task ids are ``{slug}.{generation}.{seq}``: deterministic, so launches are repeatable."""
-    slug = topology.slugs[node.index]
-    return [
-        TaskRecord(run_id, f"{slug}.{node.generation}.{plan.seq}", node.index, node.generation,
-                   plan.seq, TaskState.QUEUED,
-                   {"inputs": {s: [a.to_dict() for a in arts] for s, arts in plan.inputs.items()},
-                    "bindings": dict(plan.bindings)},
-                   plan.origin, plan.origin_mode, updated_at=now)
-        for plan in plans
-    ]
-
-
 def _fail_fast(topology: Topology) -> bool:
     return topology.pipeline.failure_policy is FailurePolicy.FAIL_FAST
-
-
-def _json_value(value: Any, what: str) -> JSON:
-    try:
-        return json.loads(json.dumps(value, allow_nan=False))
-    except (TypeError, ValueError) as exc:
-        raise UsageError(f"{what} is not JSON: {exc}") from exc
-
-
-def _json_object(value: Any, what: str) -> dict[str, JSON]:
-    if not isinstance(value, Mapping):
-        raise UsageError(f"{what} must be a JSON object, got {type(value).__name__}")
-    result = _json_value(dict(value), what)
-    assert isinstance(result, dict)
-    return result
-
-
-def _error_text(error: str | BaseException) -> str:
-    if isinstance(error, BaseException):
-        return f"{type(error).__name__}: {error}"
-    return str(error)

@@ -121,10 +121,9 @@ def test_every_operation_applies_once_or_not_at_all(faults: tuple[RedisStore, Fa
     assert store.claim_task("r", "a.0.1", "x3", "w", 50.0, 8.0)[1].attempt == 3  # type: ignore[union-attr]
     retried(twice(lambda: store.fail_task("r", "a.0.1", "x3", "final", None, TaskState.FAILED,
                                           [1], None, 9.0)).outcome)
-    # this settle ends the run; storekit fences settle_node on the run state first, so its
-    # repeat on the now FAILED run is 'stale' (nothing changes either way)
+    # this settle ends the run; an exact repeat is still a 'duplicate' (nothing changes)
     retried(twice(lambda: store.settle_node("r", 1, 0, NodeState.SKIPPED, "upstream failed",
-                                            [], None, 10.0)).outcome, "applied", "stale")
+                                            [], None, 10.0)).outcome, "applied", "duplicate")
     failed = store.get_run("r")
     assert failed is not None and failed.state is RunState.FAILED
     assert (failed.unsettled, failed.failed_nodes, failed.artifact_seq) == (0, 1, 3)

@@ -8,7 +8,8 @@
 - ``terminal-final``: a terminal run state changes only through an applied ``retry_run``.
 - ``callback-once``: ``on_run_finished`` fired once per terminal transition.
 - ``same-state``: everything a reader sees equals the reference store's.
-(``same-outcome`` and ``race-one-winner`` are checked by the rules themselves.)
+(``same-outcome``, ``race-one-winner`` and ``kernel-error``, an error with the reference store
+too, are checked by the rules themselves.)
 """
 
 from __future__ import annotations
@@ -27,8 +28,8 @@ from interlock.values import RunFinished
 
 __all__ = ["INVARIANTS", "Side", "check_side", "fail", "same_state"]
 
-INVARIANTS = ("same-outcome", "race-one-winner", "launch-once", "barrier", "outputs-once",
-              "terminal-final", "callback-once", "same-state")
+INVARIANTS = ("same-outcome", "race-one-winner", "kernel-error", "launch-once", "barrier",
+              "outputs-once", "terminal-final", "callback-once", "same-state")
 
 
 @attrs.define
