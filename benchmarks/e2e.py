@@ -49,9 +49,10 @@ import sys
 import tempfile
 import threading
 import time
+import traceback
 import uuid
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -947,46 +948,70 @@ def measure(args: argparse.Namespace, shapes: list[str], workdir: Path, started:
                     f"{m.rate:8,.0f} tasks/s  other load {m.other_cpu_s / m.wall_s:.2f} cores  "
                     f"{'ok' if m.ok else m.check}")
 
+    failures: list[str] = []
+
+    def section(name: str, needs: Sequence[str], body: Callable[[], None]) -> None:
+        """Run one backend; a missing package or server is a note, a crash a failure."""
+        for module in needs:
+            try:
+                __import__(module)
+            except ImportError as exc:
+                notes.append(f"{name}: skipped: {exc}")
+                return
+        if "redis" in needs and not os.path.exists(procs.REDIS_SERVER):
+            notes.append(f"{name}: skipped: no {procs.REDIS_SERVER}")
+            return
+        try:
+            body()
+        except Exception as exc:
+            traceback.print_exc()
+            failures.append(f"{name}: {type(exc).__name__}: {exc}")
+
+    def local(factory: Callable[[], Any]) -> Callable[[], None]:
+        def body() -> None:
+            backend = factory()
+            try:
+                backend.run(WARMUP)
+                drive(backend)
+            finally:
+                backend.close()
+        return body
+
+    def remote(factory: Callable[[ExitStack], Any]) -> Callable[[], None]:
+        def body() -> None:
+            with ExitStack() as stack:
+                backend = factory(stack)
+                try:
+                    drive(backend)
+                finally:
+                    backend.close()
+        return body
+
     shipped = not (args.batched and args.batched_only)
     if "sqlite" in args.backends and shipped:
         log("sqlite: LocalRunner, 2 worker processes ...")
-        backend = SqliteBackend(workdir)
-        backend.run(WARMUP)
-        drive(backend)
-        backend.close()
+        section("sqlite", ["interlock_sqlite"], local(lambda: SqliteBackend(workdir)))
     if "redis" in args.backends and shipped:
-        if not os.path.exists(procs.REDIS_SERVER):
-            notes.append(f"redis: skipped, no {procs.REDIS_SERVER}")
-        else:
-            log("redis: starting a private redis-server and 2 worker processes ...")
-            with ExitStack() as stack:
-                backend2 = RedisBackend(stack, workdir, args.worker)
-                drive(backend2)
-                backend2.close()
+        log("redis: starting a private redis-server and 2 worker processes ...")
+        section("redis", ["interlock_redis", "redis"],
+                remote(lambda stack: RedisBackend(stack, workdir, args.worker)))
     if args.batched:
+        k = args.batched
         if "sqlite" in args.backends:
-            log(f"sqlite-b{args.batched}: prototype batched loop ...")
-            backend4 = SqliteBatchedBackend(workdir, args.batched)
-            backend4.run(WARMUP)
-            drive(backend4)
-            backend4.close()
-        if "redis" in args.backends and os.path.exists(procs.REDIS_SERVER):
-            log(f"redis-b{args.batched}: prototype batched worker processes ...")
-            with ExitStack() as stack:
-                backend5 = RedisBackend(stack, workdir, f"batched:{args.batched}")
-                drive(backend5)
-                backend5.close()
+            log(f"sqlite-b{k}: prototype batched loop ...")
+            section(f"sqlite-b{k}", ["interlock_sqlite"],
+                    local(lambda: SqliteBatchedBackend(workdir, k)))
+        if "redis" in args.backends:
+            log(f"redis-b{k}: prototype batched worker processes ...")
+            section(f"redis-b{k}", ["interlock_redis", "redis"],
+                    remote(lambda stack: RedisBackend(stack, workdir, f"batched:{k}")))
     if args.peers:
         why = celery_available()
         if why is not None:
             notes.append(f"celery: skipped: {why}")
-        elif not os.path.exists(procs.REDIS_SERVER):
-            notes.append(f"celery: skipped, no {procs.REDIS_SERVER}")
         else:
             log("celery: starting a private redis-server and a worker (-c 2, prefork) ...")
-            with ExitStack() as stack:
-                backend3 = CeleryBackend(stack, workdir)
-                drive(backend3)
+            section("celery", ["redis"], remote(lambda stack: CeleryBackend(stack, workdir)))
 
     backends = [b for b in ("sqlite", f"sqlite-b{args.batched}", "redis",
                             f"redis-b{args.batched}", "celery") if b in titles]
@@ -1019,15 +1044,18 @@ def measure(args: argparse.Namespace, shapes: list[str], workdir: Path, started:
         print(f"note: {note}")
     bad = [m for ms in results.values() for m in ms if not m.ok]
     if bad:
-        print(f"WARNING: {len(bad)} run(s) ended wrong: "
-              + "; ".join(f"{m.backend} {m.shape}: {m.check}" for m in bad))
+        failures.append(f"{len(bad)} run(s) ended wrong: "
+                        + "; ".join(f"{m.backend} {m.shape}: {m.check}" for m in bad))
+    for failure in failures:
+        print(f"FAILED: {failure}")
     print(f"\n(total {time.monotonic() - started:.0f}s)")
     if args.json:
         data = {"shapes": {k: asdict(SHAPES[k]) for k in shapes}, "titles": titles,
                 "load_average": load, "notes": notes,
                 "measurements": [asdict(m) for ms in results.values() for m in ms]}
         Path(args.json).write_text(json.dumps(data, indent=1))
-    return 0
+    # slow figures never fail; a crash or a wrong aggregate is a bug
+    return 1 if failures else 0
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ from typing import Any, ClassVar, TypeVar
 
 import attrs
 from hypothesis import settings as Settings
+from hypothesis.errors import FlakyFailure
 from hypothesis import strategies as st
 from hypothesis.stateful import (
     RuleBasedStateMachine,
@@ -481,7 +482,23 @@ class StoreMachine(RuleBasedStateMachine):
 
 
 def run_machine(config: MachineConfig, settings: Settings, name: str) -> None:
-    """Run the machine as a test (raises with the shrunk program on failure)."""
+    """Run the machine as a test (raises with the shrunk program on failure).
+
+    A failure that came from a race may not fail again when Hypothesis replays its program;
+    Hypothesis then reports FlakyFailure. It is re-raised as the AssertionError it wraps
+    (invariant and clauses first), with the program as notes and a word about the race.
+    """
     machine = type(name, (StoreMachine,), {"config": config})
-    run_state_machine_as_test(machine, settings=settings)  # type: ignore[no-untyped-call]
+    try:
+        run_state_machine_as_test(machine, settings=settings)  # type: ignore[no-untyped-call]
+    except FlakyFailure as exc:
+        found = [e for e in exc.exceptions if isinstance(e, AssertionError)]
+        if not found:
+            raise
+        error = AssertionError(f"{found[0]}\n(found in a race: the program below did not fail "
+                               "again when Hypothesis replayed it, as races do; rerun, or see "
+                               "the *_race tests)")
+        for note in getattr(exc, "__notes__", []):
+            error.add_note(note)
+        raise error from None
 
