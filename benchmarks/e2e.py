@@ -3,8 +3,11 @@
     python benchmarks/e2e.py                 # A, B, B10, C on SQLite and Redis
     python benchmarks/e2e.py --peers         # ... and Celery on the same shapes, with ratios
     python benchmarks/e2e.py --quick --peers # A, C and a reduced B (1 -> 500 -> 1): for CI
+    python benchmarks/e2e.py --batched 10    # + what-if rows: the prototype batched worker loop
     python benchmarks/e2e.py --profile DIR   # where the time goes: timed operations + py-spy
     python benchmarks/e2e.py --costs         # store calls alone, per task and batched
+
+Findings and the latest figures: benchmarks/E2E.md.
 
 Shapes (tasks that do nothing but move a number, so the final result can be checked):
 
@@ -15,8 +18,8 @@ Shapes (tasks that do nothing but move a number, so the final result can be chec
 Backends, each with 2 worker processes:
 
 - ``sqlite``: :class:`interlock.runtime.LocalRunner` on a :class:`interlock_sqlite.SqliteStore`
-  file, ``mode="processes", workers=2`` (kernel and store in this process, plugins in two
-  spawned children);
+  file, ``mode="processes", workers=2`` (kernel and store in this process, plugins in a
+  two-process pool);
 - ``redis``: :class:`interlock_redis.RedisStore` + :class:`interlock_redis.RedisStreamsDispatcher`
   on a private redis-server; this process calls ``start_run`` and two worker processes
   (``interlock worker`` if the CLI offers it, else ``benchmarks/e2e_support/worker.py``) run every
@@ -29,11 +32,14 @@ Measured per run: wall time from ``start_run`` (Celery: ``apply_async``) to the 
 returning), tasks/s, round trips per task (Redis: counted client-side in every process,
 pipelines counted once; plus the server's ``INFO commandstats`` delta, which includes the
 commands Lua scripts run), SQLite statements and write transactions per task, and CPU per task
-per component (``/proc/<pid>/stat`` of each process, ``getrusage`` of this one and of reaped
-children). CPU used by *other* processes on the machine during the run is printed too: the
-figures are only comparable when it is near zero.
+per component (``/proc/<pid>/stat`` of each process and its descendants: the plugin pool's
+processes are children of the multiprocessing fork server and the workers live across runs, so
+``RUSAGE_CHILDREN`` alone would miss them). CPU used by *other* processes on the machine during
+the run is printed too: the absolute figures are only comparable when it is near zero; CPU per
+task and the ratio to Celery in the same run are the robust ones.
 
-Figures are printed, never asserted; a missing Celery or redis-server prints a note.
+Figures are printed, never asserted (a missing Celery, Redis adapter or redis-server prints a
+note); the exit status is 1 only when a backend crashed or a run's result was wrong.
 """
 
 from __future__ import annotations
@@ -893,7 +899,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="with --batched: skip the shipped sqlite/redis rows")
     parser.add_argument("--json", default=None, help="write every measurement to this file")
     parser.add_argument("--profile", default=None, metavar="DIR",
-                        help="instead of the table: py-spy profiles of both Interlock paths")
+                        help="instead of the table: per-operation wall/CPU timings and py-spy "
+                             "profiles of both Interlock paths (with --batched K: of the "
+                             "prototype loop)")
     parser.add_argument("--profile-shape", default="B,C",
                         help="comma-separated shapes to profile (default B,C)")
     parser.add_argument("--rate", type=int, default=100, help="py-spy samples per second")

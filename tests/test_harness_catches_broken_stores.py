@@ -86,7 +86,8 @@ def test_harness_fails_broken_store(name: str) -> None:
         first = result.message.splitlines()[0]
         assert any(f"[stateful:{i}]" in first for i in invariants), first
         assert any(c in first for c in clauses), first
-        assert "state.start(" in result.message, "the failing program must be printed"
+        assert "state.start(" in result.message or "start_run({" in result.message, \
+            "the failing program must be printed"
     assert not report.ok
     assert {report.by_clause()[c] for c in checks.values()} == {"fail"}
 

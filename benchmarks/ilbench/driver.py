@@ -156,24 +156,31 @@ def drive(store: DagStore, shape: Shape, run_id: str, rts: RoundTrips | None = N
 
 def _count_store_complete(store: Any, rts: RoundTrips, into: Counter[int]
                           ) -> Callable[[], None] | None:
-    """Wrap ``store.complete_task`` to record the round trips of each call (with the
-    outcome's ``ready`` to tell releasing calls apart)."""
-    original = store.complete_task
+    """Wrap the store's completion call(s) — ``complete_task`` and, for a store with the
+    ``prefetch`` ability, ``complete_task_prefetch`` (which returns the Transition with the
+    planning facts) — to record the round trips of each call that released nodes."""
+    wrapped: list[str] = []
+    for name in ("complete_task", "complete_task_prefetch"):
+        original = getattr(store, name, None)
+        if original is None:
+            continue
 
-    def complete_task(*args: Any, **kwargs: Any) -> Any:
-        before = rts.n
-        result = original(*args, **kwargs)
-        if result.ready:
-            into[rts.n - before] += 1
-        return result
+        def call(*args: Any, _original: Any = original, **kwargs: Any) -> Any:
+            before = rts.n
+            result = _original(*args, **kwargs)
+            transition = result[0] if isinstance(result, tuple) else result
+            if transition.ready:
+                into[rts.n - before] += 1
+            return result
 
-    try:
-        store.complete_task = complete_task
-    except (AttributeError, TypeError):
-        return None
+        try:
+            setattr(store, name, call)
+        except (AttributeError, TypeError):
+            continue
+        wrapped.append(name)
 
     def restore() -> None:
-        del store.complete_task
+        for name in wrapped:
+            delattr(store, name)
 
     return restore
-

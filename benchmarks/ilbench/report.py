@@ -63,7 +63,8 @@ baseline = memory: graphlib TopologicalSorter cost per node of the same task gra
 x base   = cost / baseline cost (lower is better; 2.0x = 50% of the baseline rate)
 RT       = Redis round trips per on_task_complete, mean/max: plain (released nothing),
            release (released downstream nodes: includes planning + launching them),
-           rel.st (the store.complete_task call alone, in releasing completions)"""
+           rel.st (the store's completion call alone - complete_task or, with the prefetch
+           ability, complete_task_prefetch - in releasing completions)"""
 
 
 def verdicts(sections: Sequence[Section], plan: Plan, rss: dict[str, Any] | None
@@ -149,7 +150,7 @@ def _round_trips(section: Section | None) -> list[Verdict]:
             "redis <= 2 round trips per releasing completion (whole on_task_complete)",
             max(release) <= 2,
             f"mean {_mean(release):.2f}, max {max(release)} over {sum(release.values())} "
-            f"completions; the store.complete_task call alone: mean {_mean(store):.2f}, "
+            f"completions; the store's completion call alone: mean {_mean(store):.2f}, "
             f"max {max(store) if store else '-'}"))
     return out
 

@@ -43,7 +43,7 @@ HERE = Path(__file__).resolve().parent
 WORKERS = 4
 CONCURRENCY = int(os.environ.get("INTERLOCK_DIST_CONCURRENCY", "4"))
 ITEMS = int(os.environ.get("INTERLOCK_DIST_ITEMS", "2000"))
-RUN_DEADLINE = 50.0  # seconds for the big run (it takes a few seconds on a 2-core machine)
+RUN_DEADLINE = 120.0  # a bound, not the expectation: the big run takes 11-21 s on 2 busy cores
 
 NODES = ["src", "a", "b", "merge", "total"]
 
@@ -309,7 +309,7 @@ def test_cancelled_run_never_runs_a_task_twice_and_workers_keep_serving(
     store, kernel, run_id = cluster.store, cluster.kernel, "dist-cancel"
     threads = WORKERS * CONCURRENCY
     items = threads * 4
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + 60  # a bound: the whole test takes 2-4 s
     pipeline = {"name": "cancel", "nodes": [
         {"slug": "src", "plugin": "dist_src", "config": {"count": items}},
         {"slug": "slow", "plugin": "dist_block", "depends_on": ["src"],

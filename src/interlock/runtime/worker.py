@@ -280,11 +280,15 @@ class Worker:
         except Exception as exc:
             return self._failed(claim, node, exc, started, retryable=True)
         try:
-            self.kernel.on_task_complete(ref.run_id, ref.task_id, claim.attempt_id, outputs)
+            transition = self.kernel.on_task_complete(ref.run_id, ref.task_id,
+                                                      claim.attempt_id, outputs)
         except LimitExceeded as exc:  # the kernel has already failed the task
             return self._report(ref, node, "failed", started, str(exc))
         except UsageError as exc:  # malformed outputs: nothing was written; not retryable
             return self._failed(claim, node, exc, started, retryable=False)
+        if transition.outcome == "stale":
+            # fenced out (the run was cancelled, or the attempt expired meanwhile): not ours
+            return self._report(ref, node, "lost", started, "completion was stale")
         return self._report(ref, node, "completed", started)
 
     def _failed(self, claim: Claim, node: str, exc: Exception, started: float, *,

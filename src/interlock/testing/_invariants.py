@@ -15,6 +15,7 @@ too, are checked by the rules themselves.)
 from __future__ import annotations
 
 from collections.abc import Sequence
+from contextvars import ContextVar
 from typing import Any
 
 import attrs
@@ -26,7 +27,7 @@ from interlock.testing._support import RecordingDispatcher, first_difference, ob
 from interlock.testing._watch import Tally, Watched
 from interlock.values import RunFinished
 
-__all__ = ["INVARIANTS", "Side", "check_side", "fail", "same_state"]
+__all__ = ["CALLS", "FAILURES", "INVARIANTS", "Side", "check_side", "fail", "same_state"]
 
 INVARIANTS = ("same-outcome", "race-one-winner", "kernel-error", "launch-once", "barrier",
               "outputs-once", "terminal-final", "callback-once", "same-state")
@@ -47,9 +48,23 @@ class Side:
     last: tuple[RunState, int] | None = None
 
 
+FAILURES: ContextVar[list[str] | None] = ContextVar("interlock_machine_failures", default=None)
+"""Messages of the failures of the current machine run (see ``run_machine``: a race-born
+failure may not replay, and Hypothesis then reports a Flaky error instead of it)."""
+
+
+CALLS: ContextVar[list[str] | None] = ContextVar("interlock_machine_calls", default=None)
+"""The kernel calls of the current example, in order (recorded with each failure)."""
+
+
 def fail(invariant: str, clauses: Sequence[str], message: str) -> None:
     """Raise AssertionError naming the invariant and the clauses it points at."""
-    raise AssertionError(f"[stateful:{invariant}] ({', '.join(clauses)}) {message}")
+    text = f"[stateful:{invariant}] ({', '.join(clauses)}) {message}"
+    seen = FAILURES.get()
+    if seen is not None:
+        calls = "".join(f"\n  {call}" for call in CALLS.get() or [])
+        seen.append(f"{text}\nkernel calls of the failing example, in order:{calls}")
+    raise AssertionError(text)
 
 
 def check_side(side: Side, run_id: str) -> dict[str, Any]:

@@ -11,8 +11,8 @@ from typing import Any, ClassVar, TypeVar
 
 import attrs
 from hypothesis import settings as Settings
-from hypothesis.errors import FlakyFailure
 from hypothesis import strategies as st
+from hypothesis.errors import Flaky
 from hypothesis.stateful import (
     RuleBasedStateMachine,
     initialize,
@@ -28,7 +28,7 @@ from interlock.kernel import Kernel
 from interlock.protocols import DagStore
 from interlock.records import RunRecord, TaskRecord, Transition
 from interlock.states import RunState, TaskState
-from interlock.testing._invariants import Side, check_side, fail, same_state
+from interlock.testing._invariants import CALLS, FAILURES, Side, check_side, fail, same_state
 from interlock.testing._races import run_concurrently
 from interlock.testing._strategies import OUTPUTS, PICK, pipeline_specs
 from interlock.testing._support import FakeClock, RecordingDispatcher
@@ -76,6 +76,10 @@ def _norm(value: object) -> object:
     return value
 
 
+def jobs_text(jobs: Sequence[tuple[TaskRecord, Outputs]]) -> str:
+    return ", ".join(f"({t.task_id!r}, {t.attempt_id!r}, {o!r})" for t, o in jobs)
+
+
 def _choose(items: Sequence[T], pick: int) -> T:
     return items[pick % len(items)]
 
@@ -94,6 +98,8 @@ class StoreMachine(RuleBasedStateMachine):
         self.completions: list[tuple[str, str, Outputs]] = []
         self.extra: list[DagStore] = []
         self.racers: list[Kernel] = []
+        self.calls: list[str] = []
+        CALLS.set(self.calls)
 
     # ---- plumbing ------------------------------------------------------------------------
 
@@ -105,6 +111,7 @@ class StoreMachine(RuleBasedStateMachine):
     def _both(self, call: str, clauses: Sequence[str],
               fn: Callable[[Side], T]) -> list[T | None]:
         """Apply one kernel call to both sides; their results must agree."""
+        self.calls.append(call)
         results: list[T | None] = []
         normal: list[object] = []
         errors: list[InterlockError | None] = []
@@ -182,7 +189,7 @@ class StoreMachine(RuleBasedStateMachine):
             side.store = store
             side.kernel = self._kernel(store, side.dispatcher, side.finished)
             self.sides.append(side)
-        self._both("start_run()", ("run.create", "launch.atomic"),
+        self._both(f"start_run({spec!r})", ("run.create", "launch.atomic"),
                    lambda s: s.kernel.start_run(spec, {"seed": 1}, run_id=self.run_id))
 
     @precondition(lambda self: bool(self._tasks(TaskState.QUEUED)))
@@ -237,6 +244,7 @@ class StoreMachine(RuleBasedStateMachine):
         retried = self.sides[1].raw.get_task(self.run_id, tid)
         if retried is not None and retried.state is TaskState.QUEUED:
             if retried.not_before > self.clock.now():
+                self.calls.append(f"clock + {retried.not_before - self.clock.now()} s")
                 self.clock.advance(retried.not_before - self.clock.now())
             new = f"a{next(self.attempts)}"
             self.claims.append((tid, new))
@@ -314,6 +322,7 @@ class StoreMachine(RuleBasedStateMachine):
         """The clock moves on; with ``expire`` every attempt whose lease ran out is crashed
         (what recover_expired does, limited to this run)."""
         now = self.clock.advance(seconds)
+        self.calls.append(f"clock + {seconds} s")
         if not expire:
             return
         found = [sorted((t.task_id, str(t.attempt_id)) for t in s.raw.list_expired(now, 1000)
@@ -385,6 +394,7 @@ class StoreMachine(RuleBasedStateMachine):
         tid = _choose(self._tasks(TaskState.QUEUED), pick).task_id
         racers = self._racers()
         attempts = [f"a{next(self.attempts)}" for _ in racers]
+        self.calls.append(f"concurrently: claim_task({tid!r}) with attempt ids {attempts}")
         won = run_concurrently([
             functools.partial(k.claim_task, self.run_id, tid, worker="w", attempt_id=a)
             for k, a in zip(racers, attempts, strict=True)])
@@ -418,6 +428,7 @@ class StoreMachine(RuleBasedStateMachine):
         if not jobs:
             return
         racers = self._racers()
+        self.calls.append(f"concurrently: on_task_complete of {jobs_text(jobs)}")
         results = run_concurrently([
             functools.partial(racers[i % len(racers)].on_task_complete, self.run_id,
                               t.task_id, str(t.attempt_id), o)
@@ -451,9 +462,12 @@ class StoreMachine(RuleBasedStateMachine):
         """One completion delivered by every racing thread at once."""
         task = _choose(self._tasks(TaskState.RUNNING), pick)
         tid, attempt_id = task.task_id, str(task.attempt_id)
+        racers = self._racers()
+        self.calls.append(f"concurrently x{len(racers)}: on_task_complete({tid!r}, "
+                          f"{attempt_id!r}, {outputs!r})")
         results = run_concurrently([
             functools.partial(k.on_task_complete, self.run_id, tid, attempt_id, outputs)
-            for k in self._racers()])
+            for k in racers])
         applied = sum(1 for r in results if r.applied)
         if applied != 1:
             fail("race-one-winner", ("complete.once",),
@@ -484,21 +498,27 @@ class StoreMachine(RuleBasedStateMachine):
 def run_machine(config: MachineConfig, settings: Settings, name: str) -> None:
     """Run the machine as a test (raises with the shrunk program on failure).
 
-    A failure that came from a race may not fail again when Hypothesis replays its program;
-    Hypothesis then reports FlakyFailure. It is re-raised as the AssertionError it wraps
-    (invariant and clauses first), with the program as notes and a word about the race.
+    A failure born in a race may not fail again when Hypothesis replays its program, and
+    Hypothesis then raises a Flaky error instead of it. That is re-raised as the invariant's
+    own AssertionError (invariant and clauses first) with a word about the race and whatever
+    program Hypothesis printed.
     """
     machine = type(name, (StoreMachine,), {"config": config})
+    token, calls = FAILURES.set([]), CALLS.set(None)
     try:
         run_state_machine_as_test(machine, settings=settings)  # type: ignore[no-untyped-call]
-    except FlakyFailure as exc:
-        found = [e for e in exc.exceptions if isinstance(e, AssertionError)]
-        if not found:
+    except Flaky as exc:
+        seen = FAILURES.get() or []
+        inner = [e for e in getattr(exc, "exceptions", ()) if isinstance(e, AssertionError)]
+        message = seen[0] if seen else (str(inner[0]) if inner else None)
+        if message is None:
             raise
-        error = AssertionError(f"{found[0]}\n(found in a race: the program below did not fail "
-                               "again when Hypothesis replayed it, as races do; rerun, or see "
-                               "the *_race tests)")
+        error = AssertionError(f"{message}\n(found in a race: Hypothesis could not make the "
+                               "failing program fail again when it replayed it, as races go; "
+                               "rerun, and see the *_race tests)")
         for note in getattr(exc, "__notes__", []):
             error.add_note(note)
         raise error from None
-
+    finally:
+        FAILURES.reset(token)
+        CALLS.reset(calls)
