@@ -1036,6 +1036,13 @@ def measure(args: argparse.Namespace, shapes: list[str], workdir: Path, started:
         print(render_ratios(results, shapes, backends))
     elif args.peers is False:
         print("\n(Celery not run: add --peers)")
+    everything = [m for ms in results.values() for m in ms]
+    busy = [m.other_cpu_s / m.wall_s for m in everything if m.wall_s > 0]
+    if busy and max(busy) > 0.3:
+        print(f"\nWARNING: other processes used {min(busy):.2f}-{max(busy):.2f} of the "
+              f"{os.cpu_count()} cores during the runs: absolute figures, and ratios between "
+              f"backends run at different moments, are unreliable; CPU/task is the steadier "
+              f"figure")
     print()
     for text in verdicts(results, args.quick):
         print(text)

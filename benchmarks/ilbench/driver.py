@@ -71,7 +71,10 @@ class RunStats:
     rt_release: Counter[int] = attrs.field(factory=Counter)
     """Round trips of whole ``on_task_complete`` calls that released downstream nodes."""
     rt_release_store: Counter[int] = attrs.field(factory=Counter)
-    """Round trips of the ``store.complete_task`` call alone, in releasing completions."""
+    """Round trips of the store's completion call alone, in releasing completions."""
+    rt_release_other: Counter[int] = attrs.field(factory=Counter)
+    """Round trips of releasing completions spent neither in the completion call nor in
+    ``launch_node`` / ``settle_node`` writes: the reads planning needed."""
 
     @property
     def cycle_us(self) -> float:
@@ -104,14 +107,11 @@ def drive(store: DagStore, shape: Shape, run_id: str, rts: RoundTrips | None = N
     durations: list[float] = []
     claim_s = 0.0
     done = 0
-    counting = rts is not None
     rt_claim: Counter[int] = Counter()
     rt_plain: Counter[int] = Counter()
     rt_release: Counter[int] = Counter()
-    rt_store: Counter[int] = Counter()
-    restore: Callable[[], None] | None = None
-    if rts is not None:
-        restore = _count_store_complete(store, rts, rt_store)
+    rt_other: Counter[int] = Counter()
+    tap = _StoreTap(store, rts) if rts is not None else None
     gc.collect()
     try:
         cpu0 = process_time()
@@ -131,19 +131,25 @@ def drive(store: DagStore, shape: Shape, run_id: str, rts: RoundTrips | None = N
                 raise AssertionError("claim without input")
             outputs = outputs_of(task_node_slug(ref.task_id))
             middle = rts.n if rts is not None else 0
+            writes = tap.write_rts if tap is not None else 0
             c = perf_counter()
             transition = kernel.on_task_complete(run_id, ref.task_id, claim.attempt_id, outputs)
             d = perf_counter()
             durations.append(d - c)
             done += 1
-            if counting and rts is not None:
+            if rts is not None and tap is not None:
                 rt_claim[middle - before] += 1
-                (rt_release if transition.ready else rt_plain)[rts.n - middle] += 1
+                spent = rts.n - middle
+                if transition.ready:
+                    rt_release[spent] += 1
+                    rt_other[spent - tap.last_complete_rts - (tap.write_rts - writes)] += 1
+                else:
+                    rt_plain[spent] += 1
         total = perf_counter() - t0
         cpu = process_time() - cpu0
     finally:
-        if restore is not None:
-            restore()
+        if tap is not None:
+            tap.restore()
     run = store.get_run(run_id)
     state = run.state.value if run is not None else "missing"
     if run is None or run.state is not RunState.COMPLETED or done != shape.tasks:
@@ -151,36 +157,58 @@ def drive(store: DagStore, shape: Shape, run_id: str, rts: RoundTrips | None = N
                            "tasks")
     return RunStats(shape.name, done, total, cpu, t_started - t0, claim_s, sum(durations),
                     statistics.median(durations), state, rt_claim, rt_plain, rt_release,
-                    rt_store)
+                    tap.release_complete_rts if tap is not None else Counter(), rt_other)
 
 
-def _count_store_complete(store: Any, rts: RoundTrips, into: Counter[int]
-                          ) -> Callable[[], None] | None:
-    """Wrap the store's completion call(s) — ``complete_task`` and, for a store with the
-    ``prefetch`` ability, ``complete_task_prefetch`` (which returns the Transition with the
-    planning facts) — to record the round trips of each call that released nodes."""
-    wrapped: list[str] = []
-    for name in ("complete_task", "complete_task_prefetch"):
-        original = getattr(store, name, None)
-        if original is None:
-            continue
+class _StoreTap:
+    """Instance-level wrappers on the store that attribute round trips to its calls: the
+    completion call (``complete_task``, or ``complete_task_prefetch`` for a store with the
+    ``prefetch`` ability) and the writes that launch or settle released nodes."""
 
-        def call(*args: Any, _original: Any = original, **kwargs: Any) -> Any:
-            before = rts.n
-            result = _original(*args, **kwargs)
+    _COMPLETE = ("complete_task", "complete_task_prefetch")
+    _WRITES = ("launch_node", "settle_node")
+
+    def __init__(self, store: Any, rts: RoundTrips) -> None:
+        self.store = store
+        self.rts = rts
+        self.last_complete_rts = 0
+        self.write_rts = 0
+        self.release_complete_rts: Counter[int] = Counter()
+        self._wrapped: list[str] = []
+        for name in (*self._COMPLETE, *self._WRITES):
+            original = getattr(store, name, None)
+            if original is None:
+                continue
+            wrapper = (self._completion(original) if name in self._COMPLETE
+                       else self._write(original))
+            try:
+                setattr(store, name, wrapper)
+            except (AttributeError, TypeError):
+                continue
+            self._wrapped.append(name)
+
+    def _completion(self, original: Callable[..., Any]) -> Callable[..., Any]:
+        def call(*args: Any, **kwargs: Any) -> Any:
+            before = self.rts.n
+            result = original(*args, **kwargs)
+            self.last_complete_rts = self.rts.n - before
             transition = result[0] if isinstance(result, tuple) else result
             if transition.ready:
-                into[rts.n - before] += 1
+                self.release_complete_rts[self.last_complete_rts] += 1
             return result
 
-        try:
-            setattr(store, name, call)
-        except (AttributeError, TypeError):
-            continue
-        wrapped.append(name)
+        return call
 
-    def restore() -> None:
-        for name in wrapped:
-            delattr(store, name)
+    def _write(self, original: Callable[..., Any]) -> Callable[..., Any]:
+        def call(*args: Any, **kwargs: Any) -> Any:
+            before = self.rts.n
+            try:
+                return original(*args, **kwargs)
+            finally:
+                self.write_rts += self.rts.n - before
 
-    return restore
+        return call
+
+    def restore(self) -> None:
+        for name in self._wrapped:
+            delattr(self.store, name)

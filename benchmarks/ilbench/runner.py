@@ -104,6 +104,7 @@ class Row:
     rt_plain: dict[int, int] = attrs.field(factory=dict)
     rt_release: dict[int, int] = attrs.field(factory=dict)
     rt_release_store: dict[int, int] = attrs.field(factory=dict)
+    rt_release_other: dict[int, int] = attrs.field(factory=dict)
 
     @property
     def cycle_x(self) -> float:
@@ -116,7 +117,8 @@ class Row:
     def to_json(self) -> dict[str, Any]:
         data = attrs.asdict(self)
         data.update(cycle_x=self.cycle_x, complete_x=self.complete_x)
-        for key in ("rt_claim", "rt_plain", "rt_release", "rt_release_store"):
+        for key in ("rt_claim", "rt_plain", "rt_release", "rt_release_store",
+                    "rt_release_other"):
             data[key] = {str(k): v for k, v in sorted(getattr(self, key).items())}
         return data
 
@@ -174,7 +176,8 @@ def _between(backend: Backend) -> None:
 def _measure(adapter: str, backend: Backend, shape: Shape, reps: int, plan: Plan) -> Row:
     best: RunStats | None = None
     rts: dict[str, Counter[int]] = {k: Counter() for k in
-                                    ("claim", "plain", "release", "release_store")}
+                                    ("claim", "plain", "release", "release_store",
+                                     "release_other")}
     for rep in range(reps):
         stats = drive(backend.new_store(), shape, f"{shape.name}-{rep}", backend.rts)
         _between(backend)
@@ -182,6 +185,7 @@ def _measure(adapter: str, backend: Backend, shape: Shape, reps: int, plan: Plan
         rts["plain"].update(stats.rt_plain)
         rts["release"].update(stats.rt_release)
         rts["release_store"].update(stats.rt_release_store)
+        rts["release_other"].update(stats.rt_release_other)
         if best is None or stats.total_s < best.total_s:
             best = stats
     assert best is not None
@@ -193,5 +197,6 @@ def _measure(adapter: str, backend: Backend, shape: Shape, reps: int, plan: Plan
     return Row(adapter, shape.name, shape.family, shape.size, best.tasks, reps, best.cycle_us,
                best.cpu_us, best.complete_us, best.complete_p50_s * 1e6, best.claim_us,
                best.start_s * 1e3, best.total_s, baseline, label, dict(rts["claim"]),
-               dict(rts["plain"]), dict(rts["release"]), dict(rts["release_store"]))
+               dict(rts["plain"]), dict(rts["release"]), dict(rts["release_store"]),
+               dict(rts["release_other"]))
 

@@ -34,6 +34,7 @@ from interlock.planning import Launch, Upstream, plan_node
 from interlock.protocols import Clock, DagStore, Dispatcher
 from interlock.records import (
     CompletionItem,
+    NewArtifact,
     NodeFacts,
     NodeRecord,
     RunRecord,
@@ -272,6 +273,10 @@ class Kernel:
         except LimitExceeded as exc:
             self._fail(run_id, task_id, attempt_id, str(exc), TaskState.FAILED, retryable=False)
             raise
+        return self._complete_one(run_id, context, index, task_id, attempt_id, artifacts)
+
+    def _complete_one(self, run_id: str, context: _RunContext, index: int, task_id: str,
+                      attempt_id: str, artifacts: Sequence[NewArtifact]) -> Transition:
         children = context.topology.children[index]
         facts: list[NodeFacts] = []
         transition: Transition
@@ -311,6 +316,12 @@ class Kernel:
                 continue
             items.append(CompletionItem(task_id, attempt_id, artifacts, children))
         now = self.clock.now()
+        if len(items) == 1 and self._prefetch and not failed:
+            # a batch of one (e.g. a chain step): the prefetching path saves the planning reads
+            (item,) = items
+            index = self._node_index(topology, item.task_id)
+            return [self._complete_one(run_id, context, index, item.task_id, item.attempt_id,
+                                       item.outputs)]
         if self._batched:
             applied = self.store.complete_tasks(run_id, items, now)  # type: ignore[attr-defined]
         else:
