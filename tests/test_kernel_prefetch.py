@@ -90,3 +90,16 @@ def test_prefetch_and_plain_paths_plan_the_same_tasks() -> None:
                if task.node == "a" else [{"fields": {"n": 1}}])
         plans.append([(t.task_id, t.plan, t.origin) for t in store.list_tasks("r")])
     assert plans[0] == plans[1]
+
+
+def test_a_batch_of_one_takes_the_prefetching_path() -> None:
+    store = PrefetchingMemory()
+    h = Harness(store=store)
+    h.kernel.start_run(PIPELINE, run_id="r")
+    ref = h.dispatcher.refs.pop()
+    (claim,) = h.kernel.claim_tasks("r", [ref.task_id])
+    store.calls.clear()
+    (transition,) = h.kernel.on_tasks_complete(
+        "r", [(ref.task_id, claim.attempt_id, [{"id": "0", "fields": {"n": 1}}])])
+    assert transition.applied and transition.ready == (1,)
+    assert store.calls == Counter({"complete_task_prefetch": 1, "launch_node": 1})
