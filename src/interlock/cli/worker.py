@@ -24,11 +24,13 @@ from interlock.runtime.worker import Heartbeats, Worker, worker_name
 
 from .common import EXIT_OK, EXIT_STORE, fail, import_plugin_modules, open_cli_store
 
-__all__ = ["QUEUE_GROUP", "cmd_worker", "open_queue", "serve"]
+__all__ = ["DEFAULT_BATCH", "QUEUE_GROUP", "cmd_worker", "open_queue", "serve"]
 
 log = logging.getLogger("interlock.cli.worker")
 
 QUEUE_GROUP = "interlock.queues"
+DEFAULT_BATCH = 16
+"""Deliveries per receive of each worker thread (``--batch``)."""
 
 
 def open_queue(url: str) -> Any:
@@ -47,8 +49,9 @@ def open_queue(url: str) -> Any:
 
 def serve(store: DagStore, queue: Any, registry: PluginRegistry, *, concurrency: int,
           stop: threading.Event, receive_timeout: float = 1.0,
-          recover_interval: float = 30.0) -> None:
-    """Run ``concurrency`` worker threads until ``stop`` is set; then join them."""
+          recover_interval: float = 30.0, batch: int = DEFAULT_BATCH) -> None:
+    """Run ``concurrency`` worker threads until ``stop`` is set; then join them. Each takes up
+    to ``batch`` deliveries per receive (see :class:`~interlock.runtime.worker.Worker`)."""
     if not isinstance(queue, Dispatcher) or not isinstance(queue, TaskSource):
         raise UsageError(f"{queue!r} is not both a Dispatcher and a TaskSource")
     kernel = Kernel(store, queue, plugins=registry)
@@ -58,7 +61,7 @@ def serve(store: DagStore, queue: Any, registry: PluginRegistry, *, concurrency:
     for number in range(concurrency):
         worker = Worker(kernel, queue, registry, name=worker_name(f"worker-{number}"),
                         receive_timeout=receive_timeout, recover_interval=recover_interval,
-                        heartbeats=heartbeats)
+                        heartbeats=heartbeats, batch=batch)
         thread = threading.Thread(target=worker.run, args=(stop,), daemon=True,
                                   name=f"interlock-worker-{number}")
         threads.append(thread)
@@ -79,6 +82,9 @@ def cmd_worker(args: argparse.Namespace, io: Any) -> int:
     """Serve tasks until SIGTERM/SIGINT; exit 0 after a clean shutdown."""
     if args.concurrency < 1:
         fail("--concurrency must be >= 1")
+    batch = getattr(args, "batch", DEFAULT_BATCH)  # --batch, where the parser declares it
+    if batch < 1:
+        fail("--batch must be >= 1")
     import_plugin_modules(args.plugins or [])
     store = open_cli_store(args.store)
     queue_url = args.queue or args.store
@@ -98,7 +104,7 @@ def cmd_worker(args: argparse.Namespace, io: Any) -> int:
     io.error(f"worker: {args.concurrency} thread(s) on {queue_url}; SIGTERM or Ctrl-C stops")
     try:
         serve(store, queue, default_registry, concurrency=args.concurrency, stop=stop,
-              receive_timeout=args.receive_timeout)
+              receive_timeout=args.receive_timeout, batch=batch)
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)

@@ -60,6 +60,10 @@ class LocalRunner:
 
     ``on_progress`` receives :class:`Progress` events from worker threads, at most one per
     ``progress_interval`` seconds, plus a first and a ``final`` one.
+
+    ``batch``: deliveries each worker takes per receive; their claims and completions are
+    batched kernel calls (see :class:`~interlock.runtime.worker.Worker`). Default 1: one at a
+    time, so a dying process abandons only the task in hand (with k, up to k claimed tasks).
     """
 
     def __init__(
@@ -76,6 +80,7 @@ class LocalRunner:
         lease_seconds: float = 300.0,
         recover_interval: float = 30.0,
         shutdown_grace: float = 10.0,
+        batch: int = 1,
     ) -> None:
         if mode not in ("threads", "processes"):
             raise UsageError(f"mode must be 'threads' or 'processes', got {mode!r}")
@@ -92,6 +97,7 @@ class LocalRunner:
         self.lease_seconds = lease_seconds
         self.recover_interval = recover_interval
         self.shutdown_grace = shutdown_grace
+        self.batch = max(1, batch)
         self._lock = threading.Lock()
         self._current: _Execution | None = None
 
@@ -230,7 +236,7 @@ class _Execution:
                 receive_timeout=self.runner.recover_interval,
                 recover_interval=self.runner.recover_interval, recover=self._recover,
                 heartbeats=self.heartbeats, on_outcome=self._on_outcome,
-                on_abort=self.aborted,
+                on_abort=self.aborted, batch=self.runner.batch,
             )
             thread = threading.Thread(target=worker.run, args=(self.stop,), daemon=True,
                                       name=f"interlock-worker-{number}")

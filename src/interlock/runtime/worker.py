@@ -1,29 +1,33 @@
-"""The worker loop: receive a task, claim it, run its plugin, report back, ack.
+"""The worker loop: receive tasks, claim them, run their plugins, report back, ack.
 
 Generic over any :class:`~interlock.protocols.TaskSource` (the in-process
 :class:`~interlock.runtime.QueueDispatcher`, a Redis stream, ...). Every report goes through the
 kernel API, fenced by the attempt id of the claim, so duplicate deliveries and late results are
-harmless.
+harmless. With ``batch`` > 1 a receive takes several deliveries, and the claims and the
+completions of those of one run go through ``kernel.claim_tasks`` / ``kernel.on_tasks_complete``
+(one store transaction or script each when the store has the ``batched`` ability).
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import os
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import ExitStack, contextmanager
 from typing import Any, Literal
 
 import attrs
 
 from interlock.errors import InterlockError, LimitExceeded, UsageError
 from interlock.kernel import Kernel
+from interlock.limits import Limits
 from interlock.plugins import PluginRegistry, PluginSpec
-from interlock.protocols import TaskSource
+from interlock.protocols import Delivery, TaskSource
 from interlock.records import TaskRef
 from interlock.values import Claim, Output, TaskInput, task_node_slug
 
@@ -44,6 +48,7 @@ log = logging.getLogger("interlock.runtime.worker")
 Outputs = list[Output | Mapping[str, Any]]
 Invoke = Callable[[PluginSpec, TaskInput], Outputs]
 """How a worker calls a plugin: in this thread (:func:`call_plugin`) or in a process pool."""
+_Done = tuple[TaskRef, str, Claim, Outputs, float]  # ran, to complete: ref, node, claim, ..
 
 
 class WaitForHuman(Exception):
@@ -176,10 +181,17 @@ class Worker:
     while handling one task is logged and the loop goes on; a failing ``receive`` is retried
     with exponential backoff (0.5 s doubling to 30 s, cut short by ``stop``).
 
+    With ``batch`` > 1 (see :meth:`execute_batch`) a receive asks for up to ``batch``
+    deliveries, but no more than about ``batch_budget`` seconds of plugin time at the mean
+    duration seen so far (the first receive asks for one): the claims of a batch are taken
+    before its plugins run, so a batch of slow tasks would keep them from idle workers. A batch
+    in hand is finished when ``stop`` is set; deliveries of runs not yet claimed are left
+    unacked.
+
     A plugin raising a BaseException that is not an Exception (KeyboardInterrupt, SystemExit)
-    ends the loop without reporting or acking the task: it stays RUNNING, as if the process had
-    died. With ``on_abort`` set, the exception is handed to it and :meth:`run` returns; without,
-    it propagates.
+    ends the loop without reporting or acking the task (nor the rest of its batch): it stays
+    RUNNING, as if the process had died. With ``on_abort`` set, the exception is handed to it
+    and :meth:`run` returns; without, it propagates.
     """
 
     def __init__(
@@ -191,6 +203,7 @@ class Worker:
         name: str | None = None,
         invoke: Invoke = call_plugin,
         batch: int = 1,
+        batch_budget: float = 0.1,
         receive_timeout: float = 1.0,
         recover_interval: float | None = 30.0,
         recover: Callable[[], int] | None = None,
@@ -204,12 +217,15 @@ class Worker:
         self.name = name
         self.invoke = invoke
         self.batch = max(1, batch)
+        self.batch_budget = batch_budget
         self.receive_timeout = receive_timeout
         self.recover_interval = recover_interval
         self.recover = recover or kernel.recover_expired
         self.heartbeats = heartbeats
         self.on_outcome = on_outcome
         self.on_abort = on_abort
+        self._mean_seconds: float | None = None  # plugin duration, moving average
+        self._timeouts: dict[str, dict[str, Any]] = {}
 
     def run(self, stop: threading.Event) -> None:
         """Loop until ``stop`` is set (checked after each receive and each task)."""
@@ -221,22 +237,17 @@ class Worker:
             while not stop.is_set():
                 wait = min(self.receive_timeout, max(0.0, next_recover - time.monotonic()))
                 try:
-                    deliveries = self.source.receive(self.batch, wait)
+                    deliveries = self.source.receive(self._receive_size(), wait)
                     failures = 0
                 except Exception:  # the queue is down: back off, keep serving when it is back
                     failures += 1
                     log.exception("worker %s: receive failed (%d in a row)", name, failures)
                     stop.wait(min(30.0, 0.5 * 2 ** min(failures, 6)))
                     continue
-                for delivery in deliveries:
-                    if stop.is_set():
-                        break  # not acked: a durable source redelivers it
-                    try:
-                        self.execute(delivery.ref, name)
-                    except Exception:
-                        log.exception("worker %s: task %s of run %s", name,
-                                      delivery.ref.task_id, delivery.ref.run_id)
-                    self.source.ack([delivery])
+                if self.batch > 1:
+                    self._serve_batch(deliveries, name, stop)
+                else:
+                    self._serve_one_by_one(deliveries, name, stop)
                 if interval and time.monotonic() >= next_recover:
                     next_recover = time.monotonic() + interval
                     try:
@@ -265,12 +276,120 @@ class Worker:
         if claim is None:
             log.debug("claim of %s/%s lost", ref.run_id, ref.task_id)
             return self._report(ref, node, "lost", started)
-        try:
-            if self.heartbeats is not None:
-                with self.heartbeats.hold(claim):
-                    outputs = self.invoke(spec, claim.input)
+        if self.heartbeats is not None:
+            with self.heartbeats.hold(claim):
+                ran = self._run(ref, node, claim, spec, started)
+        else:
+            ran = self._run(ref, node, claim, spec, started)
+        if isinstance(ran, TaskOutcome):
+            return ran
+        return self._complete(ref, node, claim, ran, started)
+
+    def execute_batch(self, refs: Sequence[TaskRef], worker: str = "") -> list[TaskOutcome]:
+        """Claim and run several tasks of one run; report the results to the kernel.
+
+        The claims are one ``kernel.claim_tasks`` call and the successful completions one
+        ``kernel.on_tasks_complete`` call; the plugins run one after the other in this thread,
+        and a failure, a :class:`WaitForHuman` or a crash is reported per task as
+        :meth:`execute` does. A task delivered twice runs once (the copy is ``lost``). Tasks of
+        nodes with ``timeout_seconds`` (whose lease is the timeout) and outputs close to a
+        limit go through the one-task path.
+        """
+        if not refs:
+            return []
+        run_id = refs[0].run_id
+        if any(ref.run_id != run_id for ref in refs):
+            raise UsageError("execute_batch takes the tasks of one run")
+        if len(refs) == 1:
+            return [self.execute(refs[0], worker)]
+        started = time.monotonic()
+        outcomes: list[TaskOutcome] = []
+        alone: list[TaskRef] = []
+        batch: dict[str, tuple[TaskRef, PluginSpec]] = {}
+        seen: set[str] = set()
+        for ref in refs:
+            node = task_node_slug(ref.task_id)
+            if ref.task_id in seen:
+                outcomes.append(self._report(ref, node, "lost", started, "duplicate delivery"))
+                continue
+            seen.add(ref.task_id)
+            try:
+                spec = self.plugins.resolve(ref.plugin)
+            except UsageError as exc:  # not claimed: a worker that has the plugin may run it
+                log.error("worker %s cannot run task %s of run %s: %s", worker, ref.task_id,
+                          run_id, exc)
+                outcomes.append(self._report(ref, node, "lost", started, str(exc)))
+                continue
+            if self._node_timeout(run_id, node) is not None:
+                alone.append(ref)
             else:
+                batch[ref.task_id] = (ref, spec)
+        if len(batch) == 1:
+            alone.extend(ref for ref, _ in batch.values())
+            batch.clear()
+        if batch:
+            outcomes.extend(self._execute_claimed(run_id, batch, worker, started))
+        for ref in alone:
+            outcomes.append(self.execute(ref, worker))
+        return outcomes
+
+    def _execute_claimed(self, run_id: str, batch: Mapping[str, tuple[TaskRef, PluginSpec]],
+                         worker: str, started: float) -> list[TaskOutcome]:
+        claims = self.kernel.claim_tasks(run_id, list(batch), worker=worker)
+        won = {claim.task_id: claim for claim in claims}
+        outcomes = [self._report(ref, task_node_slug(task_id), "lost", started)
+                    for task_id, (ref, _) in batch.items() if task_id not in won]
+        done: list[_Done] = []
+        with ExitStack() as held:
+            if self.heartbeats is not None:
+                for claim in claims:  # the claims waiting for their turn keep their lease
+                    held.enter_context(self.heartbeats.hold(claim))
+            for claim in claims:
+                ref, spec = batch[claim.task_id]
+                node = task_node_slug(claim.task_id)
+                began = time.monotonic()
+                try:
+                    ran = self._run(ref, node, claim, spec, began)
+                    if isinstance(ran, TaskOutcome):
+                        outcomes.append(ran)
+                    elif _near_limits(ran, self.kernel.limits):
+                        outcomes.append(self._complete(ref, node, claim, ran, began))
+                    else:
+                        done.append((ref, node, claim, ran, began))
+                except Exception:
+                    log.exception("worker %s: task %s of run %s", worker, claim.task_id, run_id)
+            if len(done) == 1:
+                outcomes.append(self._complete(*done[0]))
+            elif done:
+                outcomes.extend(self._complete_all(run_id, done))
+        return outcomes
+
+    def _complete_all(self, run_id: str, done: Sequence[_Done]) -> list[TaskOutcome]:
+        try:
+            transitions = self.kernel.on_tasks_complete(
+                run_id, [(claim.task_id, claim.attempt_id, outputs)
+                         for _, _, claim, outputs, _ in done])
+        except UsageError:
+            # a malformed output somewhere, and nothing was applied: one by one, so that only
+            # the task at fault is failed
+            return [self._complete(*item) for item in done]
+        outcomes: list[TaskOutcome] = []
+        for (ref, node, _, _, began), transition in zip(done, transitions, strict=True):
+            if transition.outcome == "stale":
+                outcomes.append(self._report(ref, node, "lost", began, "completion was stale"))
+            else:
+                outcomes.append(self._report(ref, node, "completed", began))
+        return outcomes
+
+    def _run(self, ref: TaskRef, node: str, claim: Claim, spec: PluginSpec, started: float
+             ) -> Outputs | TaskOutcome:
+        """The plugin's outputs, or the outcome of its failure (already reported)."""
+        try:
+            began = time.monotonic()
+            try:
                 outputs = self.invoke(spec, claim.input)
+            finally:
+                self._observe(time.monotonic() - began)
         except AttemptCrashed as exc:
             self.kernel.on_task_crashed(ref.run_id, ref.task_id, claim.attempt_id, exc)
             return self._report(ref, node, "failed", started, str(exc))
@@ -279,6 +398,10 @@ class Worker:
             return self._report(ref, node, "waiting", started, request.reason)
         except Exception as exc:
             return self._failed(claim, node, exc, started, retryable=True)
+        return outputs
+
+    def _complete(self, ref: TaskRef, node: str, claim: Claim, outputs: Outputs,
+                  started: float) -> TaskOutcome:
         try:
             transition = self.kernel.on_task_complete(ref.run_id, ref.task_id,
                                                       claim.attempt_id, outputs)
@@ -290,6 +413,57 @@ class Worker:
             # fenced out (the run was cancelled, or the attempt expired meanwhile): not ours
             return self._report(ref, node, "lost", started, "completion was stale")
         return self._report(ref, node, "completed", started)
+
+    def _serve_batch(self, deliveries: Sequence[Delivery], name: str,
+                     stop: threading.Event) -> None:
+        """Execute ``deliveries`` run by run; ack those handled in one call."""
+        by_run: dict[str, list[Delivery]] = {}
+        for delivery in deliveries:
+            by_run.setdefault(delivery.ref.run_id, []).append(delivery)
+        handled: list[Delivery] = []
+        for run_id, group in by_run.items():
+            if stop.is_set():
+                break  # not claimed, not acked: a durable source redelivers them
+            try:
+                self.execute_batch([d.ref for d in group], name)
+            except Exception:
+                log.exception("worker %s: %d task(s) of run %s", name, len(group), run_id)
+            handled.extend(group)
+        if handled:
+            self.source.ack(handled)
+
+    def _serve_one_by_one(self, deliveries: Sequence[Delivery], name: str,
+                          stop: threading.Event) -> None:
+        for delivery in deliveries:
+            if stop.is_set():
+                break  # not acked: a durable source redelivers it
+            try:
+                self.execute(delivery.ref, name)
+            except Exception:
+                log.exception("worker %s: task %s of run %s", name, delivery.ref.task_id,
+                              delivery.ref.run_id)
+            self.source.ack([delivery])
+
+    def _receive_size(self) -> int:
+        if self.batch == 1 or self._mean_seconds is None:
+            return 1
+        return max(1, min(self.batch, int(self.batch_budget / max(self._mean_seconds, 1e-6))))
+
+    def _observe(self, seconds: float) -> None:
+        mean = self._mean_seconds
+        self._mean_seconds = seconds if mean is None else 0.8 * mean + 0.2 * seconds
+
+    def _node_timeout(self, run_id: str, slug: str) -> Any:
+        timeouts = self._timeouts.get(run_id)
+        if timeouts is None:
+            run = self.kernel.store.get_run(run_id)
+            nodes = run.pipeline.get("nodes", []) if run is not None else []
+            timeouts = {str(n.get("slug")): n.get("timeout_seconds")
+                        for n in nodes if isinstance(n, dict)}
+            if len(self._timeouts) >= 256:
+                self._timeouts.clear()
+            self._timeouts[run_id] = timeouts
+        return timeouts.get(slug)
 
     def _failed(self, claim: Claim, node: str, exc: Exception, started: float, *,
                 retryable: bool) -> TaskOutcome:
@@ -308,3 +482,24 @@ class Worker:
         if self.on_outcome is not None:
             self.on_outcome(outcome)
         return outcome
+
+
+def _near_limits(outputs: Outputs, limits: Limits) -> bool:
+    """Whether ``outputs`` might exceed a limit (or are malformed): such a completion takes the
+    one-task path, whose LimitExceeded names the task. Errs on the side of True."""
+    if len(outputs) > limits.max_outputs_per_task // 2:
+        return True
+    for output in outputs:
+        fields = output.fields if isinstance(output, Output) else (
+            output.get("fields") if isinstance(output, Mapping) else None)
+        if fields is None or fields == {}:
+            continue
+        if not isinstance(fields, dict):
+            return True
+        try:
+            size = len(json.dumps(fields, separators=(",", ":")))
+        except (TypeError, ValueError):
+            return True
+        if size > limits.max_fields_bytes // 2:
+            return True
+    return False
