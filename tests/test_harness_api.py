@@ -63,8 +63,6 @@ def test_plugin_imports_nothing_heavy() -> None:
     assert imported <= {"__future__", "typing", "pytest"}  # pytest only under TYPE_CHECKING
 
 
-@pytest.mark.xfail(strict=True, reason="interlock/__init__.py imports the kernel eagerly, so "
-                   "loading the pytest11 entry point interlock.testing.plugin imports it too")
 def test_plugin_does_not_import_the_kernel() -> None:
     assert _python("import sys, interlock.testing.plugin; "
                    "print('interlock.kernel' in sys.modules)") == "False"

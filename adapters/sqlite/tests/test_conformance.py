@@ -17,7 +17,7 @@ from interlock.testing import DagStoreConformance
 
 
 class TestSqliteConformance(DagStoreConformance):
-    abilities = frozenset({"threads", "processes"})
+    abilities = frozenset({"threads", "processes", "batched"})
 
     @pytest.fixture(autouse=True)
     def _database_dir(self, tmp_path: Path) -> None:

@@ -310,6 +310,7 @@ class Worker:
         for ref in refs:
             node = task_node_slug(ref.task_id)
             if ref.task_id in seen:
+                log.debug("claim of %s/%s lost", run_id, ref.task_id)
                 outcomes.append(self._report(ref, node, "lost", started, "duplicate delivery"))
                 continue
             seen.add(ref.task_id)
@@ -337,8 +338,11 @@ class Worker:
                          worker: str, started: float) -> list[TaskOutcome]:
         claims = self.kernel.claim_tasks(run_id, list(batch), worker=worker)
         won = {claim.task_id: claim for claim in claims}
-        outcomes = [self._report(ref, task_node_slug(task_id), "lost", started)
-                    for task_id, (ref, _) in batch.items() if task_id not in won]
+        outcomes: list[TaskOutcome] = []
+        for task_id, (ref, _) in batch.items():
+            if task_id not in won:
+                log.debug("claim of %s/%s lost", run_id, task_id)
+                outcomes.append(self._report(ref, task_node_slug(task_id), "lost", started))
         done: list[_Done] = []
         with ExitStack() as held:
             if self.heartbeats is not None:

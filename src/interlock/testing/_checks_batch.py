@@ -168,3 +168,34 @@ def race_batch_complete(h: Harness) -> None:
                       f"{len(stores)} threads complete the {THREADS} tasks in two halves")
             expect_eq((sc.node(0).state, sc.node(1).remaining_parents),
                       (NodeState.COMPLETED, 0), c, "(node state, child remaining_parents)")
+
+
+def check_complete_prefetch(h: Harness) -> None:
+    """[complete.prefetch]"""
+    c = "complete.prefetch"
+    store = h.store
+    expect("prefetch" in getattr(store, "abilities", frozenset()), c,
+           "the test class declares the ability 'prefetch' but the store's abilities attribute "
+           "does not, so the kernel would never take the prefetching path")
+    # n0 -> n1, n0 -> n2, n1 -> n2 : completing n0's last task readies n1 only
+    sc = Scenario(h, "prefetch", [[], [0], [0, 1]])
+    t0, t1 = sc.start(0, 2)
+    children, parents = (1, 2), [(0,), (0, 1)]
+    first, facts = store.complete_task_prefetch(  # type: ignore[attr-defined]
+        sc.run_id, t0, f"{t0}@1", outputs_for(t0, 2), children, parents, h.clock.now())
+    expect_eq((first.outcome, first.ready, facts), ("applied", (), []), c,
+              "a completion that readies nothing returns no facts")
+    last, facts = store.complete_task_prefetch(  # type: ignore[attr-defined]
+        sc.run_id, t1, f"{t1}@1", outputs_for(t1, 1), children, parents, h.clock.now())
+    expect_eq((last.outcome, last.ready), ("applied", (1,)), c,
+              "the completion that readies n1 (outcome, ready)")
+    got = sorted(facts, key=lambda f: f.node.index)
+    expect_eq([f.node for f in got], [sc.node(0), sc.node(1)], c,
+              "facts cover the ready node and its parents, each once, as committed")
+    expect_eq([list(f.artifacts) for f in got], [sc.artifacts(0), []], c,
+              "facts carry the artifacts of COMPLETED nodes only, by seq")
+    before = sc.snapshot()
+    again, facts = store.complete_task_prefetch(  # type: ignore[attr-defined]
+        sc.run_id, t1, f"{t1}@1", outputs_for(t1, 1), children, parents, h.clock.now())
+    expect_eq((again.outcome, facts), ("duplicate", []), c, "an exact repeat")
+    sc.unchanged(before, c, "a repeated complete_task_prefetch")

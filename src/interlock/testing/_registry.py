@@ -67,6 +67,7 @@ CHECKS: tuple[Check, ...] = (
     _clause("artifacts.origin", tasks.check_artifacts_origin),
     _clause("batch.claim", batch.check_batch_claim, "batched"),
     _clause("batch.complete", batch.check_batch_complete, "batched"),
+    _clause("complete.prefetch", batch.check_complete_prefetch, "prefetch"),
     _race("launch.atomic", races.race_launch_atomic),
     _race("settle.once", races.race_settle_once),
     _race("claim.cas", races.race_claim_cas),

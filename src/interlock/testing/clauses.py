@@ -83,6 +83,9 @@ CLAUSES: dict[str, Clause] = {
     "batch.complete": Clause(
         "0.1", "complete_tasks (ability 'batched') applies its completions in one atomic step, "
                "each as complete_task alone would in that order; outputs and counters once"),
+    "complete.prefetch": Clause(
+        "0.1", "complete_task_prefetch (ability 'prefetch') is complete_task plus, in the same "
+               "atomic step, the facts of every node it readied and of their parents"),
     "artifacts.origin": Clause(
         "0.1", "the store derives each artifact's origin from the task's origin_mode and keeps "
                "fields and data exactly"),
@@ -91,6 +94,8 @@ CLAUSES: dict[str, Clause] = {
 ABILITIES: dict[str, str] = {
     "batched": "the store implements claim_tasks / complete_tasks (BatchedDagStore) and lists "
                "'batched' in its abilities attribute (the kernel then uses them)",
+    "prefetch": "the store implements complete_task_prefetch (PrefetchingDagStore) and lists "
+                "'prefetch' in its abilities attribute (the kernel then uses it)",
     "threads": "one store object may be called from several threads at once (races run with "
                "threads sharing it)",
     "processes": "several store objects made by make_store() in one test share their data, as "
