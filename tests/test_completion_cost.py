@@ -11,8 +11,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from interlock_memory import MemoryStore
 from support import Harness
+
+from interlock_memory import MemoryStore
 
 
 class CountingStore(MemoryStore):

@@ -20,10 +20,9 @@ import os
 import sys
 from typing import Any
 
-from interlock_sqlite import SqliteStore
-
 from interlock import Kernel, TaskState
 from interlock.values import Claim
+from interlock_sqlite import SqliteStore
 
 
 def work(claim: Claim) -> list[dict[str, Any]]:

@@ -10,10 +10,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from interlock_sqlite import SqliteStore
 
 from interlock.protocols import DagStore
 from interlock.testing import DagStoreConformance
+from interlock_sqlite import SqliteStore
 
 
 class TestSqliteConformance(DagStoreConformance):

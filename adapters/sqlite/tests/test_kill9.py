@@ -21,9 +21,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from interlock_sqlite import SqliteStore
-
 from interlock import FanMode, Kernel, Node, Pipeline, RunState, TaskState
+from interlock_sqlite import SqliteStore
 
 WORKER = Path(__file__).with_name("kill9_worker.py")
 ITEMS = 200

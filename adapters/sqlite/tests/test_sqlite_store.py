@@ -20,8 +20,6 @@ from typing import Any
 
 import attrs
 import pytest
-from interlock_sqlite import SCHEMA_VERSION, SchemaVersionError, SqliteStore, from_url
-from interlock_sqlite.url import parse_url
 
 from interlock import (
     FanMode,
@@ -39,6 +37,8 @@ from interlock import (
     open_store,
 )
 from interlock.values import Claim
+from interlock_sqlite import SCHEMA_VERSION, SchemaVersionError, SqliteStore, from_url
+from interlock_sqlite.url import parse_url
 
 FORK = multiprocessing.get_context("fork")  # children inherit the (importlib-loaded) test module
 

@@ -29,6 +29,7 @@ from interlock.limits import Limits
 from interlock.plugins import PluginRegistry, PluginSpec
 from interlock.protocols import Delivery, TaskSource
 from interlock.records import TaskRef
+from interlock.states import TaskState
 from interlock.values import Claim, Output, TaskInput, task_node_slug
 
 __all__ = [
@@ -182,11 +183,14 @@ class Worker:
     with exponential backoff (0.5 s doubling to 30 s, cut short by ``stop``).
 
     With ``batch`` > 1 (see :meth:`execute_batch`) a receive asks for up to ``batch``
-    deliveries, but no more than about ``batch_budget`` seconds of plugin time at the mean
-    duration seen so far (the first receive asks for one): the claims of a batch are taken
-    before its plugins run, so a batch of slow tasks would keep them from idle workers. A batch
-    in hand is finished when ``stop`` is set; deliveries of runs not yet claimed are left
-    unacked.
+    deliveries. The claims of a batch are taken before its plugins run, so only *fast* tasks
+    are claimed together: those whose plugin has been seen to take at most ``batch_budget /
+    batch`` seconds on average (moving average per plugin, in this worker). The others, and
+    the first of each plugin, are claimed one at a time right before they run. The receive
+    size starts at 1, doubles after each batch of fast tasks only, and falls back to 1 after
+    any other, so slow tasks are not held back from idle workers (``batch_budget=math.inf``:
+    every task is batched and the receive size is ``batch`` from the start). A batch in hand
+    is finished when ``stop`` is set; deliveries of runs not yet claimed are left unacked.
 
     A plugin raising a BaseException that is not an Exception (KeyboardInterrupt, SystemExit)
     ends the loop without reporting or acking the task (nor the rest of its batch): it stays
@@ -224,7 +228,8 @@ class Worker:
         self.heartbeats = heartbeats
         self.on_outcome = on_outcome
         self.on_abort = on_abort
-        self._mean_seconds: float | None = None  # plugin duration, moving average
+        self._means: dict[str, float] = {}  # per plugin: duration, moving average
+        self._size = 1  # deliveries asked for by the next receive
         self._timeouts: dict[str, dict[str, Any]] = {}
 
     def run(self, stop: threading.Event) -> None:
@@ -321,7 +326,7 @@ class Worker:
                           run_id, exc)
                 outcomes.append(self._report(ref, node, "lost", started, str(exc)))
                 continue
-            if self._node_timeout(run_id, node) is not None:
+            if not self._fast(ref.plugin) or self._node_timeout(run_id, node) is not None:
                 alone.append(ref)
             else:
                 batch[ref.task_id] = (ref, spec)
@@ -344,6 +349,7 @@ class Worker:
                 log.debug("claim of %s/%s lost", run_id, task_id)
                 outcomes.append(self._report(ref, task_node_slug(task_id), "lost", started))
         done: list[_Done] = []
+        errors = False  # once a task failed, each claim is checked before it runs
         with ExitStack() as held:
             if self.heartbeats is not None:
                 for claim in claims:  # the claims waiting for their turn keep their lease
@@ -352,23 +358,39 @@ class Worker:
                 ref, spec = batch[claim.task_id]
                 node = task_node_slug(claim.task_id)
                 began = time.monotonic()
+                if errors and not self._still_ours(claim):
+                    # a failure cancelled it (fail-fast run, failed node): the one-task path
+                    # would not have won this claim
+                    log.debug("claim of %s/%s lost", run_id, claim.task_id)
+                    outcomes.append(self._report(ref, node, "lost", began))
+                    continue
                 try:
-                    ran = self._run(ref, node, claim, spec, began)
-                    if isinstance(ran, TaskOutcome):
-                        outcomes.append(ran)
-                    elif _near_limits(ran, self.kernel.limits):
-                        outcomes.append(self._complete(ref, node, claim, ran, began))
+                    outputs, error = self._attempt(ref, claim, spec)
+                    if error is None and not _near_limits(outputs, self.kernel.limits):
+                        done.append((ref, node, claim, outputs, began))
+                        continue
+                    # reported in delivery order, as the one-task path does: the completions
+                    # before this task first (a failure may end a fail-fast run)
+                    outcomes.extend(self._complete_all(run_id, done))
+                    done = []
+                    if error is not None:
+                        outcomes.append(self._report_error(ref, node, claim, error, began))
+                        errors = True
                     else:
-                        done.append((ref, node, claim, ran, began))
+                        outcomes.append(self._complete(ref, node, claim, outputs, began))
                 except Exception:
                     log.exception("worker %s: task %s of run %s", worker, claim.task_id, run_id)
-            if len(done) == 1:
-                outcomes.append(self._complete(*done[0]))
-            elif done:
-                outcomes.extend(self._complete_all(run_id, done))
+            outcomes.extend(self._complete_all(run_id, done))
         return outcomes
 
+    def _still_ours(self, claim: Claim) -> bool:
+        task = self.kernel.store.get_task(claim.run_id, claim.task_id)
+        return task is not None and task.attempt_id == claim.attempt_id \
+            and task.state is TaskState.RUNNING
+
     def _complete_all(self, run_id: str, done: Sequence[_Done]) -> list[TaskOutcome]:
+        if len(done) <= 1:
+            return [self._complete(*item) for item in done]
         try:
             transitions = self.kernel.on_tasks_complete(
                 run_id, [(claim.task_id, claim.attempt_id, outputs)
@@ -388,21 +410,31 @@ class Worker:
     def _run(self, ref: TaskRef, node: str, claim: Claim, spec: PluginSpec, started: float
              ) -> Outputs | TaskOutcome:
         """The plugin's outputs, or the outcome of its failure (already reported)."""
-        try:
-            began = time.monotonic()
-            try:
-                outputs = self.invoke(spec, claim.input)
-            finally:
-                self._observe(time.monotonic() - began)
-        except AttemptCrashed as exc:
-            self.kernel.on_task_crashed(ref.run_id, ref.task_id, claim.attempt_id, exc)
-            return self._report(ref, node, "failed", started, str(exc))
-        except WaitForHuman as request:
-            self.kernel.wait_task(ref.run_id, ref.task_id, claim.attempt_id, request.reason)
-            return self._report(ref, node, "waiting", started, request.reason)
-        except Exception as exc:
-            return self._failed(claim, node, exc, started, retryable=True)
+        outputs, error = self._attempt(ref, claim, spec)
+        if error is not None:
+            return self._report_error(ref, node, claim, error, started)
         return outputs
+
+    def _attempt(self, ref: TaskRef, claim: Claim, spec: PluginSpec
+                 ) -> tuple[Outputs, Exception | None]:
+        """Run the plugin: its outputs, or the Exception it raised."""
+        began = time.monotonic()
+        try:
+            return self.invoke(spec, claim.input), None
+        except Exception as exc:
+            return [], exc
+        finally:
+            self._observe(ref.plugin, time.monotonic() - began)
+
+    def _report_error(self, ref: TaskRef, node: str, claim: Claim, error: Exception,
+                      started: float) -> TaskOutcome:
+        if isinstance(error, AttemptCrashed):
+            self.kernel.on_task_crashed(ref.run_id, ref.task_id, claim.attempt_id, error)
+            return self._report(ref, node, "failed", started, str(error))
+        if isinstance(error, WaitForHuman):
+            self.kernel.wait_task(ref.run_id, ref.task_id, claim.attempt_id, error.reason)
+            return self._report(ref, node, "waiting", started, error.reason)
+        return self._failed(claim, node, error, started, retryable=True)
 
     def _complete(self, ref: TaskRef, node: str, claim: Claim, outputs: Outputs,
                   started: float) -> TaskOutcome:
@@ -435,6 +467,8 @@ class Worker:
             handled.extend(group)
         if handled:
             self.source.ack(handled)
+        fast = all(self._fast(d.ref.plugin) for d in deliveries)
+        self._size = min(self.batch, 2 * self._size) if fast and deliveries else 1
 
     def _serve_one_by_one(self, deliveries: Sequence[Delivery], name: str,
                           stop: threading.Event) -> None:
@@ -449,13 +483,21 @@ class Worker:
             self.source.ack([delivery])
 
     def _receive_size(self) -> int:
-        if self.batch == 1 or self._mean_seconds is None:
-            return 1
-        return max(1, min(self.batch, int(self.batch_budget / max(self._mean_seconds, 1e-6))))
+        if self.batch == 1 or self.batch_budget == math.inf:
+            return self.batch
+        return self._size
 
-    def _observe(self, seconds: float) -> None:
-        mean = self._mean_seconds
-        self._mean_seconds = seconds if mean is None else 0.8 * mean + 0.2 * seconds
+    def _fast(self, plugin: str) -> bool:
+        if self.batch_budget == math.inf:
+            return True
+        mean = self._means.get(plugin)
+        return mean is not None and mean * self.batch <= self.batch_budget
+
+    def _observe(self, plugin: str, seconds: float) -> None:
+        mean = self._means.get(plugin)
+        if mean is None and len(self._means) >= 1024:
+            self._means.clear()
+        self._means[plugin] = seconds if mean is None else 0.8 * mean + 0.2 * seconds
 
     def _node_timeout(self, run_id: str, slug: str) -> Any:
         timeouts = self._timeouts.get(run_id)
