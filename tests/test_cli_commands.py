@@ -214,3 +214,19 @@ def test_worker_without_a_queue_adapter_exits_2(setup: dict[str, Any],
                                                 capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["worker", "--store", setup["url"]]) == 2
     assert "no queue for scheme 'sqlite'" in capsys.readouterr().err
+
+
+def test_plugins_option_accepts_a_python_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+                                              ) -> None:
+    """``--plugins path/to/mod.py`` makes the folder importable and imports ``mod``: how a
+    run whose pipeline names ``mod:fn`` is resumed from another directory."""
+    from interlock.cli.common import import_plugin_modules
+
+    folder = tmp_path / "elsewhere"
+    folder.mkdir()
+    (folder / "resume_probe_mod.py").write_text("LOADED = True\n", encoding="utf-8")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    import_plugin_modules([str(folder / "resume_probe_mod.py")])
+    assert sys.modules["resume_probe_mod"].LOADED is True
+    sys.modules.pop("resume_probe_mod")

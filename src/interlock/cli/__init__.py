@@ -94,7 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     status = sub.add_parser("status", help="show a run (exit code reflects its state)")
     status.add_argument("run_id", metavar="RUN_ID")
-    _store_option(status, required=True)
+    _store_option(status, required=False)
     status.add_argument("--json", action="store_true", help="print JSON instead of a table")
     status.set_defaults(handler=cmd_status)
 
@@ -105,13 +105,13 @@ def build_parser() -> argparse.ArgumentParser:
     ):
         command = sub.add_parser(name, help=text)
         command.add_argument("run_id", metavar="RUN_ID")
-        _store_option(command, required=True)
+        _store_option(command, required=False)
         _execution_options(command)
         command.set_defaults(handler=handler)
 
     cancel = sub.add_parser("cancel", help="cancel a run")
     cancel.add_argument("run_id", metavar="RUN_ID")
-    _store_option(cancel, required=True)
+    _store_option(cancel, required=False)
     cancel.add_argument("--reason", default="cancelled from the command line")
     cancel.set_defaults(handler=cmd_cancel)
 

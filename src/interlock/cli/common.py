@@ -90,7 +90,9 @@ def graph_error_line(error: GraphError) -> str:
 def import_plugin_modules(modules: Iterable[str]) -> None:
     """Import each ``--plugins`` module (comma-separated lists accepted); CliError if one fails.
 
-    The working directory is importable, as with ``python -m``.
+    The working directory is importable, as with ``python -m``. A path to a ``.py`` file
+    makes its folder importable and imports the module by its name (so a pipeline naming
+    ``plugins:fn`` resumes with ``--plugins path/to/plugins.py``).
     """
     cwd = os.getcwd()
     if cwd not in sys.path:
@@ -99,6 +101,11 @@ def import_plugin_modules(modules: Iterable[str]) -> None:
         for name in (part.strip() for part in entry.split(",")):
             if not name:
                 continue
+            if name.endswith(".py"):
+                folder, _, filename = os.path.abspath(name).rpartition(os.sep)
+                if folder not in sys.path:
+                    sys.path.insert(0, folder)
+                name = filename[:-3]
             try:
                 importlib.import_module(name)
             except Exception as exc:
