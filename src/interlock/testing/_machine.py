@@ -483,7 +483,7 @@ class StoreMachine(RuleBasedStateMachine):
     # ---- invariants ----------------------------------------------------------------------
 
     @invariant()
-    def invariants(self) -> None:
+    def stores_agree(self) -> None:
         if len(self.sides) < 2:
             return
         observed = [check_side(side, self.run_id) for side in self.sides]
@@ -506,7 +506,9 @@ def run_machine(config: MachineConfig, settings: Settings, name: str) -> None:
     machine = type(name, (StoreMachine,), {"config": config})
     token, calls = FAILURES.set([]), CALLS.set(None)
     try:
-        run_state_machine_as_test(machine, settings=settings)  # type: ignore[no-untyped-call]
+        # through a typed name: Hypothesis' own annotations differ between releases
+        runner: Callable[..., None] = run_state_machine_as_test
+        runner(machine, settings=settings)
     except Flaky as exc:
         seen = FAILURES.get() or []
         inner = [e for e in getattr(exc, "exceptions", ()) if isinstance(e, AssertionError)]
