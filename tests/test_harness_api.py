@@ -182,7 +182,9 @@ def test_a_failure_prints_the_shrunk_program() -> None:
     result = check_store(CancelTwice, only=["stateful-runs"], stateful_settings=shrink)
     message = result["stateful-runs"].message
     assert message.startswith("[stateful:same-outcome] (terminal.once"), message
-    assert "Falsifying example" in message and "state = CheckCancelTwiceMachine()" in message
+    # Hypothesis' heading for the shrunk program changed between releases
+    assert "Falsifying example" in message or "Failing test case" in message, message
+    assert "state = CheckCancelTwiceMachine()" in message
     assert "state.run_level(action='cancel')" in message
     assert message.count("state.") <= 10, f"not shrunk:\n{message}"
 
