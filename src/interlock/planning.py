@@ -202,20 +202,31 @@ def _shape(node: Node, inputs: dict[str, list[Artifact]], has_parents: bool) -> 
 
 
 def _groups(node: Node, inputs: dict[str, list[Artifact]], new: bool) -> list[Shape]:
-    """Grouped scatter-gather: one task per origin, broadcasts joined to every group."""
+    """Grouped scatter-gather: one task per origin, broadcasts joined to every group.
+
+    One pass buckets each dependency's artifacts by origin, so N groups over N artifacts cost
+    O(N), not O(N^2); within a bucket artifacts keep their order.
+    """
     order: dict[str, None] = {}
     for artifact in sorted((a for arts in inputs.values() for a in arts), key=lambda a: a.seq):
         if artifact.origin is not None:
             order.setdefault(artifact.origin, None)
-    broadcast = {s: [a for a in arts if a.origin is None] for s, arts in inputs.items()}
+    broadcast: dict[str, list[Artifact]] = {}
+    buckets: dict[str, dict[str, list[Artifact]]] = {}
+    for slug, arts in inputs.items():
+        broadcast[slug] = []
+        by_origin: dict[str, list[Artifact]] = {}
+        for artifact in arts:
+            if artifact.origin is None:
+                broadcast[slug].append(artifact)
+            else:
+                by_origin.setdefault(artifact.origin, []).append(artifact)
+        buckets[slug] = by_origin
     if not order:
         return [(broadcast, None, "self" if new else "broadcast")]
     shapes: list[Shape] = []
     for group in order:
-        per_dep = {
-            slug: [a for a in arts if a.origin == group] + broadcast[slug]
-            for slug, arts in inputs.items()
-        }
+        per_dep = {slug: buckets[slug].get(group, []) + broadcast[slug] for slug in inputs}
         if node.group_join == "inner" and not all(per_dep.values()):
             continue
         shapes.append((per_dep, group, "self" if new else "inherit"))
