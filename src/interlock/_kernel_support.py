@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -40,12 +41,16 @@ def outputs_to_artifacts(
             raise UsageError(f"task {task_id!r}: output {k} has an empty or repeated id "
                              f"{local!r}")
         seen.add(local)
-        fields = json_object(item.fields, f"task {task_id!r} output {local!r} fields")
-        size = len(json.dumps(fields, separators=(",", ":")))
-        if size > limits.max_fields_bytes:
-            raise LimitExceeded("max_fields_bytes", size, limits.max_fields_bytes,
-                                f"task {task_id!r} output {local!r}")
-        data = json_value(item.data, f"task {task_id!r} output {local!r} data")
+        what = f"task {task_id!r} output {local!r}"
+        if not isinstance(item.fields, Mapping):
+            raise UsageError(f"{what} fields must be a JSON object, got "
+                             f"{type(item.fields).__name__}")
+        # one encoding validates the fields, measures them and (decoded) deep-copies them
+        text = _encode(dict(item.fields), f"{what} fields")
+        if len(text) > limits.max_fields_bytes:
+            raise LimitExceeded("max_fields_bytes", len(text), limits.max_fields_bytes, what)
+        fields = json.loads(text)
+        data = item.data if _plain_scalar(item.data) else json_value(item.data, f"{what} data")
         out.append(NewArtifact(f"{task_id}/{local}", fields, data))
     return out
 
@@ -64,11 +69,23 @@ def task_records(run_id: str, topology: Topology, node: NodeRecord,
     ]
 
 
-def json_value(value: Any, what: str) -> JSON:
+def _encode(value: Any, what: str) -> str:
     try:
-        return json.loads(json.dumps(value, allow_nan=False))
+        return json.dumps(value, separators=(",", ":"), allow_nan=False)
     except (TypeError, ValueError) as exc:
         raise UsageError(f"{what} is not JSON: {exc}") from exc
+
+
+def _plain_scalar(value: Any) -> bool:
+    """An immutable JSON scalar needs no validating copy (the common ``data``: a path)."""
+    kind = type(value)
+    return (value is None or kind is str or kind is bool or kind is int
+            or (kind is float and math.isfinite(value)))
+
+
+def json_value(value: Any, what: str) -> JSON:
+    """A validated deep copy of a JSON value; UsageError naming ``what`` otherwise."""
+    return json.loads(_encode(value, what))
 
 
 def json_object(value: Any, what: str) -> dict[str, JSON]:
