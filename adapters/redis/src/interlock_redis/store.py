@@ -432,12 +432,8 @@ class RedisStore:
         children: Sequence[int],
         now: float,
     ) -> Transition:
-        args: list[Arg] = [task_id, dumps(attempt_id), dumps(now), len(outputs)]
-        for output in outputs:
-            # the members after "artifact_id"; the script adds node, generation, task, seq, origin
-            body = dumps({"fields": output.fields, "data": output.data})
-            args += [dumps(output.artifact_id), body[1:-1]]
-        args += _indices(children)
+        args: list[Arg] = [task_id, dumps(attempt_id), dumps(now), len(outputs),
+                           *_output_args(outputs), *_indices(children)]
         return _transition(self._call("complete_task", run_id, args))
 
     @_reachable
@@ -452,11 +448,8 @@ class RedisStore:
         now: float,
     ) -> tuple[Transition, list[NodeFacts]]:
         """[complete.prefetch] One script: the completion and the facts of what it readied."""
-        args: list[Arg] = [task_id, dumps(attempt_id), dumps(now), len(outputs)]
-        for output in outputs:
-            body = dumps({"fields": output.fields, "data": output.data})
-            args += [dumps(output.artifact_id), body[1:-1]]
-        args.append(len(children))
+        args: list[Arg] = [task_id, dumps(attempt_id), dumps(now), len(outputs),
+                           *_output_args(outputs), len(children)]
         for child, child_parents in zip(children, parents, strict=True):
             args += [child, len(child_parents), *_indices(child_parents)]
         reply, flat = self._call("complete_task_prefetch", run_id, args)
@@ -470,11 +463,8 @@ class RedisStore:
             return []
         args: list[Arg] = [dumps(now), len(items)]
         for item in items:
-            args += [item.task_id, dumps(item.attempt_id), len(item.outputs), len(item.children)]
-            for output in item.outputs:
-                body = dumps({"fields": output.fields, "data": output.data})
-                args += [dumps(output.artifact_id), body[1:-1]]
-            args += _indices(item.children)
+            args += [item.task_id, dumps(item.attempt_id), len(item.outputs), len(item.children),
+                     *_output_args(item.outputs), *_indices(item.children)]
         return [_transition(reply) for reply in self._call("complete_tasks", run_id, args)]
 
     @_reachable
@@ -550,6 +540,16 @@ def _outcome(reply: Any) -> Outcome:
     if value not in ("applied", "duplicate", "stale"):  # pragma: no cover - script bug
         raise RuntimeError(f"unexpected script reply {reply!r}")
     return value  # type: ignore[return-value]
+
+
+def _output_args(outputs: Sequence[NewArtifact]) -> list[Arg]:
+    """Per output: its id (JSON text) and the members after "artifact_id" ('"fields":...,
+    "data":...'); the completion scripts add node, generation, task, seq and origin."""
+    args: list[Arg] = []
+    for output in outputs:
+        body = dumps({"fields": output.fields, "data": output.data})
+        args += [dumps(output.artifact_id), body[1:-1]]
+    return args
 
 
 def _facts(flat: Sequence[Any]) -> list[NodeFacts]:
