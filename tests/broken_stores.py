@@ -1,8 +1,10 @@
 """Deliberately broken MemoryStore variants: each breaks one promise of the store contract.
 
 tests/test_harness_catches_broken_stores.py proves the conformance harness catches every one.
-``time.sleep(0)`` below is not synchronisation: it releases the GIL inside a check-then-set
-window that a correct store would not have, so racing threads interleave there.
+``time.sleep(0.001)`` below is fault injection, not synchronisation: it widens a
+check-then-set window that a correct store would not have, so the harness's racing threads
+reliably interleave inside it even on a loaded machine (``sleep(0)`` only released the GIL and
+let a busy machine run the window through uninterrupted now and then).
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ class NonAtomicClaim(MemoryStore):
         if run.state is not RunState.RUNNING or task.state is not TaskState.QUEUED \
                 or now < task.not_before:
             return "stale", task
-        time.sleep(0)  # the window between the check and the set
+        time.sleep(0.001)  # the window between the check and the set
         claimed = attrs.evolve(task, state=TaskState.RUNNING, attempt=task.attempt + 1,
                                attempt_id=attempt_id, worker=worker, lease_until=lease_until,
                                updated_at=now)
@@ -87,7 +89,7 @@ class LostCounterUpdate(MemoryStore):
             tx.run = attrs.evolve(tx.run, artifact_seq=seq + len(outputs), updated_at=now)
             tx.put_run(tx.run)
         node = self.get_nodes(run_id, [task.node_index])[0]  # read outside the lock...
-        time.sleep(0)
+        time.sleep(0.001)  # the read-modify-write window (see the module docstring)
         if node.generation != task.generation or node.state is not NodeState.LAUNCHED:
             return Transition("applied")
         node = attrs.evolve(node, remaining_tasks=node.remaining_tasks - 1)
@@ -149,7 +151,7 @@ class HalfWrittenLaunch(MemoryStore):
     def launch_node(self, run_id: str, node_index: int, generation: int,
                     tasks: Sequence[TaskRecord], total_tasks: int, now: float) -> Outcome:
         outcome = super().launch_node(run_id, node_index, generation, (), total_tasks, now)
-        time.sleep(0)  # a reader (or a crash) lands between the two writes
+        time.sleep(0.001)  # a reader (or a crash) lands between the two writes
         if outcome != "stale":
             with self.transaction(run_id) as tx:
                 assert tx is not None
