@@ -18,19 +18,18 @@ from typing import Any
 
 import attrs
 
+from interlock._kernel_launch import LaunchMixin, RunContext
 from interlock._kernel_support import (
     error_text,
     json_object,
     json_value,
     outputs_to_artifacts,
-    task_records,
 )
 from interlock.errors import ConflictError, LimitExceeded, UsageError
 from interlock.graph import PluginCatalog, Topology, validate
 from interlock.jsonvalues import JSON
 from interlock.limits import DEFAULT_LIMITS, Limits
 from interlock.model import FailurePolicy, Pipeline
-from interlock.planning import Launch, Upstream, plan_node
 from interlock.protocols import Clock, DagStore, Dispatcher
 from interlock.records import (
     CompletionItem,
@@ -62,14 +61,7 @@ class _NullDispatcher:
         """Workers poll the store instead."""
 
 
-@attrs.frozen
-class _RunContext:
-    topology: Topology
-    input: dict[str, JSON]
-    fail_fast: bool
-
-
-class Kernel:
+class Kernel(LaunchMixin):
     """Drives DAG runs stored in ``store``; hands ready tasks to ``dispatcher``.
 
     Safe to share between threads and to run in many processes against one store: every state
@@ -100,7 +92,7 @@ class Kernel:
         abilities: frozenset[str] = getattr(store, "abilities", frozenset())
         self._batched = "batched" in abilities
         self._prefetch = "prefetch" in abilities
-        self._contexts: OrderedDict[str, _RunContext] = OrderedDict()
+        self._contexts: OrderedDict[str, RunContext] = OrderedDict()
         self._lock = threading.Lock()
 
     # ---- runs ----------------------------------------------------------------------------
@@ -132,7 +124,7 @@ class Kernel:
                 raise ConflictError(f"run {run_id!r} exists with a different pipeline or input")
             self.reconcile_run(run_id)
         else:
-            self._remember(run_id, _RunContext(topology, run_input, _fail_fast(topology)))
+            self._remember(run_id, RunContext(topology, run_input, _fail_fast(topology)))
             self._advance(run_id, topology.roots)
         return self.store.get_run(run_id) or stored
 
@@ -275,7 +267,7 @@ class Kernel:
             raise
         return self._complete_one(run_id, context, index, task_id, attempt_id, artifacts)
 
-    def _complete_one(self, run_id: str, context: _RunContext, index: int, task_id: str,
+    def _complete_one(self, run_id: str, context: RunContext, index: int, task_id: str,
                       attempt_id: str, artifacts: Sequence[NewArtifact]) -> Transition:
         children = context.topology.children[index]
         facts: list[NodeFacts] = []
@@ -415,113 +407,7 @@ class Kernel:
         except Exception:  # the transition has committed; a callback bug must not undo it
             log.exception("on_run_finished callback failed for run %s", run_id)
 
-    def _advance(self, run_id: str, ready: Iterable[int],
-                 facts: Sequence[NodeFacts] = ()) -> None:
-        """Plan and launch/settle ready nodes, following whatever they release in turn.
-
-        ``facts`` (from the ``prefetch`` ability) stand in for reads of the nodes they cover.
-        """
-        context = self._context(run_id)
-        topology = context.topology
-        known = {f.node.index: f for f in facts}
-        work = list(ready)
-        while work:
-            index = work.pop(0)
-            wanted = [index, *topology.parents[index]]
-            if all(i in known for i in wanted):
-                nodes = {i: known[i].node for i in wanted}
-                memo = {i: Upstream(known[i].node.state, known[i].artifacts) for i in wanted}
-            else:
-                nodes = {n.index: n for n in self.store.get_nodes(run_id, wanted)}
-                memo = {}
-            node = nodes[index]
-            if node.state is not NodeState.WAITING:
-                continue
-            decision = plan_node(topology, index, self._lookup(run_id, nodes, memo),
-                                 context.input, self.limits)
-            if isinstance(decision, Launch):
-                self._launch(run_id, context, node, decision)
-                continue
-            fail_run = RunState.FAILED if (
-                decision.state is NodeState.FAILED and context.fail_fast) else None
-            transition = self.store.settle_node(
-                run_id, index, node.generation, decision.state, decision.reason,
-                topology.children[index], fail_run, self.clock.now())
-            work.extend(transition.ready)
-            self._finished(run_id, transition, decision.reason)
-
-    def _lookup(self, run_id: str, nodes: dict[int, NodeRecord],
-                memo: dict[int, Upstream] | None = None) -> Callable[[int], Upstream]:
-        memo = {} if memo is None else memo
-
-        def lookup(index: int) -> Upstream:
-            if index not in memo:
-                if index not in nodes:
-                    nodes[index] = self.store.get_nodes(run_id, [index])[0]
-                node = nodes[index]
-                artifacts = (self.store.get_artifacts(run_id, index, node.generation)
-                             if node.state is NodeState.COMPLETED else [])
-                memo[index] = Upstream(node.state, artifacts)
-            return memo[index]
-
-        return lookup
-
-    def _launch(self, run_id: str, context: _RunContext, node: NodeRecord,
-                decision: Launch) -> None:
-        """Write the tasks in bounded batches, dispatching each batch after it commits.
-
-        The first batch claims the node (with the total task count, so the barrier cannot
-        fire early); later batches append. A crash in between is repaired by reconcile_run.
-        """
-        size = max(1, self.limits.launch_batch_size)
-        total = len(decision.tasks)
-        for start in range(0, total, size):
-            batch = task_records(run_id, context.topology, node,
-                                  decision.tasks[start:start + size], self.clock.now())
-            outcome = self.store.launch_node(run_id, node.index, node.generation, batch,
-                                             total, self.clock.now())
-            if outcome == "stale" or (start == 0 and outcome == "duplicate"):
-                return  # someone else launched it (or the run ended): theirs to finish
-            self._dispatch(run_id, context.topology, batch)
-
-    def _relaunch(self, run_id: str, node: NodeRecord) -> None:
-        """Re-plan a LAUNCHED node and write the tasks a crash left unwritten (planning is
-        deterministic, so the same task ids come out; stored ones are kept)."""
-        context = self._context(run_id)
-        topology = context.topology
-        nodes = {n.index: n for n in self.store.get_nodes(run_id, topology.parents[node.index])}
-        decision = plan_node(topology, node.index, self._lookup(run_id, nodes), context.input,
-                             self.limits)
-        if not isinstance(decision, Launch):
-            return
-        size = max(1, self.limits.launch_batch_size)
-        for start in range(0, len(decision.tasks), size):
-            batch = task_records(run_id, topology, node, decision.tasks[start:start + size],
-                                  self.clock.now())
-            self.store.launch_node(run_id, node.index, node.generation, batch,
-                                   node.total_tasks, self.clock.now())
-
-    def _advance_children(self, run_id: str, index: int) -> None:
-        topology = self._context(run_id).topology
-        children = topology.children[index]
-        if not children:
-            return
-        nodes = self.store.get_nodes(run_id, children)
-        ready = [n.index for n in nodes
-                 if n.state is NodeState.WAITING and n.remaining_parents == 0]
-        self._advance(run_id, ready)
-
-    def _dispatch(self, run_id: str, topology: Topology, tasks: Sequence[TaskRecord]) -> None:
-        if not tasks:
-            return
-        refs = [TaskRef(run_id, t.task_id, topology.node(t.node_index).plugin, t.not_before)
-                for t in tasks]
-        try:
-            self.dispatcher.dispatch(refs)
-        except Exception:  # tasks stay QUEUED; reconcile_run re-dispatches them
-            log.exception("dispatch of %d task(s) of run %s failed", len(refs), run_id)
-
-    def _input(self, context: _RunContext, task: TaskRecord) -> TaskInput:
+    def _input(self, context: RunContext, task: TaskRecord) -> TaskInput:
         node = context.topology.node(task.node_index)
         return TaskInput.from_task(task, node.slug, node.plugin, node.config)
 
@@ -537,7 +423,7 @@ class Kernel:
             raise UsageError(f"no run {run_id!r} in this store")
         return run
 
-    def _context(self, run_id: str) -> _RunContext:
+    def _context(self, run_id: str) -> RunContext:
         with self._lock:
             context = self._contexts.get(run_id)
             if context is not None:
@@ -545,11 +431,11 @@ class Kernel:
                 return context
         run = self._run(run_id)
         topology = validate(run.pipeline)  # the snapshot has passthrough resolved
-        context = _RunContext(topology, dict(run.input), _fail_fast(topology))
+        context = RunContext(topology, dict(run.input), _fail_fast(topology))
         self._remember(run_id, context)
         return context
 
-    def _remember(self, run_id: str, context: _RunContext) -> None:
+    def _remember(self, run_id: str, context: RunContext) -> None:
         with self._lock:
             self._contexts[run_id] = context
             while len(self._contexts) > 256:

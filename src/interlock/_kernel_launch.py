@@ -1,0 +1,153 @@
+"""The kernel's launch machinery: plan ready nodes and apply the decisions (launch in bounded
+batches, settle, follow what they release), then dispatch after commit. Mixed into
+:class:`interlock.kernel.Kernel`; kept apart so each module stays small."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable, Sequence
+
+import attrs
+
+from interlock._kernel_support import task_records
+from interlock.graph import Topology
+from interlock.jsonvalues import JSON
+from interlock.limits import Limits
+from interlock.planning import Launch, Upstream, plan_node
+from interlock.protocols import Clock, DagStore, Dispatcher
+from interlock.records import NodeFacts, NodeRecord, TaskRecord, TaskRef, Transition
+from interlock.states import NodeState, RunState
+
+__all__ = ["LaunchMixin", "RunContext"]
+
+log = logging.getLogger("interlock")
+
+
+@attrs.frozen
+class RunContext:
+    """What the kernel caches per run: the compiled snapshot, the input, the policy."""
+
+    topology: Topology
+    input: dict[str, JSON]
+    fail_fast: bool
+
+
+class LaunchMixin:
+    """Needs ``store``, ``dispatcher``, ``limits``, ``clock`` and the context/callback hooks."""
+
+    store: DagStore
+    dispatcher: Dispatcher
+    limits: Limits
+    clock: Clock
+
+    def _context(self, run_id: str) -> RunContext:
+        raise NotImplementedError
+
+    def _finished(self, run_id: str, transition: Transition, reason: str | None) -> None:
+        raise NotImplementedError
+
+    def _advance(self, run_id: str, ready: Iterable[int],
+                 facts: Sequence[NodeFacts] = ()) -> None:
+        """Plan and launch/settle ready nodes, following whatever they release in turn.
+
+        ``facts`` (from the ``prefetch`` ability) stand in for reads of the nodes they cover.
+        """
+        context = self._context(run_id)
+        topology = context.topology
+        known = {f.node.index: f for f in facts}
+        work = list(ready)
+        while work:
+            index = work.pop(0)
+            wanted = [index, *topology.parents[index]]
+            if all(i in known for i in wanted):
+                nodes = {i: known[i].node for i in wanted}
+                memo = {i: Upstream(known[i].node.state, known[i].artifacts) for i in wanted}
+            else:
+                nodes = {n.index: n for n in self.store.get_nodes(run_id, wanted)}
+                memo = {}
+            node = nodes[index]
+            if node.state is not NodeState.WAITING:
+                continue
+            decision = plan_node(topology, index, self._lookup(run_id, nodes, memo),
+                                 context.input, self.limits)
+            if isinstance(decision, Launch):
+                self._launch(run_id, context, node, decision)
+                continue
+            fail_run = RunState.FAILED if (
+                decision.state is NodeState.FAILED and context.fail_fast) else None
+            transition = self.store.settle_node(
+                run_id, index, node.generation, decision.state, decision.reason,
+                topology.children[index], fail_run, self.clock.now())
+            work.extend(transition.ready)
+            self._finished(run_id, transition, decision.reason)
+
+    def _lookup(self, run_id: str, nodes: dict[int, NodeRecord],
+                memo: dict[int, Upstream] | None = None) -> Callable[[int], Upstream]:
+        memo = {} if memo is None else memo
+
+        def lookup(index: int) -> Upstream:
+            if index not in memo:
+                if index not in nodes:
+                    nodes[index] = self.store.get_nodes(run_id, [index])[0]
+                node = nodes[index]
+                artifacts = (self.store.get_artifacts(run_id, index, node.generation)
+                             if node.state is NodeState.COMPLETED else [])
+                memo[index] = Upstream(node.state, artifacts)
+            return memo[index]
+
+        return lookup
+
+    def _launch(self, run_id: str, context: RunContext, node: NodeRecord,
+                decision: Launch) -> None:
+        """Write the tasks in bounded batches, dispatching each batch after it commits.
+
+        The first batch claims the node (with the total task count, so the barrier cannot
+        fire early); later batches append. A crash in between is repaired by reconcile_run.
+        """
+        size = max(1, self.limits.launch_batch_size)
+        total = len(decision.tasks)
+        for start in range(0, total, size):
+            batch = task_records(run_id, context.topology, node,
+                                  decision.tasks[start:start + size], self.clock.now())
+            outcome = self.store.launch_node(run_id, node.index, node.generation, batch,
+                                             total, self.clock.now())
+            if outcome == "stale" or (start == 0 and outcome == "duplicate"):
+                return  # someone else launched it (or the run ended): theirs to finish
+            self._dispatch(run_id, context.topology, batch)
+
+    def _relaunch(self, run_id: str, node: NodeRecord) -> None:
+        """Re-plan a LAUNCHED node and write the tasks a crash left unwritten (planning is
+        deterministic, so the same task ids come out; stored ones are kept)."""
+        context = self._context(run_id)
+        topology = context.topology
+        nodes = {n.index: n for n in self.store.get_nodes(run_id, topology.parents[node.index])}
+        decision = plan_node(topology, node.index, self._lookup(run_id, nodes), context.input,
+                             self.limits)
+        if not isinstance(decision, Launch):
+            return
+        size = max(1, self.limits.launch_batch_size)
+        for start in range(0, len(decision.tasks), size):
+            batch = task_records(run_id, topology, node, decision.tasks[start:start + size],
+                                  self.clock.now())
+            self.store.launch_node(run_id, node.index, node.generation, batch,
+                                   node.total_tasks, self.clock.now())
+
+    def _advance_children(self, run_id: str, index: int) -> None:
+        topology = self._context(run_id).topology
+        children = topology.children[index]
+        if not children:
+            return
+        nodes = self.store.get_nodes(run_id, children)
+        ready = [n.index for n in nodes
+                 if n.state is NodeState.WAITING and n.remaining_parents == 0]
+        self._advance(run_id, ready)
+
+    def _dispatch(self, run_id: str, topology: Topology, tasks: Sequence[TaskRecord]) -> None:
+        if not tasks:
+            return
+        refs = [TaskRef(run_id, t.task_id, topology.node(t.node_index).plugin, t.not_before)
+                for t in tasks]
+        try:
+            self.dispatcher.dispatch(refs)
+        except Exception:  # tasks stay QUEUED; reconcile_run re-dispatches them
+            log.exception("dispatch of %d task(s) of run %s failed", len(refs), run_id)
