@@ -39,11 +39,18 @@ first result stands and nothing changed. ``stale``: fenced out (old attempt, old
 finished run); nothing changed."""
 
 
+_NAMES: dict[type, tuple[str, ...]] = {}
+
+
 def _to_json(record: Any) -> dict[str, Any]:
+    cls = type(record)
+    names = _NAMES.get(cls)
+    if names is None:
+        names = _NAMES[cls] = tuple(field.name for field in attrs.fields(cls))
     out: dict[str, Any] = {}
-    for field in attrs.fields(type(record)):
-        value = getattr(record, field.name)
-        out[field.name] = value.value if isinstance(value, enum.Enum) else value
+    for name in names:
+        value = getattr(record, name)
+        out[name] = value.value if isinstance(value, enum.Enum) else value
     return out
 
 
@@ -179,7 +186,10 @@ class Artifact:
     origin: str | None
 
     def to_dict(self) -> dict[str, Any]:
-        return _to_json(self)
+        # spelled out: called once per artifact per consuming task when plans are written
+        return {"artifact_id": self.artifact_id, "node_index": self.node_index,
+                "generation": self.generation, "task_id": self.task_id, "seq": self.seq,
+                "fields": self.fields, "data": self.data, "origin": self.origin}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Artifact:

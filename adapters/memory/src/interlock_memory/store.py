@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Collection, Iterator, Sequence
-from contextlib import contextmanager
+from types import TracebackType
 
 from interlock.records import Artifact, NodeRecord, RunRecord, TaskRecord
 from interlock.states import TaskState
@@ -98,6 +98,38 @@ class _Tx:
             data.artifacts.setdefault(key, []).append(artifact)
 
 
+class _Transaction:
+    """The context manager of :meth:`MemoryStore.transaction`: a class rather than a
+    ``@contextmanager`` generator, which costs a generator, two ``next`` calls and a wrapper
+    object per transaction on the hottest path of the store."""
+
+    __slots__ = ("_data", "_tx")
+
+    def __init__(self, data: _RunData | None) -> None:
+        self._data = data
+        self._tx: _Tx | None = None
+
+    def __enter__(self) -> _Tx | None:
+        data = self._data
+        if data is None:
+            return None
+        data.lock.acquire()
+        self._tx = _Tx(data)
+        return self._tx
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        data, tx = self._data, self._tx
+        if data is None or tx is None:
+            return
+        try:
+            if exc_type is None:
+                tx.commit()
+        finally:
+            self._tx = None
+            data.lock.release()
+
+
 class MemoryStore(TransactionalDagStore):
     """In-memory DagStore. Thread-safe; state is lost when the process exits."""
 
@@ -105,16 +137,8 @@ class MemoryStore(TransactionalDagStore):
         self._runs: dict[str, _RunData] = {}
         self._lock = threading.Lock()
 
-    @contextmanager
-    def transaction(self, run_id: str) -> Iterator[_Tx | None]:
-        data = self._runs.get(run_id)
-        if data is None:
-            yield None
-            return
-        with data.lock:
-            tx = _Tx(data)
-            yield tx
-            tx.commit()
+    def transaction(self, run_id: str) -> _Transaction:
+        return _Transaction(self._runs.get(run_id))
 
     def create_run(self, run: RunRecord, nodes: Sequence[NodeRecord]) -> tuple[RunRecord, bool]:
         with self._lock:
