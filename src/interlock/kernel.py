@@ -196,12 +196,10 @@ class Kernel(LaunchMixin):
         won, the run is over, or the task is not due yet. Repeating with the same
         ``attempt_id`` returns the same claim."""
         context = self._context(run_id)
-        index = self._node_index(context.topology, task_id)
-        node = context.topology.node(index)
         attempt_id = attempt_id or uuid.uuid4().hex
         now = self.clock.now()
-        lease = node.timeout_seconds or self.lease_seconds
-        outcome, task = self.store.claim_task(run_id, task_id, attempt_id, worker, now + lease,
+        lease_until = now + self._lease(context.topology, task_id)
+        outcome, task = self.store.claim_task(run_id, task_id, attempt_id, worker, lease_until,
                                               now)
         if outcome == "stale" or task is None:
             return None
@@ -214,8 +212,7 @@ class Kernel(LaunchMixin):
         the ``batched`` ability); returns the claims won, in order."""
         context = self._context(run_id)
         topology = context.topology
-        leases = [topology.node(self._node_index(topology, t)).timeout_seconds
-                  or self.lease_seconds for t in task_ids]
+        leases = [self._lease(topology, t) for t in task_ids]
         pairs = [(task_id, uuid.uuid4().hex) for task_id in task_ids]
         now = self.clock.now()
         lease_until = now + min(leases, default=self.lease_seconds)
@@ -241,9 +238,7 @@ class Kernel(LaunchMixin):
 
     def heartbeat(self, run_id: str, task_id: str, attempt_id: str) -> bool:
         """Extend the attempt's lease; False if the attempt is no longer current."""
-        node = self._context(run_id).topology
-        timeout = node.node(self._node_index(node, task_id)).timeout_seconds
-        until = self.clock.now() + (timeout or self.lease_seconds)
+        until = self.clock.now() + self._lease(self._context(run_id).topology, task_id)
         return self.store.heartbeat(run_id, task_id, attempt_id, until)
 
     def on_task_complete(
@@ -410,6 +405,12 @@ class Kernel(LaunchMixin):
     def _input(self, context: RunContext, task: TaskRecord) -> TaskInput:
         node = context.topology.node(task.node_index)
         return TaskInput.from_task(task, node.slug, node.plugin, node.config)
+
+    def _lease(self, topology: Topology, task_id: str) -> float:
+        """Seconds an attempt of the task holds its lease: the node's timeout, else the
+        kernel's default."""
+        node = topology.node(self._node_index(topology, task_id))
+        return node.timeout_seconds or self.lease_seconds
 
     def _node_index(self, topology: Topology, task_id: str) -> int:
         slug = task_node_slug(task_id)
