@@ -104,33 +104,37 @@ class LaunchMixin:
         The first batch claims the node (with the total task count, so the barrier cannot
         fire early); later batches append. A crash in between is repaired by reconcile_run.
         """
-        size = max(1, self.limits.launch_batch_size)
-        total = len(decision.tasks)
-        for start in range(0, total, size):
-            batch = task_records(run_id, context.topology, node,
-                                  decision.tasks[start:start + size], self.clock.now())
-            outcome = self.store.launch_node(run_id, node.index, node.generation, batch,
-                                             total, self.clock.now())
-            if outcome == "stale" or (start == 0 and outcome == "duplicate"):
-                return  # someone else launched it (or the run ended): theirs to finish
-            self._dispatch(run_id, context.topology, batch)
+        self._write_batches(run_id, context.topology, node, decision, len(decision.tasks),
+                            claim=True)
 
     def _relaunch(self, run_id: str, node: NodeRecord) -> None:
         """Re-plan a LAUNCHED node and write the tasks a crash left unwritten (planning is
-        deterministic, so the same task ids come out; stored ones are kept)."""
+        deterministic, so the same task ids come out; stored ones are kept). Not dispatched
+        here: reconcile_run re-dispatches every QUEUED task afterwards."""
         context = self._context(run_id)
         topology = context.topology
         nodes = {n.index: n for n in self.store.get_nodes(run_id, topology.parents[node.index])}
         decision = plan_node(topology, node.index, self._lookup(run_id, nodes), context.input,
                              self.limits)
-        if not isinstance(decision, Launch):
-            return
+        if isinstance(decision, Launch):
+            self._write_batches(run_id, topology, node, decision, node.total_tasks, claim=False)
+
+    def _write_batches(self, run_id: str, topology: Topology, node: NodeRecord,
+                       decision: Launch, total: int, *, claim: bool) -> None:
+        """``launch_node`` per batch of ``launch_batch_size`` tasks. With ``claim`` (a new
+        launch) stop when someone else holds the node or the run ended, and dispatch each
+        batch after it commits; without (a repair) append whatever is missing."""
         size = max(1, self.limits.launch_batch_size)
         for start in range(0, len(decision.tasks), size):
             batch = task_records(run_id, topology, node, decision.tasks[start:start + size],
-                                  self.clock.now())
-            self.store.launch_node(run_id, node.index, node.generation, batch,
-                                   node.total_tasks, self.clock.now())
+                                 self.clock.now())
+            outcome = self.store.launch_node(run_id, node.index, node.generation, batch,
+                                             total, self.clock.now())
+            if not claim:
+                continue
+            if outcome == "stale" or (start == 0 and outcome == "duplicate"):
+                return  # someone else launched it (or the run ended): theirs to finish
+            self._dispatch(run_id, topology, batch)
 
     def _advance_children(self, run_id: str, index: int) -> None:
         topology = self._context(run_id).topology
