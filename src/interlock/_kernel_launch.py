@@ -5,6 +5,8 @@ batches, settle, follow what they release), then dispatch after commit. Mixed in
 from __future__ import annotations
 
 import logging
+import threading
+import uuid
 from collections.abc import Callable, Iterable, Sequence
 
 import attrs
@@ -15,10 +17,10 @@ from interlock.jsonvalues import JSON
 from interlock.limits import Limits
 from interlock.planning import Launch, Upstream, plan_node
 from interlock.protocols import Clock, DagStore, Dispatcher
-from interlock.records import NodeFacts, NodeRecord, TaskRecord, TaskRef, Transition
+from interlock.records import NodeFacts, NodeRecord, Outcome, TaskRecord, TaskRef, Transition
 from interlock.states import NodeState, RunState
 
-__all__ = ["LaunchMixin", "RunContext"]
+__all__ = ["Hold", "LaunchMixin", "RunContext"]
 
 log = logging.getLogger("interlock")
 
@@ -32,13 +34,32 @@ class RunContext:
     fail_fast: bool
 
 
+@attrs.define
+class Hold:
+    """A request, active in one thread during one completion, to keep back (not dispatch) the
+    first due task of ``run_id`` that ``accept`` takes: the caller claims and runs it itself."""
+
+    run_id: str
+    accept: Callable[[TaskRef], bool]
+    worker: str = ""
+    ref: TaskRef | None = None
+    claimed: TaskRecord | None = None
+    """The task a ``handover`` store claimed in the launch itself (then ``ref`` is set too)."""
+
+
 class LaunchMixin:
-    """Needs ``store``, ``dispatcher``, ``limits``, ``clock`` and the context/callback hooks."""
+    """Needs ``store``, ``dispatcher``, ``limits``, ``clock``, ``_holds`` and the
+    context/callback hooks."""
 
     store: DagStore
     dispatcher: Dispatcher
     limits: Limits
     clock: Clock
+    _holds: threading.local
+    _handover: bool
+
+    def _lease(self, topology: Topology, task_id: str) -> float:
+        raise NotImplementedError
 
     def _context(self, run_id: str) -> RunContext:
         raise NotImplementedError
@@ -128,13 +149,41 @@ class LaunchMixin:
         for start in range(0, len(decision.tasks), size):
             batch = task_records(run_id, topology, node, decision.tasks[start:start + size],
                                  self.clock.now())
-            outcome = self.store.launch_node(run_id, node.index, node.generation, batch,
-                                             total, self.clock.now())
+            outcome = self._launch_and_claim(run_id, topology, node, batch, total) \
+                if claim and start == 0 else None
+            if outcome is None:
+                outcome = self.store.launch_node(run_id, node.index, node.generation, batch,
+                                                 total, self.clock.now())
             if not claim:
                 continue
             if outcome == "stale" or (start == 0 and outcome == "duplicate"):
                 return  # someone else launched it (or the run ended): theirs to finish
             self._dispatch(run_id, topology, batch)
+
+    def _launch_and_claim(self, run_id: str, topology: Topology, node: NodeRecord,
+                          batch: Sequence[TaskRecord], total: int) -> Outcome | None:
+        """With a ``handover`` store and an active :class:`Hold` of this run still empty, the
+        first batch's launch also claims the first due task the hold accepts (one atomic
+        call); None when that does not apply (the caller launches plainly)."""
+        hold: Hold | None = getattr(self._holds, "hold", None)
+        if not self._handover or hold is None or hold.ref is not None \
+                or hold.run_id != run_id:
+            return None
+        now = self.clock.now()
+        for task in batch:
+            ref = TaskRef(run_id, task.task_id, topology.node(task.node_index).plugin,
+                          task.not_before)
+            if ref.not_before <= now and hold.accept(ref):
+                break
+        else:
+            return None
+        lease_until = now + self._lease(topology, ref.task_id)
+        outcome, (claimed, record) = self.store.launch_and_claim(  # type: ignore[attr-defined]
+            run_id, node.index, node.generation, batch, total, now,
+            (ref.task_id, uuid.uuid4().hex, hold.worker, lease_until))
+        if claimed == "applied" and record is not None:
+            hold.ref, hold.claimed = ref, record
+        return outcome  # type: ignore[no-any-return]
 
     def _advance_children(self, run_id: str, index: int) -> None:
         topology = self._context(run_id).topology
@@ -151,7 +200,29 @@ class LaunchMixin:
             return
         refs = [TaskRef(run_id, t.task_id, topology.node(t.node_index).plugin, t.not_before)
                 for t in tasks]
+        self._send(self._keep_back(run_id, refs))
+
+    def _keep_back(self, run_id: str, refs: list[TaskRef]) -> list[TaskRef]:
+        """``refs`` less the one task an active :class:`Hold` of this thread takes."""
+        hold: Hold | None = getattr(self._holds, "hold", None)
+        if hold is None or hold.run_id != run_id:
+            return refs
+        if hold.claimed is not None:  # claimed by the launch: never dispatched
+            return [ref for ref in refs if ref.task_id != hold.claimed.task_id]
+        if hold.ref is not None:
+            return refs
+        now = self.clock.now()
+        for position, ref in enumerate(refs):
+            if ref.not_before <= now and hold.accept(ref):
+                hold.ref = ref
+                return [*refs[:position], *refs[position + 1:]]
+        return refs
+
+    def _send(self, refs: Sequence[TaskRef]) -> None:
+        if not refs:
+            return
         try:
             self.dispatcher.dispatch(refs)
         except Exception:  # tasks stay QUEUED; reconcile_run re-dispatches them
-            log.exception("dispatch of %d task(s) of run %s failed", len(refs), run_id)
+            log.exception("dispatch of %d task(s) of run %s failed", len(refs),
+                          refs[0].run_id)

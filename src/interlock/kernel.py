@@ -18,7 +18,7 @@ from typing import Any
 
 import attrs
 
-from interlock._kernel_launch import LaunchMixin, RunContext
+from interlock._kernel_launch import Hold, LaunchMixin, RunContext
 from interlock._kernel_support import (
     error_text,
     json_object,
@@ -92,8 +92,10 @@ class Kernel(LaunchMixin):
         abilities: frozenset[str] = getattr(store, "abilities", frozenset())
         self._batched = "batched" in abilities
         self._prefetch = "prefetch" in abilities
+        self._handover = "handover" in abilities
         self._contexts: OrderedDict[str, RunContext] = OrderedDict()
         self._lock = threading.Lock()
+        self._holds = threading.local()
 
     # ---- runs ----------------------------------------------------------------------------
 
@@ -280,6 +282,56 @@ class Kernel(LaunchMixin):
         self._after(run_id, transition, facts=facts)
         return transition
 
+    def complete_and_continue(
+        self,
+        run_id: str,
+        task_id: str,
+        attempt_id: str,
+        outputs: Iterable[Output | Mapping[str, Any]] = (),
+        *,
+        worker: str = "",
+        accept: Callable[[TaskRef], bool] | None = None,
+    ) -> tuple[Transition, Claim | None]:
+        """``on_task_complete``, and when it launched tasks, one of them (the first that is due
+        and that ``accept`` takes) is claimed for the caller instead of being dispatched.
+
+        For a worker that runs the returned claim next: a chain step then skips the queue
+        (dispatch, receive, ack). The claim is an ordinary claim: its lease covers a caller
+        that dies before reporting it. The window between the launch commit and the claim is
+        the same as between any launch and its dispatch: a process dying there leaves the task
+        QUEUED until ``reconcile_run``. Should the claim fail or raise, the task is dispatched.
+        With a ``handover`` store the launch itself claims the task (one atomic call).
+        """
+        hold = Hold(run_id, accept or _accept_any, worker)
+        self._holds.hold = hold
+        try:
+            transition = self.on_task_complete(run_id, task_id, attempt_id, outputs)
+        except BaseException:
+            self._holds.hold = None
+            self._release(hold)
+            raise
+        self._holds.hold = None
+        if hold.claimed is not None:
+            task = hold.claimed
+            assert task.attempt_id is not None  # a claimed task has its attempt
+            return transition, Claim(run_id, task.task_id, task.attempt_id,
+                                     self._input(self._context(run_id), task))
+        if hold.ref is None:
+            return transition, None
+        try:
+            claim = self.claim_task(run_id, hold.ref.task_id, worker=worker)
+        except BaseException:
+            self._release(hold)
+            raise
+        if claim is None:
+            self._release(hold)  # not ours after all: whoever may run it gets it
+        return transition, claim
+
+    def _release(self, hold: Hold) -> None:
+        # a task claimed by the launch is RUNNING under our attempt: its lease recovers it
+        if hold.ref is not None and hold.claimed is None:
+            self._send([hold.ref])
+
     def on_tasks_complete(
         self,
         run_id: str,
@@ -441,6 +493,10 @@ class Kernel(LaunchMixin):
             self._contexts[run_id] = context
             while len(self._contexts) > 256:
                 self._contexts.popitem(last=False)
+
+
+def _accept_any(ref: TaskRef) -> bool:
+    return True
 
 
 def _fail_fast(topology: Topology) -> bool:

@@ -47,10 +47,12 @@ from interlock.states import NodeState, RunState, TaskState
 
 __all__ = [
     "BatchedDagStore",
+    "ClaimRequest",
     "Clock",
     "DagStore",
     "Delivery",
     "Dispatcher",
+    "HandoverDagStore",
     "PrefetchingDagStore",
     "TaskSource",
 ]
@@ -339,4 +341,34 @@ class PrefetchingDagStore(DagStore, Protocol):
         :class:`~interlock.records.NodeFacts` (as committed by this call) of every node in
         ``Transition.ready`` and of each of its parents (``parents[i]`` are the parents of
         ``children[i]``), each node once. Empty when nothing became ready."""
+        ...
+
+
+ClaimRequest = tuple[str, str, str, float | None]
+"""``(task_id, attempt_id, worker, lease_until)``: the claim ``launch_and_claim`` takes."""
+
+
+@runtime_checkable
+class HandoverDagStore(DagStore, Protocol):
+    """The optional ability ``"handover"``: a launch that also claims one of the tasks it
+    writes, for the worker whose completion released the node (``Kernel.complete_and_continue``)
+    — a chain step then costs two atomic calls (complete, launch + claim) instead of three.
+    """
+
+    abilities: frozenset[str]
+
+    def launch_and_claim(
+        self,
+        run_id: str,
+        node_index: int,
+        generation: int,
+        tasks: Sequence[TaskRecord],
+        total_tasks: int,
+        now: float,
+        claim: ClaimRequest,
+    ) -> tuple[Outcome, tuple[Outcome, TaskRecord | None]]:
+        """[launch.claim] ``launch_node``, then — only when that is ``applied`` — in the same
+        atomic step ``claim_task(run_id, *claim, now)`` (whose ``task_id`` is one of ``tasks``).
+        Returns the launch outcome and the claim's result, ``("stale", None)`` when the launch
+        was not applied (a duplicate launch claims nothing)."""
         ...

@@ -16,6 +16,7 @@ from typing import Any, Protocol, TypeVar
 
 import attrs
 
+from interlock.protocols import ClaimRequest
 from interlock.records import (
     Artifact,
     CompletionItem,
@@ -98,7 +99,7 @@ class TransactionalDagStore(abc.ABC):
     """Base class implementing the mutating half of :class:`~interlock.protocols.DagStore`,
     plus the batched operations of :class:`~interlock.protocols.BatchedDagStore`."""
 
-    abilities: frozenset[str] = frozenset({"batched"})
+    abilities: frozenset[str] = frozenset({"batched", "handover"})
 
     @abc.abstractmethod
     def transaction(self, run_id: str) -> AbstractContextManager[RunTransaction | None]:
@@ -120,24 +121,30 @@ class TransactionalDagStore(abc.ABC):
         now: float,
     ) -> Outcome:
         with self.transaction(run_id) as tx:
-            if tx is None or tx.run.state is not RunState.RUNNING:
+            if tx is None:
                 return "stale"
-            node = tx.node(node_index)
-            if node.generation != generation:
-                return "stale"
-            if node.state is NodeState.WAITING:
-                check("node", node.state, NodeState.LAUNCHED)
-                tx.put_node(_evolve(node, state=NodeState.LAUNCHED,
-                                         total_tasks=total_tasks, remaining_tasks=total_tasks))
-                outcome: Outcome = "applied"
-            elif node.state is NodeState.LAUNCHED:
-                outcome = "duplicate"
-            else:
-                return "stale"
-            for task in tasks:
-                if outcome == "applied" or tx.task(task.task_id) is None:
-                    tx.put_task(task)
-            return outcome
+            return _launch(tx, node_index, generation, tasks, total_tasks)
+
+    def launch_and_claim(
+        self,
+        run_id: str,
+        node_index: int,
+        generation: int,
+        tasks: Sequence[TaskRecord],
+        total_tasks: int,
+        now: float,
+        claim: ClaimRequest,
+    ) -> tuple[Outcome, tuple[Outcome, TaskRecord | None]]:
+        """[launch.claim] ``launch_node`` and, when applied, ``claim_task`` of
+        ``claim = (task_id, attempt_id, worker, lease_until)``: one transaction."""
+        with self.transaction(run_id) as tx:
+            if tx is None:
+                return "stale", ("stale", None)
+            outcome = _launch(tx, node_index, generation, tasks, total_tasks)
+            if outcome != "applied":
+                return outcome, ("stale", None)
+            task_id, attempt_id, worker, lease_until = claim
+            return outcome, _claim(tx, task_id, attempt_id, worker, lease_until, now)
 
     def settle_node(
         self,
@@ -336,6 +343,29 @@ class TransactionalDagStore(abc.ABC):
                                     failed_nodes=0, retries=run.retries + 1, reason=None,
                                     updated_at=now))
             return "applied"
+
+
+def _launch(tx: RunTransaction, node_index: int, generation: int,
+            tasks: Sequence[TaskRecord], total_tasks: int) -> Outcome:
+    """[launch.atomic] within an open transaction."""
+    if tx.run.state is not RunState.RUNNING:
+        return "stale"
+    node = tx.node(node_index)
+    if node.generation != generation:
+        return "stale"
+    if node.state is NodeState.WAITING:
+        check("node", node.state, NodeState.LAUNCHED)
+        tx.put_node(_evolve(node, state=NodeState.LAUNCHED, total_tasks=total_tasks,
+                            remaining_tasks=total_tasks))
+        outcome: Outcome = "applied"
+    elif node.state is NodeState.LAUNCHED:
+        outcome = "duplicate"
+    else:
+        return "stale"
+    for task in tasks:
+        if outcome == "applied" or tx.task(task.task_id) is None:
+            tx.put_task(task)
+    return outcome
 
 
 def _claim(

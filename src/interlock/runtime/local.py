@@ -305,6 +305,10 @@ class _Execution:
             if outcome.status == "completed":
                 self._idle_checks = 0
         self._emit()
+        if not outcome.continues and self.dispatcher.idle():
+            # the end of a worker's continuation (a task run without a delivery): no ack will
+            # tell the queue, so decide here whether the run can still progress
+            self._on_idle()
 
     def _recover(self) -> int:
         """The lease sweep, limited to this run (other runs' tasks are not ours to run)."""

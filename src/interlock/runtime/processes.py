@@ -21,7 +21,7 @@ from concurrent.futures.process import BrokenProcessPool
 
 from interlock.errors import UsageError
 from interlock.plugins import PluginSpec, default_registry
-from interlock.runtime.worker import AttemptCrashed, Outputs, call_plugin
+from interlock.runtime._worker_parts import AttemptCrashed, Outputs, call_plugin
 from interlock.values import TaskInput
 
 __all__ = ["AttemptCrashed", "ProcessInvoker", "process_reference"]

@@ -10,27 +10,34 @@ completions of those of one run go through ``kernel.claim_tasks`` / ``kernel.on_
 
 from __future__ import annotations
 
-import json
 import logging
 import math
-import os
-import socket
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import ExitStack, contextmanager
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import ExitStack
 from typing import Any, Literal
 
-import attrs
-
-from interlock.errors import InterlockError, LimitExceeded, UsageError
+from interlock.errors import LimitExceeded, UsageError
 from interlock.kernel import Kernel
-from interlock.limits import Limits
 from interlock.plugins import PluginRegistry, PluginSpec
 from interlock.protocols import Delivery, TaskSource
 from interlock.records import TaskRef
 from interlock.states import TaskState
-from interlock.values import Claim, Output, TaskInput, task_node_slug
+from interlock.values import Claim, task_node_slug
+
+from ._worker_parts import (
+    AttemptCrashed,
+    Heartbeats,
+    Invoke,
+    Outputs,
+    PluginError,
+    TaskOutcome,
+    WaitForHuman,
+    call_plugin,
+    near_limits,
+    worker_name,
+)
 
 __all__ = [
     "AttemptCrashed",
@@ -46,130 +53,7 @@ __all__ = [
 
 log = logging.getLogger("interlock.runtime.worker")
 
-Outputs = list[Output | Mapping[str, Any]]
-Invoke = Callable[[PluginSpec, TaskInput], Outputs]
-"""How a worker calls a plugin: in this thread (:func:`call_plugin`) or in a process pool."""
 _Done = tuple[TaskRef, str, Claim, Outputs, float]  # ran, to complete: ref, node, claim, ..
-
-
-class WaitForHuman(Exception):
-    """Raised by a plugin to park its task until a human answers (``kernel.resume_task``).
-
-    The worker calls ``kernel.wait_task`` with ``reason``; the task is WAITING and the worker is
-    free. On resume the plugin runs again (new attempt) with the answer in ``task.resume``.
-    """
-
-    def __init__(self, reason: str = "") -> None:
-        super().__init__(reason)
-        self.reason = reason
-
-
-class AttemptCrashed(Exception):
-    """Raised by an :data:`Invoke` when the process running the attempt died; the worker then
-    reports ``kernel.on_task_crashed`` (retried up to the kernel's ``crash_attempts``)."""
-
-
-class PluginError(InterlockError):
-    """A plugin raised: the message names node, task and attempt; ``__cause__`` is the error."""
-
-    def __init__(self, node: str, task_id: str, attempt: int | None, error: BaseException
-                 ) -> None:
-        self.node, self.task_id, self.attempt = node, task_id, attempt
-        shown = "?" if attempt is None else str(attempt)
-        super().__init__(f"node {node!r}, task {task_id!r}, attempt {shown}: "
-                         f"{type(error).__name__}: {error}")
-        self.__cause__ = error
-
-
-@attrs.frozen
-class TaskOutcome:
-    """What became of one delivery. ``status``: ``completed``, ``failed`` (attempt failed, may
-    be retried), ``waiting`` (parked for a human) or ``lost`` (claim not won: a duplicate
-    delivery, a finished run or a task not due). Times are ``time.monotonic()`` values."""
-
-    ref: TaskRef
-    node: str
-    status: Literal["completed", "failed", "waiting", "lost"]
-    started: float
-    finished: float
-    error: str | None = None
-
-
-def call_plugin(spec: PluginSpec, task: TaskInput) -> Outputs:
-    """Run the plugin in this thread; materialise its outputs (None means none)."""
-    result = spec.function(task)
-    return [] if result is None else list(result)
-
-
-def worker_name(prefix: str = "worker") -> str:
-    """``prefix:host:pid:thread`` — recorded on each claim, shown by ``interlock status``."""
-    return f"{prefix}:{socket.gethostname()}:{os.getpid()}:{threading.current_thread().name}"
-
-
-class Heartbeats:
-    """One daemon thread renewing the leases of attempts in progress every ``interval``.
-
-    Only attempts of nodes without ``timeout_seconds`` are renewed: a node timeout is the
-    attempt's lease and must be allowed to expire (``recover_expired`` then crashes it).
-    """
-
-    def __init__(self, kernel: Kernel, interval: float | None = None) -> None:
-        self.kernel = kernel
-        self.interval = interval if interval is not None else max(kernel.lease_seconds / 3, 0.05)
-        self._held: dict[tuple[str, str], str] = {}
-        self._timeouts: dict[str, dict[str, Any]] = {}
-        self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-
-    def start(self) -> None:
-        if self._thread is None:
-            self._thread = threading.Thread(target=self._loop, name="interlock-heartbeat",
-                                            daemon=True)
-            self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join()
-            self._thread = None
-
-    @contextmanager
-    def hold(self, claim: Claim) -> Iterator[None]:
-        """Renew ``claim``'s lease while the block runs (if its node has no timeout)."""
-        key = (claim.run_id, claim.task_id)
-        renew = self._timeout(claim.run_id, claim.input.node) is None
-        if renew:
-            with self._lock:
-                self._held[key] = claim.attempt_id
-        try:
-            yield
-        finally:
-            if renew:
-                with self._lock:
-                    self._held.pop(key, None)
-
-    def _timeout(self, run_id: str, slug: str) -> Any:
-        with self._lock:
-            timeouts = self._timeouts.get(run_id)
-        if timeouts is None:
-            run = self.kernel.store.get_run(run_id)
-            nodes = run.pipeline.get("nodes", []) if run is not None else []
-            timeouts = {str(n.get("slug")): n.get("timeout_seconds")
-                        for n in nodes if isinstance(n, dict)}
-            with self._lock:
-                self._timeouts[run_id] = timeouts
-        return timeouts.get(slug)
-
-    def _loop(self) -> None:
-        while not self._stop.wait(self.interval):
-            with self._lock:
-                held = list(self._held.items())
-            for (run_id, task_id), attempt_id in held:
-                try:
-                    self.kernel.heartbeat(run_id, task_id, attempt_id)
-                except Exception:
-                    log.exception("heartbeat of %s/%s failed", run_id, task_id)
 
 
 class Worker:
@@ -191,6 +75,12 @@ class Worker:
     any other, so slow tasks are not held back from idle workers (``batch_budget=math.inf``:
     every task is batched and the receive size is ``batch`` from the start). A batch in hand
     is finished when ``stop`` is set; deliveries of runs not yet claimed are left unacked.
+
+    With ``continue_chains`` (the default), inside :meth:`run` a one-task completion goes
+    through ``kernel.complete_and_continue``: when it launches tasks, the worker claims one of
+    them (whose plugin it has) and runs it right after acking the delivery in hand, instead of
+    sending it through the queue: a chain step costs no dispatch, receive or ack. The rest of
+    what it launched is dispatched as usual. No continuation is taken once ``stop`` is set.
 
     A plugin raising a BaseException that is not an Exception (KeyboardInterrupt, SystemExit)
     ends the loop without reporting or acking the task (nor the rest of its batch): it stays
@@ -214,6 +104,7 @@ class Worker:
         heartbeats: Heartbeats | None = None,
         on_outcome: Callable[[TaskOutcome], None] | None = None,
         on_abort: Callable[[BaseException], None] | None = None,
+        continue_chains: bool = True,
     ) -> None:
         self.kernel = kernel
         self.source = source
@@ -231,6 +122,9 @@ class Worker:
         self._means: dict[str, float] = {}  # per plugin: duration, moving average
         self._size = 1  # deliveries asked for by the next receive
         self._timeouts: dict[str, dict[str, Any]] = {}
+        self.continue_chains = continue_chains
+        self._stop: threading.Event | None = None  # set while run() loops: continuations on
+        self._next: Claim | None = None  # a task a completion handed to this worker
 
     def run(self, stop: threading.Event) -> None:
         """Loop until ``stop`` is set (checked after each receive and each task)."""
@@ -238,6 +132,7 @@ class Worker:
         interval = self.recover_interval
         next_recover = time.monotonic() + interval if interval else math.inf
         failures = 0
+        self._stop = stop if self.continue_chains else None
         try:
             while not stop.is_set():
                 wait = min(self.receive_timeout, max(0.0, next_recover - time.monotonic()))
@@ -266,6 +161,8 @@ class Worker:
             if self.on_abort is None:
                 raise
             self.on_abort(exc)
+        finally:
+            self._stop = None
 
     def execute(self, ref: TaskRef, worker: str = "") -> TaskOutcome:
         """Claim and run one task; report the result to the kernel."""
@@ -281,6 +178,10 @@ class Worker:
         if claim is None:
             log.debug("claim of %s/%s lost", ref.run_id, ref.task_id)
             return self._report(ref, node, "lost", started)
+        return self._execute_claim(ref, node, claim, spec, started, worker)
+
+    def _execute_claim(self, ref: TaskRef, node: str, claim: Claim, spec: PluginSpec,
+                       started: float, worker: str) -> TaskOutcome:
         if self.heartbeats is not None:
             with self.heartbeats.hold(claim):
                 ran = self._run(ref, node, claim, spec, started)
@@ -288,7 +189,23 @@ class Worker:
             ran = self._run(ref, node, claim, spec, started)
         if isinstance(ran, TaskOutcome):
             return ran
-        return self._complete(ref, node, claim, ran, started)
+        return self._complete(ref, node, claim, ran, started, worker)
+
+    def _continue(self, worker: str) -> None:
+        """Run the tasks completions handed to this worker (chain steps), one after another."""
+        while self._next is not None:
+            claim, self._next = self._next, None
+            ref = TaskRef(claim.run_id, claim.task_id, claim.input.plugin)
+            try:
+                spec = self.plugins.resolve(ref.plugin)
+                self._execute_claim(ref, claim.input.node, claim, spec, time.monotonic(),
+                                    worker)
+            except Exception:  # as for a delivery: logged, the loop goes on
+                log.exception("worker %s: task %s of run %s", worker, claim.task_id,
+                              claim.run_id)
+
+    def _accepts(self, ref: TaskRef) -> bool:
+        return ref.plugin in self.plugins
 
     def execute_batch(self, refs: Sequence[TaskRef], worker: str = "") -> list[TaskOutcome]:
         """Claim and run several tasks of one run; report the results to the kernel.
@@ -366,21 +283,22 @@ class Worker:
                     continue
                 try:
                     outputs, error = self._attempt(ref, claim, spec)
-                    if error is None and not _near_limits(outputs, self.kernel.limits):
+                    if error is None and not near_limits(outputs, self.kernel.limits):
                         done.append((ref, node, claim, outputs, began))
                         continue
                     # reported in delivery order, as the one-task path does: the completions
                     # before this task first (a failure may end a fail-fast run)
-                    outcomes.extend(self._complete_all(run_id, done))
+                    outcomes.extend(self._complete_all(run_id, done, worker))
                     done = []
                     if error is not None:
                         outcomes.append(self._report_error(ref, node, claim, error, began))
                         errors = True
                     else:
-                        outcomes.append(self._complete(ref, node, claim, outputs, began))
+                        outcomes.append(self._complete(ref, node, claim, outputs, began,
+                                                       worker))
                 except Exception:
                     log.exception("worker %s: task %s of run %s", worker, claim.task_id, run_id)
-            outcomes.extend(self._complete_all(run_id, done))
+            outcomes.extend(self._complete_all(run_id, done, worker))
         return outcomes
 
     def _still_ours(self, claim: Claim) -> bool:
@@ -388,9 +306,10 @@ class Worker:
         return task is not None and task.attempt_id == claim.attempt_id \
             and task.state is TaskState.RUNNING
 
-    def _complete_all(self, run_id: str, done: Sequence[_Done]) -> list[TaskOutcome]:
+    def _complete_all(self, run_id: str, done: Sequence[_Done], worker: str
+                      ) -> list[TaskOutcome]:
         if len(done) <= 1:
-            return [self._complete(*item) for item in done]
+            return [self._complete(*item, worker) for item in done]
         try:
             transitions = self.kernel.on_tasks_complete(
                 run_id, [(claim.task_id, claim.attempt_id, outputs)
@@ -398,7 +317,7 @@ class Worker:
         except UsageError:
             # a malformed output somewhere, and nothing was applied: one by one, so that only
             # the task at fault is failed
-            return [self._complete(*item) for item in done]
+            return [self._complete(*item, worker) for item in done]
         outcomes: list[TaskOutcome] = []
         for (ref, node, _, _, began), transition in zip(done, transitions, strict=True):
             if transition.outcome == "stale":
@@ -437,10 +356,17 @@ class Worker:
         return self._failed(claim, node, error, started, retryable=True)
 
     def _complete(self, ref: TaskRef, node: str, claim: Claim, outputs: Outputs,
-                  started: float) -> TaskOutcome:
+                  started: float, worker: str) -> TaskOutcome:
+        following: Claim | None = None
         try:
-            transition = self.kernel.on_task_complete(ref.run_id, ref.task_id,
-                                                      claim.attempt_id, outputs)
+            if self._stop is not None and self._next is None and not self._stop.is_set():
+                transition, following = self.kernel.complete_and_continue(
+                    ref.run_id, ref.task_id, claim.attempt_id, outputs, worker=worker,
+                    accept=self._accepts)
+                self._next = following
+            else:
+                transition = self.kernel.on_task_complete(ref.run_id, ref.task_id,
+                                                          claim.attempt_id, outputs)
         except LimitExceeded as exc:  # the kernel has already failed the task
             return self._report(ref, node, "failed", started, str(exc))
         except UsageError as exc:  # malformed outputs: nothing was written; not retryable
@@ -448,7 +374,7 @@ class Worker:
         if transition.outcome == "stale":
             # fenced out (the run was cancelled, or the attempt expired meanwhile): not ours
             return self._report(ref, node, "lost", started, "completion was stale")
-        return self._report(ref, node, "completed", started)
+        return self._report(ref, node, "completed", started, continues=following is not None)
 
     def _serve_batch(self, deliveries: Sequence[Delivery], name: str,
                      stop: threading.Event) -> None:
@@ -467,6 +393,7 @@ class Worker:
             handled.extend(group)
         if handled:
             self.source.ack(handled)
+        self._continue(name)
         fast = all(self._fast(d.ref.plugin) for d in deliveries)
         self._size = min(self.batch, 2 * self._size) if fast and deliveries else 1
 
@@ -481,6 +408,7 @@ class Worker:
                 log.exception("worker %s: task %s of run %s", name, delivery.ref.task_id,
                               delivery.ref.run_id)
             self.source.ack([delivery])
+            self._continue(name)
 
     def _receive_size(self) -> int:
         if self.batch == 1 or self.batch_budget == math.inf:
@@ -523,29 +451,8 @@ class Worker:
 
     def _report(self, ref: TaskRef, node: str,
                 status: Literal["completed", "failed", "waiting", "lost"], started: float,
-                error: str | None = None) -> TaskOutcome:
-        outcome = TaskOutcome(ref, node, status, started, time.monotonic(), error)
+                error: str | None = None, *, continues: bool = False) -> TaskOutcome:
+        outcome = TaskOutcome(ref, node, status, started, time.monotonic(), error, continues)
         if self.on_outcome is not None:
             self.on_outcome(outcome)
         return outcome
-
-
-def _near_limits(outputs: Outputs, limits: Limits) -> bool:
-    """Whether ``outputs`` might exceed a limit (or are malformed): such a completion takes the
-    one-task path, whose LimitExceeded names the task. Errs on the side of True."""
-    if len(outputs) > limits.max_outputs_per_task // 2:
-        return True
-    for output in outputs:
-        fields = output.fields if isinstance(output, Output) else (
-            output.get("fields") if isinstance(output, Mapping) else None)
-        if fields is None or fields == {}:
-            continue
-        if not isinstance(fields, dict):
-            return True
-        try:
-            size = len(json.dumps(fields, separators=(",", ":")))
-        except (TypeError, ValueError):
-            return True
-        if size > limits.max_fields_bytes // 2:
-            return True
-    return False

@@ -7,7 +7,7 @@ import functools
 from collections import Counter
 from typing import Any, cast
 
-from interlock.protocols import BatchedDagStore
+from interlock.protocols import BatchedDagStore, HandoverDagStore
 from interlock.records import CompletionItem, Transition
 from interlock.states import NodeState, RunState, TaskState
 from interlock.testing._races import THREADS, modes, run_concurrently
@@ -199,3 +199,39 @@ def check_complete_prefetch(h: Harness) -> None:
         sc.run_id, t1, f"{t1}@1", outputs_for(t1, 1), children, parents, h.clock.now())
     expect_eq((again.outcome, facts), ("duplicate", []), c, "an exact repeat")
     sc.unchanged(before, c, "a repeated complete_task_prefetch")
+
+
+def check_launch_claim(h: Harness) -> None:
+    """[launch.claim]"""
+    c = "launch.claim"
+    store = h.store
+    expect("handover" in getattr(store, "abilities", frozenset()), c,
+           "the test class declares the ability 'handover' but the store's abilities attribute "
+           "does not, so the kernel would never take the handing-over path")
+    store = cast(HandoverDagStore, store)
+    sc = Scenario(h, "handover", [[], [0]])
+    tasks = sc.new_tasks(0, range(3))
+    now = h.clock.now()
+    t1 = tasks[1].task_id
+    launched, (claimed, record) = store.launch_and_claim(
+        sc.run_id, 0, 0, tasks, 3, now, (t1, "a", "w", now + 60))
+    expect_eq((launched, claimed), ("applied", "applied"), c,
+              "(launch, claim) outcomes on a WAITING node")
+    stored = sc.task(t1)
+    expect_eq((stored.state, stored.attempt, stored.attempt_id, stored.worker,
+               stored.lease_until), (TaskState.RUNNING, 1, "a", "w", now + 60), c,
+              "the claimed task (state, attempt, attempt_id, worker, lease_until)")
+    expect_eq(record, stored, c, "the returned task is the task as stored")
+    expect_eq([t.state for t in sc.tasks(0)], [TaskState.QUEUED, TaskState.RUNNING,
+                                               TaskState.QUEUED], c,
+              "the other tasks of the launch are written QUEUED")
+    expect_eq(sc.node(0).state, NodeState.LAUNCHED, c, "the node after the launch")
+    before = sc.snapshot()
+    again = store.launch_and_claim(sc.run_id, 0, 0, tasks, 3, now, (t1, "b", "w", now + 60))
+    expect_eq(again, ("duplicate", ("stale", None)), c,
+              "a repeated launch: duplicate, and it claims nothing")
+    sc.unchanged(before, c, "a repeated launch_and_claim")
+    old = store.launch_and_claim(sc.run_id, 1, 7, sc.new_tasks(1, [0], generation=7), 1, now,
+                                 ("n1.7.0", "c", "w", now + 60))
+    expect_eq(old, ("stale", ("stale", None)), c, "a launch of another generation")
+    expect_eq(sc.tasks(1), [], c, "tasks written by a stale launch_and_claim")

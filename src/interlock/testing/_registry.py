@@ -68,6 +68,7 @@ CHECKS: tuple[Check, ...] = (
     _clause("batch.claim", batch.check_batch_claim, "batched"),
     _clause("batch.complete", batch.check_batch_complete, "batched"),
     _clause("complete.prefetch", batch.check_complete_prefetch, "prefetch"),
+    _clause("launch.claim", batch.check_launch_claim, "handover"),
     _race("launch.atomic", races.race_launch_atomic),
     _race("settle.once", races.race_settle_once),
     _race("claim.cas", races.race_claim_cas),

@@ -11,7 +11,7 @@ from typing import NamedTuple
 
 __all__ = ["ABILITIES", "CLAUSES", "SUITE_VERSION", "Clause", "parse_version", "test_name"]
 
-SUITE_VERSION = "0.1"
+SUITE_VERSION = "0.2"
 """The version of the conformance suite (the Interlock minor version that shipped it)."""
 
 
@@ -86,6 +86,9 @@ CLAUSES: dict[str, Clause] = {
     "complete.prefetch": Clause(
         "0.1", "complete_task_prefetch (ability 'prefetch') is complete_task plus, in the same "
                "atomic step, the facts of every node it readied and of their parents"),
+    "launch.claim": Clause(
+        "0.2", "launch_and_claim (ability 'handover') is launch_node plus, only when that "
+               "applied, claim_task of one written task, in the same atomic step"),
     "artifacts.origin": Clause(
         "0.1", "the store derives each artifact's origin from the task's origin_mode and keeps "
                "fields and data exactly"),
@@ -96,6 +99,8 @@ ABILITIES: dict[str, str] = {
                "'batched' in its abilities attribute (the kernel then uses them)",
     "prefetch": "the store implements complete_task_prefetch (PrefetchingDagStore) and lists "
                 "'prefetch' in its abilities attribute (the kernel then uses it)",
+    "handover": "the store implements launch_and_claim (HandoverDagStore) and lists "
+                "'handover' in its abilities attribute (the kernel then uses it)",
     "threads": "one store object may be called from several threads at once (races run with "
                "threads sharing it)",
     "processes": "several store objects made by make_store() in one test share their data, as "
