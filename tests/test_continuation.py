@@ -13,13 +13,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from support import Harness
 
 from interlock import Output, RunState, StoreUnavailable, TaskInput, TaskState
 from interlock.plugins import PluginRegistry
 from interlock.runtime import LocalRunner, QueueDispatcher, WaitForHuman, Worker
 from interlock.runtime.worker import TaskOutcome
 from interlock_sqlite import SqliteStore
-from support import Harness
 
 
 def chain(n: int) -> dict[str, Any]:

@@ -16,7 +16,7 @@ class TestRedisConformance(DagStoreConformance):
     # one store object is thread-safe; separate store objects (separate clients, as in
     # separate worker processes) on one namespace share their data; batched claim/complete
     abilities: ClassVar[frozenset[str]] = frozenset(
-        {"threads", "processes", "batched", "prefetch"})
+        {"threads", "processes", "batched", "prefetch", "handover"})
 
     @pytest.fixture(autouse=True)
     def _redis(self, redis_url: str) -> None:

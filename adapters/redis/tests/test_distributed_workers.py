@@ -294,7 +294,10 @@ def test_fan_out_grouped_aggregate_runs_every_task_exactly_once(cluster: Cluster
 
     # the duplicates were delivered and each lost its claim (nothing else lost one)
     cluster.wait_drained(time.monotonic() + 20)
-    assert cluster.entries_added() - added_before == tasks_total + ITEMS
+    # every task went through the stream once, except those a completing worker kept for
+    # itself (continuation: claimed in the launch, never dispatched), plus the ITEMS duplicates
+    handed_over = tasks_total + ITEMS - (cluster.entries_added() - added_before)
+    assert 0 <= handed_over < tasks_total, handed_over
     lost = cluster.lost_claims(run_id)
     assert lost == Counter({t.task_id: 1 for t in a_tasks}), lost.most_common(3)
 

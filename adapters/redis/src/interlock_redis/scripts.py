@@ -21,6 +21,7 @@ __all__ = ["Scripts", "text"]
 STORE_SCRIPTS = (
     "create_run",
     "launch_node",
+    "launch_and_claim",
     "settle_node",
     "claim_task",
     "claim_tasks",

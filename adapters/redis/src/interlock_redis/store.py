@@ -22,6 +22,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 import redis
 
 from interlock.errors import StoreUnavailable, UsageError
+from interlock.protocols import ClaimRequest
 from interlock.records import (
     Artifact,
     CompletionItem,
@@ -149,7 +150,7 @@ class RedisStore:
     are one script each too.
     """
 
-    abilities: frozenset[str] = frozenset({"batched", "prefetch"})
+    abilities: frozenset[str] = frozenset({"batched", "prefetch", "handover"})
 
     def __init__(self, client: redis.Redis | str, namespace: str = "interlock") -> None:
         if isinstance(client, str):
@@ -360,6 +361,31 @@ class RedisStore:
         if not leased:
             return _outcome(self._call("launch_node", run_id, args))
         return _outcome(self._call_leased("launch_node", run_id, args))
+
+    @_reachable
+    def launch_and_claim(
+        self,
+        run_id: str,
+        node_index: int,
+        generation: int,
+        tasks: Sequence[TaskRecord],
+        total_tasks: int,
+        now: float,
+        claim: ClaimRequest,
+    ) -> tuple[Outcome, tuple[Outcome, TaskRecord | None]]:
+        """[launch.claim] ``launch_and_claim.lua``: one round trip (the leased-runs SADD rides
+        in the same pipeline, after the script, as for ``claim_task``)."""
+        task_id, attempt_id, worker, lease_until = claim
+        args: list[Arg] = [str(node_index), str(generation), str(total_tasks), dumps(now),
+                           task_id, dumps(attempt_id), dumps(worker), dumps(lease_until)]
+        for task in tasks:
+            head, plan = _task_parts(task)
+            args += [task.task_id, head, plan]
+        reply = (self._call("launch_and_claim", run_id, args) if lease_until is None
+                 else self._call_leased("launch_and_claim", run_id, args))
+        if len(reply) == 1:
+            return _outcome(reply[0]), ("stale", None)
+        return _outcome(reply[0]), _task_reply(reply[1:])
 
     @_reachable
     def settle_node(

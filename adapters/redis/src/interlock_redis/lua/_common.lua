@@ -247,6 +247,51 @@ local function claim_one(id, attempt_id, worker, lease_until, now)
   return {'applied', raw, redis.call('HGET', K_PLANS, id)}
 end
 
+-- [launch.atomic] claim WAITING node ``index`` of ``generation`` and write the tasks given as
+-- (id, jmap without plan, plan JSON) triples in ARGV[first ..]: 'applied', 'duplicate' (node
+-- already LAUNCHED: only tasks not stored yet are written), 'stale', or a {'illegal'|'nonode'}
+-- reply
+local function launch(index, generation, total, first)
+  if run_field('state') ~= RS.running then
+    return 'stale'
+  end
+  local n = node(index)
+  if n == nil then
+    return {'nonode', index}
+  end
+  if not same_int(n.generation, generation) then
+    return 'stale'
+  end
+  local outcome
+  if n.state == NS.waiting then
+    local illegal = check('node', n.state, NS.launched, '')
+    if illegal then
+      return illegal
+    end
+    n.state = NS.launched
+    n.total_tasks = itext(int(total))
+    n.remaining_tasks = itext(int(total))
+    put_node(index, n)
+    outcome = 'applied'
+  elseif n.state == NS.launched then
+    outcome = 'duplicate'
+  else
+    return 'stale'
+  end
+  for i = first, #ARGV, 3 do
+    local id = ARGV[i]
+    if outcome == 'applied' or redis.call('HEXISTS', K_TASKS, id) == 0 then
+      local t = cjson.decode(ARGV[i + 1])
+      redis.call('HSET', K_TASKS, id, ARGV[i + 1])
+      redis.call('HSET', K_PLANS, id, ARGV[i + 2])
+      redis.call('SADD', PREFIX .. ':ntasks:' .. t.node_index, id)
+      index_task(id, t)
+    end
+  end
+  flush_nodes()
+  return outcome
+end
+
 -- nil when a completion of task ``id`` can run without meeting a missing node; else the
 -- {'nonode', index} reply. ``always``: check the children even if the node will not settle.
 local function complete_precheck(id, children, always)
