@@ -171,6 +171,7 @@ def main(argv: list[str] | None = None) -> int:
     thread.start()
     stop.wait()
     thread.join()
+    queue.close()  # sends the buffered acks
     client.close()
     return 0
 

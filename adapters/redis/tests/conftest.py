@@ -322,6 +322,7 @@ class Workers:
                 deliveries = self._retry(lambda: source.receive(8, 0.2))
                 for delivery in deliveries:
                     self._run_one(f"w{index}", source, delivery)
+            self._retry(source.flush)  # the acks buffered since the last receive
         except TRANSIENT:
             if not self.stop_event.is_set():
                 raise

@@ -24,7 +24,7 @@ from redis.connection import Connection
 from redis.retry import Retry
 
 from interlock import Kernel, StoreUnavailable, TaskInput
-from interlock.records import NewArtifact, NodeRecord, RunRecord, TaskRecord
+from interlock.records import NewArtifact, NodeRecord, RunRecord, TaskRecord, TaskRef
 from interlock.states import NodeState, RunState, TaskState
 from interlock.values import RunFinished
 from interlock_redis import RedisStore, RedisStreamsDispatcher, RedisUnavailable
@@ -146,6 +146,32 @@ def test_an_unreachable_server_raises_store_unavailable() -> None:
         store.get_run("r")
     with pytest.raises(StoreUnavailable, match="cancel_run"):
         store.cancel_run("r", "x", 1.0)
+
+
+class _StillClock:
+    def now(self) -> float:
+        return 100.0  # no timed sweep: every receive below is one pipeline (acks + read)
+
+
+@pytest.mark.parametrize("lose", ["request", "reply"])
+def test_buffered_acks_survive_a_lost_round_trip(redis_url: str, client: redis.Redis,
+                                                 namespace: str, lose: str) -> None:
+    """The acks riding on a receive whose round trip fails stay buffered and are sent again
+    (XACK and XDEL of an id already acked change nothing)."""
+    faults = Faults()
+    faulty = faulty_client(redis_url, faults)
+    queue = RedisStreamsDispatcher(faulty, namespace, consumer="c", clock=_StillClock())
+    queue.dispatch([TaskRef("r", f"n.0.{i}", "p") for i in range(2)])
+    queue.ack(queue.receive(10, 1.0))
+    faults.lose = lose
+    with pytest.raises(redis.ConnectionError):
+        queue.receive(10, 0)
+    pending = client.xpending(queue.stream_key, queue.group)["pending"]
+    assert pending == (2 if lose == "request" else 0)
+    assert queue.receive(10, 0) == []  # sends them again
+    assert client.xpending(queue.stream_key, queue.group)["pending"] == 0
+    assert client.xlen(queue.stream_key) == 0
+    faulty.close()
 
 
 # ---- whole runs through outages ---------------------------------------------------------------

@@ -10,8 +10,10 @@ import pytest
 import redis
 
 from interlock import Kernel
+from interlock.plugins import PluginRegistry
 from interlock.protocols import Delivery, Dispatcher, TaskSource
 from interlock.records import TaskRef
+from interlock.runtime import Worker
 from interlock.states import RunState
 from interlock_redis import RedisStore, RedisStreamsDispatcher
 
@@ -33,6 +35,28 @@ def _queue(client: redis.Redis, namespace: str, consumer: str, **kw: Any
     return RedisStreamsDispatcher(client, namespace, consumer=consumer, **kw)
 
 
+def _wait_blocked_in_xreadgroup(client: redis.Redis) -> None:
+    """Until the server lists a client blocked in XREADGROUP (readiness, not a sleep)."""
+    deadline = time.monotonic() + 10
+    while not any(c.get("cmd") == "xreadgroup" and "b" in c.get("flags", "")
+                  for c in client.client_list()):
+        assert time.monotonic() < deadline, "receiver never blocked in XREADGROUP"
+
+
+def _wait_idle(client: redis.Redis, queue: RedisStreamsDispatcher, count: int,
+               seconds: float) -> None:
+    """Until the server reports ``count`` pending messages idle for ``seconds`` or more (a
+    deadline driven by the server's state)."""
+    deadline = time.monotonic() + 10
+    while len(client.xpending_range(queue.stream_key, queue.group, "-", "+", count,
+                                    idle=int(seconds * 1000))) < count:
+        assert time.monotonic() < deadline, "the pending messages never became idle"
+
+
+def _pending(client: redis.Redis, queue: RedisStreamsDispatcher) -> int:
+    return int(client.xpending(queue.stream_key, queue.group)["pending"])
+
+
 def test_implements_both_protocols(client: redis.Redis, namespace: str) -> None:
     queue = _queue(client, namespace, "c")
     assert isinstance(queue, Dispatcher) and isinstance(queue, TaskSource)
@@ -46,10 +70,10 @@ def test_dispatch_receive_ack(client: redis.Redis, namespace: str) -> None:
     assert [d.ref for d in first + rest] == _refs(5)
     assert len({d.token for d in first + rest}) == 5
     assert client.xpending(queue.stream_key, "workers")["pending"] == 5
-    queue.ack(first + rest)
+    queue.ack(first + rest)  # buffered: sent with the next receive
+    assert queue.receive(10, 0) == []
     assert client.xpending(queue.stream_key, "workers")["pending"] == 0
     assert client.xlen(queue.stream_key) == 0  # acked messages are deleted too
-    assert queue.receive(10, 0) == []
 
 
 def test_dispatch_is_one_round_trip_per_batch(counting: Any, namespace: str) -> None:
@@ -74,10 +98,7 @@ def test_receive_blocks_in_one_xreadgroup_until_a_message_arrives(
     thread = threading.Thread(target=lambda: got.extend(receiver.receive(10, 30.0)))
     started = time.monotonic()
     thread.start()
-    deadline = time.monotonic() + 10
-    while not any(c.get("cmd") == "xreadgroup" and "b" in c.get("flags", "")
-                  for c in client.client_list()):  # readiness of the receiver, not a sleep
-        assert time.monotonic() < deadline, "receiver never blocked in XREADGROUP"
+    _wait_blocked_in_xreadgroup(client)
     _queue(client, namespace, "sender").dispatch(_refs(1))
     thread.join(timeout=10)
     assert [d.ref for d in got] == _refs(1)
@@ -118,6 +139,7 @@ def test_xautoclaim_takes_over_the_messages_of_a_dead_consumer(client: redis.Red
     pending = client.xpending_range(rescuer.stream_key, "workers", "-", "+", 10)
     assert {p["consumer"].decode() for p in pending} == {"rescuer"}
     rescuer.ack(rescued)
+    rescuer.flush()
     assert client.xpending(rescuer.stream_key, "workers")["pending"] == 0
 
 
@@ -188,3 +210,164 @@ def test_receive_nothing_when_asked_for_nothing(client: redis.Redis, namespace: 
     queue = _queue(client, namespace, "c")
     queue.dispatch(_refs(1))
     assert queue.receive(max_tasks, 0) == []
+
+
+# ---- sweeps when due; acks ride on the next read ---------------------------------------------
+
+
+def test_a_delayed_ref_is_delivered_once_due_by_receive_alone(counting: Any,
+                                                              namespace: str) -> None:
+    """Before its due time a receive does not sweep (one round trip); the first receive at or
+    after it promotes and delivers the ref, with no other call."""
+    counted, log = counting
+    clock = FakeClock(100.0)
+    queue = _queue(counted, namespace, "c", clock=clock, sweep_interval=1000.0)
+    assert queue.receive(10, 0) == []  # the first receive sweeps
+    queue.dispatch([TaskRef("r", "n.0.0", "p", 150.0)])
+    log.reset()
+    clock.t = 149.9
+    assert queue.receive(10, 0) == []
+    assert log.round_trips == 1 and dict(log.commands) == {"XREADGROUP": 1}
+    clock.t = 150.0
+    assert [d.ref.task_id for d in queue.receive(10, 0)] == ["n.0.0"]
+    assert log.commands["EVALSHA"] == 1 and log.commands["XAUTOCLAIM"] == 1
+
+
+def test_a_sweep_learns_the_next_due_time_of_refs_delayed_elsewhere(client: redis.Redis,
+                                                                    namespace: str) -> None:
+    clock = FakeClock(100.0)
+    _queue(client, namespace, "kernel", clock=clock).dispatch(
+        [TaskRef("r", "n.0.0", "p", 150.0), TaskRef("r", "n.0.1", "p", 170.0)])
+    worker = _queue(client, namespace, "w", clock=clock, sweep_interval=1000.0)
+    assert worker.receive(10, 0) == []  # swept: the script reports 150 as the next due time
+    clock.t = 150.0
+    assert [d.ref.task_id for d in worker.receive(10, 0)] == ["n.0.0"]  # ... then 170
+    clock.t = 170.0
+    assert [d.ref.task_id for d in worker.receive(10, 0)] == ["n.0.1"]
+
+
+def test_a_ref_delayed_elsewhere_after_a_sweep_waits_one_sweep_interval_at_most(
+        client: redis.Redis, namespace: str) -> None:
+    clock = FakeClock(100.0)
+    worker = _queue(client, namespace, "w", clock=clock, sweep_interval=10.0)
+    assert worker.receive(10, 0) == []  # swept at 100: the next timed sweep is at 110
+    _queue(client, namespace, "kernel", clock=clock).dispatch([TaskRef("r", "n.0.0", "p", 105)])
+    clock.t = 109.9
+    assert worker.receive(10, 0) == []  # due, but unknown to this dispatcher
+    clock.t = 110.0
+    assert [d.ref.task_id for d in worker.receive(10, 0)] == ["n.0.0"]
+
+
+def test_a_dead_consumers_deliveries_are_reclaimed_by_a_timed_sweep(
+        counting: Any, client: redis.Redis, namespace: str) -> None:
+    counted, log = counting
+    clock = FakeClock(100.0)
+    rescuer = _queue(counted, namespace, "rescuer", clock=clock, claim_idle_seconds=0.05,
+                     sweep_interval=10.0)
+    assert rescuer.receive(10, 0) == []  # the first receive sweeps: nothing to take over
+    dead = _queue(client, namespace, "dead")
+    dead.dispatch(_refs(2))
+    taken = dead.receive(10, 1.0)
+    assert len(taken) == 2  # ... and the consumer dies without acking
+    _wait_idle(client, dead, 2, 0.05)
+    log.reset()
+    assert rescuer.receive(10, 0) == []  # idle long enough, but no sweep is due yet
+    assert "XAUTOCLAIM" not in log.commands
+    clock.t = 110.0
+    rescued = rescuer.receive(10, 0)
+    assert [(d.ref, d.token) for d in rescued] == [(d.ref, d.token) for d in taken]
+    assert log.commands["XAUTOCLAIM"] == 1
+    rescuer.ack(rescued)
+    rescuer.close()
+    assert _pending(client, rescuer) == 0
+
+
+def test_a_full_page_of_takeovers_sweeps_again_on_the_next_receive(client: redis.Redis,
+                                                                    namespace: str) -> None:
+    dead = _queue(client, namespace, "dead")
+    dead.dispatch(_refs(3))
+    assert len(dead.receive(10, 1.0)) == 3
+    rescuer = _queue(client, namespace, "rescuer", clock=FakeClock(100.0),
+                     claim_idle_seconds=0, sweep_interval=1000.0)
+    assert len(rescuer.receive(2, 0)) == 2  # a full page: there may be more
+    assert len(rescuer.receive(2, 0)) == 1  # same clock time, swept again
+    assert rescuer.receive(2, 0) == []
+
+
+def test_buffered_acks_are_sent_by_the_next_receive_by_flush_and_by_close(
+        client: redis.Redis, namespace: str) -> None:
+    queue = _queue(client, namespace, "c")
+    queue.dispatch(_refs(3))
+    first, second, third = queue.receive(10, 1.0)
+    queue.ack([first])
+    assert _pending(client, queue) == 3  # buffered
+    assert queue.receive(10, 0) == []
+    assert _pending(client, queue) == 2
+    queue.ack([second])
+    queue.flush()
+    assert _pending(client, queue) == 2 - 1
+    queue.ack([third])
+    queue.close()
+    assert _pending(client, queue) == 0
+    assert client.xlen(queue.stream_key) == 0
+
+
+def test_unbuffered_acks_and_a_full_buffer_are_sent_at_once(client: redis.Redis,
+                                                            namespace: str) -> None:
+    queue = _queue(client, namespace, "c", buffer_acks=False)
+    queue.dispatch(_refs(2))
+    deliveries = queue.receive(10, 1.0)
+    queue.ack(deliveries[:1])
+    assert _pending(client, queue) == 1
+    small = _queue(client, namespace, "d", max_buffered_acks=1)
+    small.dispatch(_refs(1))
+    small.ack(small.receive(10, 1.0))
+    assert _pending(client, small) == 1  # only the first queue's second delivery
+    queue.ack(deliveries[1:])
+    assert _pending(client, queue) == 0
+
+
+def test_acks_are_applied_before_a_receive_blocks(counting: Any, client: redis.Redis,
+                                                  namespace: str) -> None:
+    counted, log = counting
+    queue = _queue(counted, namespace, "c", clock=FakeClock(100.0), sweep_interval=1000.0)
+    queue.dispatch(_refs(1))
+    queue.ack(queue.receive(1, 1.0))
+    log.reset()
+    got: list[Delivery] = []
+    thread = threading.Thread(target=lambda: got.extend(queue.receive(10, 30.0)))
+    thread.start()
+    _wait_blocked_in_xreadgroup(client)
+    assert _pending(client, queue) == 0  # acked while the receiver blocks
+    _queue(client, namespace, "sender").dispatch(_refs(1))
+    thread.join(timeout=10)
+    assert [d.ref for d in got] == _refs(1)
+    assert log.round_trips == 1
+    assert dict(log.commands) == {"XACK": 1, "XDEL": 1, "XREADGROUP": 1}
+
+
+def test_a_receive_and_ack_cycle_is_one_round_trip_in_steady_state(counting: Any,
+                                                                   namespace: str) -> None:
+    counted, log = counting
+    queue = _queue(counted, namespace, "c", clock=FakeClock(100.0))
+    queue.dispatch(_refs(11))
+    queue.ack(queue.receive(1, 1.0))  # the first receive creates the group and sweeps
+    log.reset()
+    for _ in range(10):
+        queue.ack(queue.receive(1, 1.0))
+    assert log.round_trips == 10
+    assert dict(log.commands) == {"XACK": 10, "XDEL": 10, "XREADGROUP": 10}
+    queue.close()
+    assert log.round_trips == 11 and _pending(counted, queue) == 0
+
+
+def test_a_stopping_worker_sends_its_buffered_acks(client: redis.Redis, namespace: str) -> None:
+    queue = _queue(client, namespace, "c")
+    registry = PluginRegistry()
+    registry.register("p", lambda task: [])
+    kernel = Kernel(RedisStore(client, namespace), queue, plugins=registry)
+    kernel.start_run({"name": "one", "nodes": [{"slug": "a", "plugin": "p"}]}, run_id="stop")
+    stop = threading.Event()
+    Worker(kernel, queue, registry, on_outcome=lambda outcome: stop.set()).run(stop)
+    assert _pending(client, queue) == 0  # acked after the outcome, flushed when the loop ended
+    assert client.xlen(queue.stream_key) == 0

@@ -2,7 +2,9 @@
 
 The queue object serves as the kernel's Dispatcher (follow-up tasks go back to it) and as the
 workers' TaskSource. SIGTERM or Ctrl-C stops it cleanly: each worker thread finishes the task
-in hand, reports it, and exits; unacked deliveries are redelivered by the queue.
+in hand, reports it, and exits; then the queue's ``close()`` (if it has one) sends the acks it
+buffered (the Redis queue sends acks with the next receive). Unacked deliveries are redelivered
+by the queue.
 """
 
 from __future__ import annotations
@@ -50,8 +52,9 @@ def open_queue(url: str) -> Any:
 def serve(store: DagStore, queue: Any, registry: PluginRegistry, *, concurrency: int,
           stop: threading.Event, receive_timeout: float = 1.0,
           recover_interval: float = 30.0, batch: int = DEFAULT_BATCH) -> None:
-    """Run ``concurrency`` worker threads until ``stop`` is set; then join them. Each takes up
-    to ``batch`` deliveries per receive (see :class:`~interlock.runtime.worker.Worker`)."""
+    """Run ``concurrency`` worker threads until ``stop`` is set; then join them and call the
+    queue's ``close()`` if it has one (which sends buffered acks). Each thread takes up to
+    ``batch`` deliveries per receive (see :class:`~interlock.runtime.worker.Worker`)."""
     if not isinstance(queue, Dispatcher) or not isinstance(queue, TaskSource):
         raise UsageError(f"{queue!r} is not both a Dispatcher and a TaskSource")
     kernel = Kernel(store, queue, plugins=registry)

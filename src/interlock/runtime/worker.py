@@ -82,6 +82,9 @@ class Worker:
     sending it through the queue: a chain step costs no dispatch, receive or ack. The rest of
     what it launched is dispatched as usual. No continuation is taken once ``stop`` is set.
 
+    When the loop ends (``stop``, an error or an abort), and before a run of continuations,
+    the source's buffered acks are sent if it has a ``flush()`` method.
+
     A plugin raising a BaseException that is not an Exception (KeyboardInterrupt, SystemExit)
     ends the loop without reporting or acking the task (nor the rest of its batch): it stays
     RUNNING, as if the process had died. With ``on_abort`` set, the exception is handed to it
@@ -163,6 +166,19 @@ class Worker:
             self.on_abort(exc)
         finally:
             self._stop = None
+            self._flush_acks(name)
+
+    def _flush_acks(self, name: str) -> None:
+        """Send the acks a source buffers (one with a ``flush()`` method, e.g. the Redis
+        stream's), so a stopping worker leaves nothing to redeliver. A failure is logged: the
+        deliveries are then redelivered and their claims refused (at least once)."""
+        flush: Callable[[], None] | None = getattr(self.source, "flush", None)
+        if not callable(flush):
+            return
+        try:
+            flush()
+        except Exception:
+            log.exception("worker %s: sending the buffered acks failed", name)
 
     def execute(self, ref: TaskRef, worker: str = "") -> TaskOutcome:
         """Claim and run one task; report the result to the kernel."""
@@ -193,6 +209,8 @@ class Worker:
 
     def _continue(self, worker: str) -> None:
         """Run the tasks completions handed to this worker (chain steps), one after another."""
+        if self._next is not None:
+            self._flush_acks(worker)  # a chain may run long: the acked deliveries must not idle
         while self._next is not None:
             claim, self._next = self._next, None
             ref = TaskRef(claim.run_id, claim.task_id, claim.input.plugin)
