@@ -253,6 +253,7 @@ class _Execution:
 
     def interrupt(self) -> None:
         self.interrupted = True
+        self.stop.set()  # at once: workers take nothing more (not when shutdown gets to it)
         self.done.set()
 
     def aborted(self, exc: BaseException) -> None:
