@@ -18,8 +18,10 @@ Shapes (tasks that do nothing but move a number, so the final result can be chec
 Backends, each with 2 worker processes:
 
 - ``sqlite``: :class:`interlock.runtime.LocalRunner` on a :class:`interlock_sqlite.SqliteStore`
-  file, ``mode="processes", workers=2`` (kernel and store in this process, plugins in a
-  two-process pool);
+  file, ``mode="processes", workers=2``: the store has a ``url``, so two worker processes each
+  run their own kernel, store connection and batching Worker; this process starts the run and
+  watches it. The SQLite statement counts cover this process's connections only (the
+  children open theirs from the URL, without the counting hook); CPU covers every process;
 - ``redis``: :class:`interlock_redis.RedisStore` + :class:`interlock_redis.RedisStreamsDispatcher`
   on a private redis-server; this process calls ``start_run`` and two worker processes
   (``interlock worker`` if the CLI offers it, else ``benchmarks/e2e_support/worker.py``) run every

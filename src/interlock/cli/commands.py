@@ -87,6 +87,7 @@ def _execute(args: argparse.Namespace, io: Streams, store: DagStore,
             io.print(render_summary(summary))
         return exit_code_for(summary.state)
     finally:
+        runner.close()  # worker processes, if any: this runner executes no other run
         if bar is not None:
             bar.close()
         if previous is not None:

@@ -12,7 +12,7 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Literal
 
 from interlock.errors import UsageError
@@ -22,13 +22,15 @@ from interlock.kernel import Kernel
 from interlock.limits import Limits
 from interlock.model import Pipeline
 from interlock.plugins import PluginRegistry, default_registry
-from interlock.protocols import Clock, DagStore
+from interlock.protocols import Clock, DagStore, Dispatcher
 from interlock.records import RunRecord
 from interlock.states import TaskState
 from interlock.stores import open_store
 from interlock.values import RunFinished
 
-from .processes import ProcessInvoker
+from .procchild import recover_run
+from .processes import ProcessInvoker, process_reference
+from .procworkers import ProcessLink, WorkerProcesses
 from .queue import QueueDispatcher
 from .summary import Progress, RunResult, progress, summarize
 from .worker import Heartbeats, Invoke, TaskOutcome, Worker, call_plugin, worker_name
@@ -39,14 +41,23 @@ log = logging.getLogger("interlock.runtime.local")
 
 Mode = Literal["threads", "processes"]
 
+PROCESS_BATCH = 16
+"""Default ``batch`` of worker processes that have their own store connection."""
+
 
 class LocalRunner:
     """Executes runs stored in ``store`` with ``workers`` workers on this machine.
 
     - ``mode="threads"``: plugins run in worker threads of this process.
-    - ``mode="processes"``: plugins run in ``workers`` child processes (the store, the kernel and
-      every state change stay in this process); plugins must be importable as
-      ``module:function`` and their outputs picklable.
+    - ``mode="processes"``: ``workers`` child processes; plugins must be importable as
+      ``module:function`` and their outputs picklable. When the store can be opened again
+      elsewhere (it has a ``url`` that :func:`~interlock.stores.open_store` opens, as
+      ``SqliteStore`` has, or ``store`` was given as such a URL), each child has its own
+      kernel, store connection and batching Worker loop, and this process only starts,
+      watches and ends runs (:mod:`interlock.runtime.procworkers`); the children start once,
+      with the first run, and serve every later run of this runner until :meth:`close` (or
+      interpreter exit). Otherwise (e.g. a MemoryStore) the kernel and the store stay in this
+      process with ``workers`` threads, and only the plugin calls go to a process pool.
 
     :meth:`run` starts a run, :meth:`resume` continues an interrupted one, :meth:`retry`
     re-opens a failed/crashed/cancelled one; each returns when the run has ended (or cannot
@@ -54,16 +65,22 @@ class LocalRunner:
 
     Ctrl-C (a KeyboardInterrupt in the calling thread, or raised by a plugin) cancels the run —
     one atomic store call: the run is CANCELLED with its unfinished tasks — and re-raises the
-    KeyboardInterrupt. Any other BaseException raised by a plugin (e.g. SystemExit) abandons
-    the execution as a dying process would: nothing more is written, the run stays RUNNING and
-    :meth:`resume` continues it; the exception is re-raised.
+    KeyboardInterrupt; worker processes are killed (and started again by the next run). Any
+    other BaseException raised by a plugin (e.g. SystemExit) abandons the execution as a dying
+    process would: nothing more is written, the run stays RUNNING and :meth:`resume`
+    continues it; the exception is re-raised. A worker process that dies (a plugin calling
+    ``os._exit``, the OOM killer) is replaced; the attempts it held are reported crashed and
+    retried per the crash policy.
 
-    ``on_progress`` receives :class:`Progress` events from worker threads, at most one per
+    ``on_progress`` receives :class:`Progress` events from worker threads (processes mode:
+    from the thread that reads the children's reports), at most one per
     ``progress_interval`` seconds, plus a first and a ``final`` one.
 
     ``batch``: deliveries each worker takes per receive; their claims and completions are
-    batched kernel calls (see :class:`~interlock.runtime.worker.Worker`). Default 1: one at a
-    time, so a dying process abandons only the task in hand (with k, up to k claimed tasks).
+    batched kernel calls (see :class:`~interlock.runtime.worker.Worker`, which batches only
+    plugins it has seen to be fast). Default: 16 for worker processes with their own store
+    connection, else 1. A dying worker abandons the tasks it claimed — up to ``batch`` — which
+    are reported crashed and retried.
     """
 
     def __init__(
@@ -80,7 +97,7 @@ class LocalRunner:
         lease_seconds: float = 300.0,
         recover_interval: float = 30.0,
         shutdown_grace: float = 10.0,
-        batch: int = 1,
+        batch: int | None = None,
     ) -> None:
         if mode not in ("threads", "processes"):
             raise UsageError(f"mode must be 'threads' or 'processes', got {mode!r}")
@@ -97,9 +114,27 @@ class LocalRunner:
         self.lease_seconds = lease_seconds
         self.recover_interval = recover_interval
         self.shutdown_grace = shutdown_grace
-        self.batch = max(1, batch)
+        url = getattr(self.store, "url", None) if mode == "processes" else None
+        self.url: str | None = url if isinstance(url, str) else None
+        """Set when worker processes open the store themselves (see the class docstring)."""
+        default_batch = PROCESS_BATCH if self.url is not None else 1
+        self.batch = max(1, batch if batch is not None else default_batch)
         self._lock = threading.Lock()
         self._current: _Execution | None = None
+        self._processes: WorkerProcesses | None = None
+
+    def __enter__(self) -> LocalRunner:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Stop the worker processes (if any were started); a later run starts new ones."""
+        with self._lock:
+            processes, self._processes = self._processes, None
+        if processes is not None:
+            processes.close()
 
     # ---- public API ----------------------------------------------------------------------
 
@@ -157,6 +192,23 @@ class LocalRunner:
 
     # ---- internals -----------------------------------------------------------------------
 
+    def _worker_processes(self) -> WorkerProcesses:
+        """The children of this runner, started now if there are none (or they were killed)."""
+        assert self.url is not None
+        with self._lock:
+            if self._processes is None:
+                self._processes = WorkerProcesses(
+                    self.url, self.workers, batch=self.batch, limits=self.limits,
+                    clock=self.clock, lease_seconds=self.lease_seconds,
+                    recover_interval=self.recover_interval)
+            return self._processes
+
+    def _kill_processes(self) -> None:
+        with self._lock:
+            processes, self._processes = self._processes, None
+        if processes is not None:
+            processes.kill()
+
     def _get_run(self, run_id: str) -> RunRecord:
         run = self.store.get_run(run_id)
         if run is None:
@@ -188,7 +240,12 @@ class LocalRunner:
 
 
 class _Execution:
-    """One run being driven by a LocalRunner: queue, kernel, workers, progress."""
+    """One run being driven by a LocalRunner: queue, kernel, workers, progress.
+
+    With worker processes that open the store themselves (``runner.url``), the queue is a
+    :class:`ProcessLink` to them and this process runs no worker; the children's reports
+    arrive through the ``on_*`` methods (:class:`~.procworkers.ExecutionHandlers`).
+    """
 
     def __init__(self, runner: LocalRunner, run_id: str) -> None:
         self.runner = runner
@@ -200,10 +257,18 @@ class _Execution:
         self.interrupted = False
         self.waiting: tuple[str, ...] = ()
         self.dispatcher = QueueDispatcher(runner.clock, on_idle=self._on_idle)
-        self.kernel = Kernel(runner.store, self.dispatcher, plugins=runner.plugins,
+        self.link: ProcessLink | None = None
+        self.processes: WorkerProcesses | None = None
+        self.references: dict[str, str] = {}
+        dispatcher: Dispatcher = self.dispatcher
+        if runner.url is not None:
+            self.link = dispatcher = ProcessLink(run_id, self, runner.clock, runner.workers)
+        self.kernel = Kernel(runner.store, dispatcher, plugins=runner.plugins,
                              limits=runner.limits, clock=runner.clock,
                              on_run_finished=self._on_finished,
                              lease_seconds=runner.lease_seconds)
+        if self.link is not None:
+            self.link.kernel = self.kernel
         self.invoker: ProcessInvoker | None = None
         self.heartbeats = Heartbeats(self.kernel)
         self._threads: list[threading.Thread] = []
@@ -220,6 +285,11 @@ class _Execution:
     def check_plugins(self, pipeline: Pipeline) -> None:
         if self.runner.mode != "processes":
             return
+        if self.link is not None:
+            for node in pipeline.nodes:
+                spec = self.runner.plugins.resolve(node.plugin)
+                self.references[node.plugin] = process_reference(spec)
+            return
         self.invoker = ProcessInvoker(self.runner.workers)
         for node in pipeline.nodes:
             self.invoker.check(self.runner.plugins.resolve(node.plugin))
@@ -227,6 +297,10 @@ class _Execution:
     # ---- lifecycle -----------------------------------------------------------------------
 
     def start(self) -> None:
+        if self.link is not None:
+            self.processes = self.runner._worker_processes()
+            self.processes.begin(self.link, self.references)
+            return
         invoke: Invoke = self.invoker if self.invoker is not None else call_plugin
         self.heartbeats.start()
         for number in range(self.runner.workers):
@@ -248,7 +322,7 @@ class _Execution:
         with self._lock:
             self._begun = True
         self._emit(force=True)
-        if self.dispatcher.idle():
+        if self._queue_idle():
             self._on_idle()
 
     def interrupt(self) -> None:
@@ -277,6 +351,12 @@ class _Execution:
                 log.exception("cancelling run %s failed", self.run_id)
         if self.invoker is not None:
             self.invoker.shutdown(kill=cancel or self.abort is not None)
+        if self.link is not None:
+            if cancel or self.abort is not None:
+                self.runner._kill_processes()
+            elif self.processes is not None:
+                self.processes.end(self.link, self.runner.shutdown_grace)
+            self.link.close()
         deadline = time.monotonic() + self.runner.shutdown_grace
         for thread in self._threads:
             if thread is not threading.current_thread():
@@ -296,31 +376,47 @@ class _Execution:
             self.done.set()
 
     def _on_outcome(self, outcome: TaskOutcome) -> None:
-        with self._lock:
-            if outcome.status != "lost":
-                span = self._spans.setdefault(outcome.node, [outcome.started, outcome.finished])
-                span[0] = min(span[0], outcome.started)
-                span[1] = max(span[1], outcome.finished)
-            if outcome.status == "failed":
-                self._failures += 1
-            if outcome.status == "completed":
-                self._idle_checks = 0
+        self._record(outcome.node, outcome.status, outcome.started, outcome.finished)
         self._emit()
         if not outcome.continues and self.dispatcher.idle():
             # the end of a worker's continuation (a task run without a delivery): no ack will
             # tell the queue, so decide here whether the run can still progress
             self._on_idle()
 
+    def _record(self, node: str, status: str, started: float, finished: float) -> None:
+        with self._lock:
+            if status != "lost":
+                span = self._spans.setdefault(node, [started, finished])
+                span[0] = min(span[0], started)
+                span[1] = max(span[1], finished)
+            if status == "failed":
+                self._failures += 1
+            if status == "completed":
+                self._idle_checks = 0
+
     def _recover(self) -> int:
         """The lease sweep, limited to this run (other runs' tasks are not ours to run)."""
-        now = self.kernel.clock.now()
-        count = 0
-        for task in self.store.list_expired(now, 1000):
-            if task.run_id == self.run_id and task.attempt_id is not None:
-                self.kernel.on_task_crashed(task.run_id, task.task_id, task.attempt_id,
-                                            "attempt lease expired")
-                count += 1
-        return count
+        return recover_run(self.kernel, self.run_id)
+
+    # ---- reports of worker processes (ExecutionHandlers) -----------------------------
+
+    def on_outcomes(self, outcomes: Sequence[tuple[str, str, float, float]]) -> None:
+        for node, status, started, finished in outcomes:
+            self._record(node, status, started, finished)
+        self._emit()
+
+    def on_drained(self) -> None:
+        self._on_idle()
+
+    def on_finished(self, run_id: str) -> None:
+        if run_id == self.run_id:
+            self.done.set()
+
+    def on_abort(self, exc: BaseException) -> None:
+        self.aborted(exc)
+
+    def _queue_idle(self) -> bool:
+        return self.link.idle() if self.link is not None else self.dispatcher.idle()
 
     def _on_idle(self) -> None:
         """Every task handed out was dealt with: decide whether the run can still progress."""
@@ -333,7 +429,7 @@ class _Execution:
         if run is None or run.state.terminal:
             self.done.set()
             return
-        if not self.dispatcher.idle():
+        if not self._queue_idle():
             return
         queued = self.store.list_tasks(self.run_id, states=[TaskState.QUEUED])
         if queued and checks <= 3:

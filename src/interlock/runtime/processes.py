@@ -69,13 +69,15 @@ def _child_call(reference: str, task: TaskInput) -> Outputs:
     return call_plugin(default_registry.resolve(reference), task)
 
 
-def _context() -> multiprocessing.context.BaseContext:
+def mp_context() -> (multiprocessing.context.ForkServerContext
+                     | multiprocessing.context.SpawnContext):
     """``forkserver`` where available (children fork from a clean server that has imported
     Interlock once: fast and thread-safe), else ``spawn``. Never plain ``fork``: the parent
     runs threads, and forking a threaded process can deadlock the child."""
     if "forkserver" in multiprocessing.get_all_start_methods():
         context = multiprocessing.get_context("forkserver")
-        context.set_forkserver_preload([__name__])
+        # the children of both process designs import these: once, in the server
+        context.set_forkserver_preload([__name__, "interlock.runtime.procchild"])
         return context
     return multiprocessing.get_context("spawn")
 
@@ -95,7 +97,7 @@ class ProcessInvoker:
         self._pool = self._new_pool()
 
     def _new_pool(self) -> ProcessPoolExecutor:
-        return ProcessPoolExecutor(max_workers=self.processes, mp_context=_context(),
+        return ProcessPoolExecutor(max_workers=self.processes, mp_context=mp_context(),
                                    initializer=_child_init, initargs=(list(sys.path),))
 
     def check(self, spec: PluginSpec) -> str:

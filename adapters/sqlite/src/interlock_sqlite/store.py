@@ -31,6 +31,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
+from urllib.parse import quote, urlencode
 
 from interlock.errors import UsageError
 from interlock.records import Artifact, NodeRecord, RunRecord, TaskRecord
@@ -77,6 +78,7 @@ class SqliteStore(TransactionalDagStore):
             raise UsageError(f"synchronous must be one of {', '.join(SYNCHRONOUS_LEVELS)}, "
                              f"got {synchronous!r}")
         self.path = filename
+        self._absolute = os.path.abspath(filename)
         self.synchronous = level
         self.busy_timeout_ms = busy_timeout_ms
         self._pool = ConnectionPool(filename, busy_timeout_ms=busy_timeout_ms,
@@ -91,6 +93,16 @@ class SqliteStore(TransactionalDagStore):
 
     def __repr__(self) -> str:
         return f"SqliteStore({self.path!r}, synchronous={self.synchronous!r})"
+
+    @property
+    def url(self) -> str:
+        """The ``sqlite:///`` URL that opens this database again, with this store's options
+        (``interlock.stores.open_store``; e.g. in a worker process). The path is absolute, as
+        resolved when the store was created; ``on_connect`` is not part of it."""
+        location = quote(self._absolute)
+        query = urlencode({"synchronous": self.synchronous,
+                           "busy_timeout_ms": self.busy_timeout_ms})
+        return f"sqlite:///{location}?{query}"
 
     def __enter__(self) -> SqliteStore:
         return self
