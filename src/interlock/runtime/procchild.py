@@ -182,7 +182,7 @@ class _Channel:
 
     def outcome(self, outcome: TaskOutcome) -> None:
         self._outcomes.append((outcome.node, outcome.status, outcome.started, outcome.finished))
-        if not getattr(outcome, "continues", False) and self.config.held[self.config.slot] == 0:
+        if not outcome.continues and self.config.held[self.config.slot] == 0:
             # a task run without a delivery (the end of a Worker continuation): no ack will
             # follow, so report it now and let the runner check whether the run can progress
             self.ack([])
