@@ -14,9 +14,13 @@ from interlock.limits import Limits
 from interlock.planning import TaskPlan
 from interlock.records import NewArtifact, NodeRecord, TaskRecord
 from interlock.states import TaskState
-from interlock.values import Output
+from interlock.values import _OUTPUT_KEYS, Output
 
 __all__ = ["error_text", "json_object", "json_value", "outputs_to_artifacts", "task_records"]
+
+# One encoder for every call: json.dumps with non-default options builds a JSONEncoder per
+# call. ``encode`` keeps no state between calls, so sharing it across threads is safe.
+_ENCODER = json.JSONEncoder(separators=(",", ":"), allow_nan=False)
 
 
 def outputs_to_artifacts(
@@ -27,32 +31,68 @@ def outputs_to_artifacts(
     Malformed outputs raise UsageError; outputs over a limit raise LimitExceeded.
     """
     try:
-        items = [Output.coerce(o) for o in outputs]
+        items = [_parts(o) for o in outputs]
     except TypeError as exc:
         raise UsageError(f"task {task_id!r}: {exc}") from exc
     if len(items) > limits.max_outputs_per_task:
         raise LimitExceeded("max_outputs_per_task", len(items),
                             limits.max_outputs_per_task, f"task {task_id!r}")
+    max_bytes = limits.max_fields_bytes
     out: list[NewArtifact] = []
     seen: set[str] = set()
-    for k, item in enumerate(items):
-        local = str(k) if item.id is None else item.id
+    for k, (output_id, fields, data) in enumerate(items):
+        local = str(k) if output_id is None else output_id
         if not isinstance(local, str) or not local or local in seen:
             raise UsageError(f"task {task_id!r}: output {k} has an empty or repeated id "
                              f"{local!r}")
         seen.add(local)
-        what = f"task {task_id!r} output {local!r}"
-        if not isinstance(item.fields, Mapping):
-            raise UsageError(f"{what} fields must be a JSON object, got "
-                             f"{type(item.fields).__name__}")
-        # one encoding validates the fields, measures them and (decoded) deep-copies them
-        text = _encode(dict(item.fields), f"{what} fields")
-        if len(text) > limits.max_fields_bytes:
-            raise LimitExceeded("max_fields_bytes", len(text), limits.max_fields_bytes, what)
-        fields = json.loads(text)
-        data = item.data if _plain_scalar(item.data) else json_value(item.data, f"{what} data")
-        out.append(NewArtifact(f"{task_id}/{local}", fields, data))
+        if type(fields) is not dict:
+            if not isinstance(fields, Mapping):
+                raise UsageError(f"{_what(task_id, local)} fields must be a JSON object, got "
+                                 f"{type(fields).__name__}")
+            fields = dict(fields)
+        # one encoding validates the fields and measures them; the copy is the decoded text,
+        # or, for a flat object of scalars (the common case), a plain dict copy — the same
+        # value, without the decoder
+        try:
+            text = _ENCODER.encode(fields)
+        except (TypeError, ValueError) as exc:
+            raise UsageError(f"{_what(task_id, local)} fields is not JSON: {exc}") from exc
+        if len(text) > max_bytes:
+            raise LimitExceeded("max_fields_bytes", len(text), max_bytes,
+                                _what(task_id, local))
+        copy = _flat_copy(fields)
+        if not _plain_scalar(data):
+            data = json_value(data, f"{_what(task_id, local)} data")
+        out.append(NewArtifact(f"{task_id}/{local}", json.loads(text) if copy is None else copy,
+                               data))
     return out
+
+
+def _parts(output: Output | Mapping[str, Any]) -> tuple[Any, Any, Any]:
+    """``(id, fields, data)`` of an output, as :meth:`Output.coerce` reads them (TypeError
+    likewise); a plain dict with known keys is read directly, without building an Output."""
+    if type(output) is dict and _OUTPUT_KEYS.issuperset(output):
+        return output.get("id"), output.get("fields") or {}, output.get("data")
+    item = Output.coerce(output)
+    return item.id, item.fields, item.data
+
+
+def _what(task_id: str, local: str) -> str:
+    return f"task {task_id!r} output {local!r}"
+
+
+_SCALARS = frozenset({str, int, float, bool, type(None)})
+
+
+def _flat_copy(fields: dict[str, Any]) -> dict[str, Any] | None:
+    """A copy of already-encoded ``fields`` if every key is a str and every value a scalar of
+    an exact JSON type (then ``dict()`` copies as deeply as a JSON round trip, and a float is
+    finite since the encoder refuses NaN); None otherwise."""
+    for key, value in fields.items():
+        if type(key) is not str or type(value) not in _SCALARS:
+            return None
+    return dict(fields)
 
 
 def task_records(run_id: str, topology: Topology, node: NodeRecord,
@@ -71,7 +111,7 @@ def task_records(run_id: str, topology: Topology, node: NodeRecord,
 
 def _encode(value: Any, what: str) -> str:
     try:
-        return json.dumps(value, separators=(",", ":"), allow_nan=False)
+        return _ENCODER.encode(value)
     except (TypeError, ValueError) as exc:
         raise UsageError(f"{what} is not JSON: {exc}") from exc
 

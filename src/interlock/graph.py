@@ -35,6 +35,7 @@ from interlock.errors import CycleError, ExpressionError, GraphError
 from interlock.expressions import Expression, compile_expression
 from interlock.filters import EdgeFilter
 from interlock.model import (
+    DEFAULT_RETRY,
     Binding,
     ExpressionSource,
     FailurePolicy,
@@ -189,8 +190,9 @@ def validate(
     :class:`~interlock.errors.CycleError` with ``.cycle``; an expression that does not compile
     raises :class:`ExpressionGraphError`. Nothing else escapes for any input.
     """
+    fresh = False  # nodes validate() builds itself may be resolved in place
     if not isinstance(pipeline, Pipeline):
-        pipeline = Pipeline.from_dict(pipeline)
+        pipeline, fresh = Pipeline.from_dict(pipeline), True
     _check_pipeline(pipeline)
     nodes: Sequence[Node] = pipeline.nodes
     slugs, index = _check_slugs(nodes)
@@ -207,10 +209,10 @@ def validate(
         compiled.append(_compile_bindings(node, deps))
         if node.passthrough is None:
             flag = plugins.is_passthrough(node.plugin) if plugins is not None else False
-            node = attrs.evolve(node, passthrough=bool(flag))
+            node = _with_passthrough(node, bool(flag), fresh)
         resolved.append(node)
     return Topology(
-        pipeline=attrs.evolve(pipeline, nodes=resolved),
+        pipeline=pipeline if fresh else attrs.evolve(pipeline, nodes=resolved),
         slugs=slugs,
         index=MappingProxyType(index),
         parents=parents,
@@ -220,6 +222,22 @@ def validate(
         passthrough=tuple(bool(n.passthrough) for n in resolved),
         bindings=tuple(compiled),
     )
+
+
+def _with_passthrough(node: Node, flag: bool, fresh: bool) -> Node:
+    """``attrs.evolve(node, passthrough=flag)``, without evolve's walk over the fields: this
+    runs for every node of every validated pipeline (every ``start_run``). A ``fresh`` node —
+    just read from the dict form by :func:`validate` itself, so no one else holds it — is
+    resolved in place, as its ``__init__`` would have set it; others are rebuilt positionally
+    (the converters still run)."""
+    if type(node) is not Node:  # a subclass may add fields
+        return attrs.evolve(node, passthrough=flag)
+    if fresh:
+        object.__setattr__(node, "passthrough", flag)
+        return node
+    return Node(node.slug, node.plugin, node.depends_on, node.fan_mode, node.edge_filters,
+                node.bindings, node.config, node.retry, node.timeout_seconds, node.trigger_rule,
+                node.group_join, node.correlation, flag)
 
 
 def _fail(
@@ -366,6 +384,8 @@ def _check_options(node: Node) -> None:
     if not isinstance(node.config, dict) or not all(isinstance(k, str) for k in node.config):
         _fail("expected a mapping with string keys", slug, "config")
     retry = node.retry
+    if retry is DEFAULT_RETRY:
+        return  # the shared default: valid by construction, and the fields are checked last
     if not isinstance(retry, RetryPolicy):
         _fail(f"expected a RetryPolicy, got {retry!r}", slug, "retry")
     attempts = retry.max_attempts
@@ -419,6 +439,8 @@ def _compile(text: object, namespaces: frozenset[str], node: str, field: str) ->
 
 
 def _compile_bindings(node: Node, deps: frozenset[str]) -> tuple[CompiledBinding, ...]:
+    if not node.bindings:
+        return ()
     slug = node.slug
     namespaces = deps | _BUILTIN_NAMESPACES
     names: set[str] = set()

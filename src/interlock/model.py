@@ -77,6 +77,11 @@ class RetryPolicy:
         return float(min(raw, self.max_backoff_seconds))
 
 
+DEFAULT_RETRY = RetryPolicy()
+"""The one default policy instance every Node without ``retry`` shares (validation and the
+dict form recognise it by identity, skipping field checks)."""
+
+
 @attrs.frozen
 class FieldSource:
     """A field of the upstream ``node``'s artifacts (``key`` may be a dotted path)."""
@@ -158,7 +163,7 @@ class Node:
     edge_filters: dict[str, EdgeFilter] = attrs.field(factory=dict, converter=_filters)
     bindings: tuple[Binding, ...] = attrs.field(default=(), converter=_binding_tuple)
     config: dict[str, JSON] = attrs.field(factory=dict, converter=_dict_copy)
-    retry: RetryPolicy = RetryPolicy()
+    retry: RetryPolicy = DEFAULT_RETRY
     timeout_seconds: float | None = None
     trigger_rule: TriggerRule = TriggerRule.ALL_SUCCESS
     group_join: GroupJoin = "outer"

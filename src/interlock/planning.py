@@ -123,6 +123,12 @@ def _trigger_blocks(
     topology: Topology, node: Node, states: Mapping[int, NodeState]
 ) -> str | None:
     """The reason the trigger rule skips the node, or None if it may run."""
+    completed = NodeState.COMPLETED
+    for state in states.values():
+        if state is not completed:
+            break
+    else:
+        return None  # every parent completed (or none): no rule skips; the common case
     rule = node.trigger_rule
     failed = [topology.slugs[p] for p, s in states.items() if s is NodeState.FAILED]
     skipped = [topology.slugs[p] for p, s in states.items() if s is NodeState.SKIPPED]
@@ -242,6 +248,9 @@ def _bindings(
     limits: Limits,
 ) -> dict[str, JSON]:
     """Resolve every binding of one task; a failure raises PlanError naming the binding."""
+    compiled_bindings = topology.bindings[index]
+    if not compiled_bindings:
+        return {}  # called once per task: skip building the resolver closure
     single = node.fan_mode is FanMode.SINGLE
 
     def resolve(namespace: str, path: str) -> JSON:
@@ -255,7 +264,7 @@ def _bindings(
         return [None if v is MISSING else v for v in values]
 
     out: dict[str, JSON] = {}
-    for compiled in topology.bindings[index]:
+    for compiled in compiled_bindings:
         name = compiled.binding.name
         try:
             if compiled.when is not None and not truthy(

@@ -27,7 +27,15 @@ __all__ = [
 ]
 
 
+# Members are singletons compared by identity, so an identity hash is consistent with eq. Enum's
+# own __hash__ is Python code (hash of the name) run for every set/dict lookup of a state: the
+# stores and the transition tables do several per task.
+_identity_hash = object.__hash__
+
+
 class RunState(enum.Enum):
+    __hash__ = _identity_hash
+
     PENDING = "pending"
     RUNNING = "running"
     COMPLETED = "completed"
@@ -41,6 +49,8 @@ class RunState(enum.Enum):
 
 
 class NodeState(enum.Enum):
+    __hash__ = _identity_hash
+
     WAITING = "waiting"
     LAUNCHED = "launched"
     COMPLETED = "completed"
@@ -56,6 +66,8 @@ class NodeState(enum.Enum):
 
 
 class TaskState(enum.Enum):
+    __hash__ = _identity_hash
+
     QUEUED = "queued"
     RUNNING = "running"
     WAITING = "waiting"
@@ -70,6 +82,8 @@ class TaskState(enum.Enum):
 
 
 class AttemptState(enum.Enum):
+    __hash__ = _identity_hash
+
     RUNNING = "running"
     SUCCEEDED = "succeeded"
     FAILED = "failed"
@@ -149,12 +163,15 @@ class IllegalTransition(InterlockError):
         super().__init__(f"illegal {label} transition {source.value} -> {target.value}")
 
 
+_NONE: frozenset[enum.Enum] = frozenset()
+
+
 def is_legal(kind: Kind, source: enum.Enum, target: enum.Enum) -> bool:
     """True when ``source -> target`` is in the table for ``kind``."""
-    return target in _TABLES[kind].get(source, frozenset())
+    return target in _TABLES[kind].get(source, _NONE)
 
 
 def check(kind: Kind, source: enum.Enum, target: enum.Enum, what: str = "") -> None:
     """Raise :class:`IllegalTransition` unless ``source -> target`` is legal for ``kind``."""
-    if not is_legal(kind, source, target):
+    if target not in _TABLES[kind].get(source, _NONE):  # is_legal, inlined: a few per task
         raise IllegalTransition(kind, source, target, what)

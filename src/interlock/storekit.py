@@ -10,7 +10,7 @@ implement the same procedures natively (Lua) and prove equivalence with the conf
 from __future__ import annotations
 
 import abc
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from typing import Any, Protocol, TypeVar
 
@@ -33,25 +33,39 @@ __all__ = ["RunTransaction", "TransactionalDagStore"]
 
 _UNFINISHED = (TaskState.QUEUED, TaskState.RUNNING, TaskState.WAITING)
 _STALE = Transition("stale")
+_APPLIED = Transition("applied")  # records are frozen: one shared value for the common result
 
 _R = TypeVar("_R", RunRecord, NodeRecord, TaskRecord)
-_FIELD_NAMES: dict[type, tuple[str, ...]] = {
-    cls: tuple(a.name for a in attrs.fields(cls)) for cls in (RunRecord, NodeRecord, TaskRecord)
-}
-_FIELD_SETS = {cls: frozenset(names) for cls, names in _FIELD_NAMES.items()}
+_KEEP: Any = object()
 
 
-def _evolve(record: _R, **changes: Any) -> _R:
-    """``attrs.evolve`` for the three records, about 1.5x faster: the field names are read once
-    and the constructor is called positionally (every field is an ``init`` argument without an
-    alias, in declaration order). Unknown names raise TypeError, as with ``attrs.evolve``."""
-    cls = type(record)
-    names = _FIELD_NAMES.get(cls)
-    if names is None:
-        return attrs.evolve(record, **changes)
-    if not changes.keys() <= _FIELD_SETS[cls]:
-        raise TypeError(f"{cls.__name__} has no field(s) {sorted(changes.keys() - set(names))}")
-    return cls(*[changes[name] if name in changes else getattr(record, name) for name in names])
+def _make_evolver(cls: type[_R]) -> Callable[..., _R]:
+    """Compile ``evolve(record, *, field=..., ...)`` for one record class: ``attrs.evolve``
+    without its per-call walk over ``attrs.fields`` (a ``getattr`` and a keyword argument per
+    field), about 3x faster — and a task cycle rebuilds six to eight records. The constructor
+    is called positionally (every field is a plain ``init`` argument without an alias, in
+    declaration order); unknown names raise TypeError, as with ``attrs.evolve``. A subclass
+    instance goes through ``attrs.evolve``. Generated code, as attrs generates ``__init__``."""
+    names = tuple(a.name for a in attrs.fields(cls))
+    assert not {"record", "cls", "_KEEP", "attrs"} & set(names)
+    params = ", ".join(f"{n}=_KEEP" for n in names)
+    args = ", ".join(f"record.{n} if {n} is _KEEP else {n}" for n in names)
+    changed = ", ".join(f"{n!r}: {n}" for n in names)
+    source = (f"def evolve(record, *, {params}):\n"
+              f"    if type(record) is not cls:\n"
+              f"        changes = {{{changed}}}\n"
+              f"        return attrs.evolve(record, **{{k: v for k, v in changes.items()\n"
+              f"                                       if v is not _KEEP}})\n"
+              f"    return cls({args})\n")
+    namespace: dict[str, Any] = {"cls": cls, "_KEEP": _KEEP, "attrs": attrs}
+    exec(compile(source, f"<interlock.storekit evolve {cls.__name__}>", "exec"), namespace)
+    evolve: Callable[..., _R] = namespace["evolve"]
+    return evolve
+
+
+_evolve_run = _make_evolver(RunRecord)
+_evolve_node = _make_evolver(NodeRecord)
+_evolve_task = _make_evolver(TaskRecord)
 
 
 class RunTransaction(Protocol):
@@ -170,7 +184,7 @@ class TransactionalDagStore(abc.ABC):
                 return _STALE
             check("node", node.state, state)
             if state is NodeState.FAILED and fail_run is not None:
-                tx.put_node(_evolve(node, state=state, reason=reason))
+                tx.put_node(_evolve_node(node, state=state, reason=reason))
                 return _terminate(tx, fail_run, reason, now)
             return _settle(tx, node, state, reason, children, now)
 
@@ -211,7 +225,7 @@ class TransactionalDagStore(abc.ABC):
             task = None if tx is None else tx.task(task_id)
             if tx is None or task is None or not _current(task, attempt_id):
                 return False
-            tx.put_task(_evolve(task, lease_until=lease_until))
+            tx.put_task(_evolve_task(task, lease_until=lease_until))
             return True
 
     def complete_task(
@@ -264,21 +278,21 @@ class TransactionalDagStore(abc.ABC):
                 return _STALE
             if retry_at is not None:
                 check("task", task.state, TaskState.QUEUED)
-                tx.put_task(_evolve(task, state=TaskState.QUEUED, not_before=retry_at,
+                tx.put_task(_evolve_task(task, state=TaskState.QUEUED, not_before=retry_at,
                                          error=error, lease_until=None, updated_at=now))
                 return Transition("applied")
             check("task", task.state, final_state)
-            tx.put_task(_evolve(task, state=final_state, error=error, lease_until=None,
+            tx.put_task(_evolve_task(task, state=final_state, error=error, lease_until=None,
                                      updated_at=now))
             for sibling in list(tx.unfinished_tasks(task.node_index)):
                 if sibling.generation == task.generation:
-                    tx.put_task(_evolve(sibling, state=TaskState.CANCELLED, updated_at=now))
+                    tx.put_task(_evolve_task(sibling, state=TaskState.CANCELLED, updated_at=now))
             node = tx.node(task.node_index)
             if node.generation != task.generation or node.state is not NodeState.LAUNCHED:
                 return Transition("applied")
             reason = f"task {task_id} {final_state.value}: {error}"
             if fail_run is not None:
-                tx.put_node(_evolve(node, state=NodeState.FAILED, reason=reason))
+                tx.put_node(_evolve_node(node, state=NodeState.FAILED, reason=reason))
                 return _terminate(tx, fail_run, reason, now)
             return _settle(tx, node, NodeState.FAILED, reason, children, now)
 
@@ -294,7 +308,7 @@ class TransactionalDagStore(abc.ABC):
             if not _current(task, attempt_id) or tx.run.state is not RunState.RUNNING:
                 return "stale"
             check("task", task.state, TaskState.WAITING)
-            tx.put_task(_evolve(task, state=TaskState.WAITING, error=reason or None,
+            tx.put_task(_evolve_task(task, state=TaskState.WAITING, error=reason or None,
                                      lease_until=None, updated_at=now))
             return "applied"
 
@@ -308,7 +322,7 @@ class TransactionalDagStore(abc.ABC):
             if task.state is not TaskState.WAITING or tx.run.state is not RunState.RUNNING:
                 return "stale", task
             check("task", task.state, TaskState.QUEUED)
-            task = _evolve(task, state=TaskState.QUEUED, resume=payload, error=None,
+            task = _evolve_task(task, state=TaskState.QUEUED, resume=payload, error=None,
                                 not_before=0.0, updated_at=now)
             tx.put_task(task)
             return "applied", task
@@ -339,9 +353,9 @@ class TransactionalDagStore(abc.ABC):
                 old = tx.node(node.index)
                 check("node", old.state, NodeState.WAITING, f"{node.index}")
                 tx.put_node(node)
-            tx.put_run(_evolve(run, state=RunState.RUNNING, unsettled=len(nodes),
-                                    failed_nodes=0, retries=run.retries + 1, reason=None,
-                                    updated_at=now))
+            tx.put_run(_evolve_run(run, state=RunState.RUNNING, unsettled=len(nodes),
+                                   failed_nodes=0, retries=run.retries + 1, reason=None,
+                                   updated_at=now))
             return "applied"
 
 
@@ -355,8 +369,8 @@ def _launch(tx: RunTransaction, node_index: int, generation: int,
         return "stale"
     if node.state is NodeState.WAITING:
         check("node", node.state, NodeState.LAUNCHED)
-        tx.put_node(_evolve(node, state=NodeState.LAUNCHED, total_tasks=total_tasks,
-                            remaining_tasks=total_tasks))
+        tx.put_node(_evolve_node(node, state=NodeState.LAUNCHED, total_tasks=total_tasks,
+                                 remaining_tasks=total_tasks))
         outcome: Outcome = "applied"
     elif node.state is NodeState.LAUNCHED:
         outcome = "duplicate"
@@ -386,7 +400,7 @@ def _claim(
             or now < task.not_before):
         return "stale", task
     check("task", task.state, TaskState.RUNNING)
-    task = _evolve(task, state=TaskState.RUNNING, attempt=task.attempt + 1,
+    task = _evolve_task(task, state=TaskState.RUNNING, attempt=task.attempt + 1,
                         attempt_id=attempt_id, worker=worker, lease_until=lease_until,
                         updated_at=now)
     tx.put_task(task)
@@ -410,23 +424,27 @@ def _complete(
     if not _current(task, attempt_id) or tx.run.state is not RunState.RUNNING:
         return _STALE
     check("task", task.state, TaskState.COMPLETED)
-    tx.put_task(_evolve(task, state=TaskState.COMPLETED, lease_until=None, updated_at=now))
+    tx.put_task(_evolve_task(task, state=TaskState.COMPLETED, lease_until=None, updated_at=now))
     seq = tx.run.artifact_seq
-    tx.add_artifacts([
-        Artifact(o.artifact_id, task.node_index, task.generation, task.task_id, seq + i + 1,
-                 o.fields, o.data, task.output_origin(o.artifact_id))
-        for i, o in enumerate(outputs)
-    ])
-    tx.run = _evolve(tx.run, artifact_seq=seq + len(outputs), updated_at=now)
-    tx.put_run(tx.run)
+    if outputs:
+        tx.add_artifacts([
+            Artifact(o.artifact_id, task.node_index, task.generation, task.task_id,
+                     seq + i + 1, o.fields, o.data, task.output_origin(o.artifact_id))
+            for i, o in enumerate(outputs)
+        ])
+    seq += len(outputs)
     node = tx.node(task.node_index)
+    if (node.generation == task.generation and node.state is NodeState.LAUNCHED
+            and node.remaining_tasks <= 1):
+        # the node's last task: the settle writes the node and the run once, counters included
+        return _settle(tx, node, NodeState.COMPLETED, None, children, now,
+                       remaining_tasks=node.remaining_tasks - 1, artifact_seq=seq)
+    tx.run = _evolve_run(tx.run, artifact_seq=seq, updated_at=now)
+    tx.put_run(tx.run)
     if node.generation != task.generation or node.state is not NodeState.LAUNCHED:
-        return Transition("applied")
-    node = _evolve(node, remaining_tasks=node.remaining_tasks - 1)
-    if node.remaining_tasks > 0:
-        tx.put_node(node)
-        return Transition("applied")
-    return _settle(tx, node, NodeState.COMPLETED, None, children, now)
+        return _APPLIED
+    tx.put_node(_evolve_node(node, remaining_tasks=node.remaining_tasks - 1))
+    return _APPLIED
 
 
 def _current(task: TaskRecord, attempt_id: str) -> bool:
@@ -441,16 +459,23 @@ def _settle(
     reason: str | None,
     children: Sequence[int],
     now: float,
+    *,
+    remaining_tasks: int | None = None,
+    artifact_seq: int | None = None,
 ) -> Transition:
-    """The settle procedure of :mod:`interlock.protocols`."""
-    tx.put_node(_evolve(node, state=state, reason=reason))
+    """The settle procedure of :mod:`interlock.protocols`. ``remaining_tasks`` and
+    ``artifact_seq``, when given, are written with the node and the run (a completion that
+    settles the node folds its own counter updates into the settle's records)."""
+    tx.put_node(_evolve_node(node, state=state, reason=reason, remaining_tasks=(
+        node.remaining_tasks if remaining_tasks is None else remaining_tasks)))
     run = tx.run
-    run = _evolve(run, unsettled=run.unsettled - 1, updated_at=now,
-                       failed_nodes=run.failed_nodes + (state is NodeState.FAILED))
+    run = _evolve_run(run, unsettled=run.unsettled - 1, updated_at=now,
+                      failed_nodes=run.failed_nodes + (state is NodeState.FAILED),
+                      artifact_seq=run.artifact_seq if artifact_seq is None else artifact_seq)
     ready = []
     for index in children:
         child = tx.node(index)
-        child = _evolve(child, remaining_parents=child.remaining_parents - 1)
+        child = _evolve_node(child, remaining_parents=child.remaining_parents - 1)
         tx.put_node(child)
         if child.remaining_parents == 0 and child.state is NodeState.WAITING:
             ready.append(index)
@@ -458,10 +483,12 @@ def _settle(
     if run.unsettled == 0:
         run_state = RunState.COMPLETED if run.failed_nodes == 0 else RunState.FAILED
         check("run", run.state, run_state)
-        run = _evolve(run, state=run_state)
+        run = _evolve_run(run, state=run_state)
     tx.run = run
     tx.put_run(run)
-    return Transition("applied", tuple(ready), run_state)
+    if ready or run_state is not None:
+        return Transition("applied", tuple(ready), run_state)
+    return _APPLIED
 
 
 def _terminate(
@@ -470,11 +497,11 @@ def _terminate(
     """The terminate procedure: terminal run state, unfinished work cancelled, together."""
     check("run", tx.run.state, state)
     for task in list(tx.unfinished_tasks(None)):
-        tx.put_task(_evolve(task, state=TaskState.CANCELLED, lease_until=None,
+        tx.put_task(_evolve_task(task, state=TaskState.CANCELLED, lease_until=None,
                                  updated_at=now))
     for node in list(tx.nodes()):
         if node.state in (NodeState.WAITING, NodeState.LAUNCHED):
-            tx.put_node(_evolve(node, state=NodeState.CANCELLED))
-    tx.run = _evolve(tx.run, state=state, reason=reason, updated_at=now)
+            tx.put_node(_evolve_node(node, state=NodeState.CANCELLED))
+    tx.run = _evolve_run(tx.run, state=state, reason=reason, updated_at=now)
     tx.put_run(tx.run)
     return Transition("applied", (), state)

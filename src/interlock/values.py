@@ -14,6 +14,9 @@ from interlock.states import RunState
 __all__ = ["Claim", "Output", "RunFinished", "TaskInput", "task_node_slug"]
 
 
+_OUTPUT_KEYS = frozenset({"id", "fields", "data"})
+
+
 @attrs.frozen
 class Output:
     """What a worker returns per artifact: a local ``id`` (unique within the task's outputs;
@@ -28,11 +31,11 @@ class Output:
         """Accept an Output or a dict with keys ``id``, ``fields``, ``data``."""
         if isinstance(value, Output):
             return value
-        if not isinstance(value, Mapping):
+        if type(value) is not dict and not isinstance(value, Mapping):
             raise TypeError(f"an output must be an Output or a mapping, got "
                             f"{type(value).__name__}")
-        extra = set(value) - {"id", "fields", "data"}
-        if extra:
+        if not _OUTPUT_KEYS.issuperset(value):
+            extra = set(value) - _OUTPUT_KEYS
             raise TypeError(f"unknown output key {sorted(extra)[0]!r} (allowed: id, fields, data)")
         return cls(fields=value.get("fields") or {}, data=value.get("data"), id=value.get("id"))
 
