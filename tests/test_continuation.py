@@ -154,25 +154,34 @@ class Calls:
         return attribute
 
 
-@pytest.mark.parametrize("handover", [True, False])
-def test_a_chain_step_costs_two_store_calls_with_handover(handover: bool) -> None:
+@pytest.mark.parametrize(("abilities", "calls"), [
+    ({"batched", "handover", "follow"}, ["complete_and_follow"]),
+    ({"batched", "handover"}, ["complete_task", "launch_and_claim"]),
+    ({"batched"}, ["complete_task", "launch_node", "claim_task"]),
+])
+def test_store_calls_of_a_chain_step(abilities: set[str], calls: list[str]) -> None:
     from interlock_memory import MemoryStore
 
     store = Calls(MemoryStore())
-    if not handover:
-        store.abilities = frozenset({"batched"})
+    store.abilities = frozenset(abilities)
     h = Harness(store=store)
     h.kernel.start_run(chain(3), run_id="r")
     task_id, attempt = first(h, "r")
     store.names.clear()
     _, claim = h.kernel.complete_and_continue("r", task_id, attempt, [Output(data=1)])
     assert claim is not None and claim.task_id == "c1.0.0"
-    expected = (["complete_task", "launch_and_claim"] if handover
-                else ["complete_task", "launch_node", "claim_task"])
-    assert store.names == expected
+    assert store.names == calls
     record = store.get_task("r", "c1.0.0")
     assert record is not None and record.attempt_id == claim.attempt_id
+    assert record.state is TaskState.RUNNING
+    assert claim.input.inputs["c0"][0].data == 1
     assert h.dispatcher.refs == []
+    # a plain completion with follow: one call, the released task is dispatched
+    store.names.clear()
+    h.kernel.on_task_complete("r", claim.task_id, claim.attempt_id, [Output(data=2)])
+    assert [ref.task_id for ref in h.dispatcher.refs] == ["c2.0.0"]
+    if "follow" in abilities:
+        assert store.names == ["complete_and_follow"]
 
 
 def test_malformed_outputs_change_nothing_and_hold_nothing() -> None:

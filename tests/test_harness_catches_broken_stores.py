@@ -94,7 +94,8 @@ def test_harness_fails_broken_store(name: str) -> None:
 
 def test_memory_store_passes_everything() -> None:
     report: ConformanceReport = check_store(
-        MemoryStore, abilities=("threads", "batched", "handover"), stateful_settings=DETECT)
+        MemoryStore, abilities=("threads", "batched", "handover", "follow"),
+        stateful_settings=DETECT)
     assert report.ok, str(report)
     # MemoryStore declares no 'prefetch' (reads are in-process): only that clause is skipped
     assert [r.check for r in report.skipped] == ["complete.prefetch"], str(report)

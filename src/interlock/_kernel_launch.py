@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import uuid
 from collections.abc import Callable, Iterable, Sequence
 
 import attrs
@@ -162,28 +161,9 @@ class LaunchMixin:
 
     def _launch_and_claim(self, run_id: str, topology: Topology, node: NodeRecord,
                           batch: Sequence[TaskRecord], total: int) -> Outcome | None:
-        """With a ``handover`` store and an active :class:`Hold` of this run still empty, the
-        first batch's launch also claims the first due task the hold accepts (one atomic
-        call); None when that does not apply (the caller launches plainly)."""
-        hold: Hold | None = getattr(self._holds, "hold", None)
-        if not self._handover or hold is None or hold.ref is not None \
-                or hold.run_id != run_id:
-            return None
-        now = self.clock.now()
-        for task in batch:
-            ref = TaskRef(run_id, task.task_id, topology.node(task.node_index).plugin,
-                          task.not_before)
-            if ref.not_before <= now and hold.accept(ref):
-                break
-        else:
-            return None
-        lease_until = now + self._lease(topology, ref.task_id)
-        outcome, (claimed, record) = self.store.launch_and_claim(  # type: ignore[attr-defined]
-            run_id, node.index, node.generation, batch, total, now,
-            (ref.task_id, uuid.uuid4().hex, hold.worker, lease_until))
-        if claimed == "applied" and record is not None:
-            hold.ref, hold.claimed = ref, record
-        return outcome  # type: ignore[no-any-return]
+        """A launch that also claims a task for the caller, or None: launch plainly (the
+        continuation mixin overrides this)."""
+        return None
 
     def _advance_children(self, run_id: str, index: int) -> None:
         topology = self._context(run_id).topology

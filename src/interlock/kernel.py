@@ -18,7 +18,8 @@ from typing import Any
 
 import attrs
 
-from interlock._kernel_launch import Hold, LaunchMixin, RunContext
+from interlock._kernel_follow import FollowMixin, accept_any
+from interlock._kernel_launch import Hold, RunContext
 from interlock._kernel_support import (
     error_text,
     json_object,
@@ -61,7 +62,7 @@ class _NullDispatcher:
         """Workers poll the store instead."""
 
 
-class Kernel(LaunchMixin):
+class Kernel(FollowMixin):
     """Drives DAG runs stored in ``store``; hands ready tasks to ``dispatcher``.
 
     Safe to share between threads and to run in many processes against one store: every state
@@ -93,6 +94,7 @@ class Kernel(LaunchMixin):
         self._batched = "batched" in abilities
         self._prefetch = "prefetch" in abilities
         self._handover = "handover" in abilities
+        self._follow = "follow" in abilities
         self._contexts: OrderedDict[str, RunContext] = OrderedDict()
         self._lock = threading.Lock()
         self._holds = threading.local()
@@ -267,9 +269,15 @@ class Kernel(LaunchMixin):
     def _complete_one(self, run_id: str, context: RunContext, index: int, task_id: str,
                       attempt_id: str, artifacts: Sequence[NewArtifact]) -> Transition:
         children = context.topology.children[index]
-        facts: list[NodeFacts] = []
+        facts: Sequence[NodeFacts] = []
         transition: Transition
-        if self._prefetch:
+        if self._follow:
+            transition, facts, launched = self._complete_following(
+                run_id, context, task_id, attempt_id, artifacts, children)
+            if launched:  # the store launched what the completion released, in its step
+                self._finished(run_id, transition, None)
+                return transition
+        elif self._prefetch:
             transition, facts = self.store.complete_task_prefetch(  # type: ignore[attr-defined]
                 run_id, task_id, attempt_id, artifacts, children,
                 [context.topology.parents[c] for c in children], self.clock.now())
@@ -302,7 +310,7 @@ class Kernel(LaunchMixin):
         QUEUED until ``reconcile_run``. Should the claim fail or raise, the task is dispatched.
         With a ``handover`` store the launch itself claims the task (one atomic call).
         """
-        hold = Hold(run_id, accept or _accept_any, worker)
+        hold = Hold(run_id, accept or accept_any, worker)
         self._holds.hold = hold
         try:
             transition = self.on_task_complete(run_id, task_id, attempt_id, outputs)
@@ -326,11 +334,6 @@ class Kernel(LaunchMixin):
         if claim is None:
             self._release(hold)  # not ours after all: whoever may run it gets it
         return transition, claim
-
-    def _release(self, hold: Hold) -> None:
-        # a task claimed by the launch is RUNNING under our attempt: its lease recovers it
-        if hold.ref is not None and hold.claimed is None:
-            self._send([hold.ref])
 
     def on_tasks_complete(
         self,
@@ -493,10 +496,6 @@ class Kernel(LaunchMixin):
             self._contexts[run_id] = context
             while len(self._contexts) > 256:
                 self._contexts.popitem(last=False)
-
-
-def _accept_any(ref: TaskRef) -> bool:
-    return True
 
 
 def _fail_fast(topology: Topology) -> bool:

@@ -26,7 +26,7 @@ transaction primitive; most SQL-style stores only need to provide that primitive
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 from typing import Protocol, runtime_checkable
 
 import attrs
@@ -34,6 +34,8 @@ import attrs
 from interlock.records import (
     Artifact,
     CompletionItem,
+    Followed,
+    FollowUp,
     NewArtifact,
     NodeFacts,
     NodeRecord,
@@ -52,6 +54,7 @@ __all__ = [
     "DagStore",
     "Delivery",
     "Dispatcher",
+    "FollowingDagStore",
     "HandoverDagStore",
     "PrefetchingDagStore",
     "TaskSource",
@@ -371,4 +374,34 @@ class HandoverDagStore(DagStore, Protocol):
         atomic step ``claim_task(run_id, *claim, now)`` (whose ``task_id`` is one of ``tasks``).
         Returns the launch outcome and the claim's result, ``("stale", None)`` when the launch
         was not applied (a duplicate launch claims nothing)."""
+        ...
+
+
+@runtime_checkable
+class FollowingDagStore(DagStore, Protocol):
+    """The optional ability ``"follow"``: a completion that releases a node can launch it (and
+    claim one of its tasks) in the same atomic step, the kernel planning it from facts the store
+    hands over inside that step — a chain step is then one transaction instead of two or three.
+    For transactional stores, where the planning callback can run inside the transaction."""
+
+    abilities: frozenset[str]
+
+    def complete_and_follow(
+        self,
+        run_id: str,
+        task_id: str,
+        attempt_id: str,
+        outputs: Sequence[NewArtifact],
+        children: Sequence[int],
+        parents: Sequence[Sequence[int]],
+        now: float,
+        follow: Callable[[Sequence[NodeFacts]], FollowUp | None],
+    ) -> Followed:
+        """[complete.follow] ``complete_task``; then, when it applied and made ready exactly
+        one node whose facts the store can give (at least: its only parent is the completed
+        node and that node had one task), ``follow(facts)`` — the ready node's facts first,
+        then its parents' — is called inside the same atomic step, and a FollowUp it returns
+        is applied there as ``launch_node`` (all its tasks, ``total_tasks = len(tasks)``) plus,
+        if given and the launch applied, ``claim_task``. ``follow`` must not call the store;
+        if it raises, nothing of the call is applied. Returns what was applied."""
         ...

@@ -18,6 +18,8 @@ from interlock.states import NodeState, RunState, TaskState
 __all__ = [
     "Artifact",
     "CompletionItem",
+    "FollowUp",
+    "Followed",
     "NewArtifact",
     "NodeFacts",
     "NodeRecord",
@@ -230,3 +232,27 @@ class TaskRef:
     task_id: str
     plugin: str
     not_before: float = 0.0
+
+
+@attrs.frozen
+class FollowUp:
+    """A launch (and optionally a claim) to apply in the same atomic step as the completion
+    that released the node (the ``follow`` ability): all ``tasks`` of ``node_index`` at
+    ``generation``, and ``claim = (task_id, attempt_id, worker, lease_until)`` of one of them."""
+
+    node_index: int
+    generation: int
+    tasks: tuple[TaskRecord, ...]
+    claim: tuple[str, str, str, float | None] | None = None
+
+
+@attrs.frozen
+class Followed:
+    """What ``complete_and_follow`` did: the completion's transition, the facts planning was
+    given (empty when the store offered none), and the follow-up applied with the claim's
+    result (``None`` when there was none: the caller plans and launches as usual)."""
+
+    transition: Transition
+    facts: tuple[NodeFacts, ...] = ()
+    follow_up: FollowUp | None = None
+    claimed: TaskRecord | None = None

@@ -20,7 +20,10 @@ from interlock.protocols import ClaimRequest
 from interlock.records import (
     Artifact,
     CompletionItem,
+    Followed,
+    FollowUp,
     NewArtifact,
+    NodeFacts,
     NodeRecord,
     Outcome,
     RunRecord,
@@ -113,7 +116,7 @@ class TransactionalDagStore(abc.ABC):
     """Base class implementing the mutating half of :class:`~interlock.protocols.DagStore`,
     plus the batched operations of :class:`~interlock.protocols.BatchedDagStore`."""
 
-    abilities: frozenset[str] = frozenset({"batched", "handover"})
+    abilities: frozenset[str] = frozenset({"batched", "handover", "follow"})
 
     @abc.abstractmethod
     def transaction(self, run_id: str) -> AbstractContextManager[RunTransaction | None]:
@@ -241,6 +244,41 @@ class TransactionalDagStore(abc.ABC):
             if tx is None:
                 return _STALE
             return _complete(tx, task_id, attempt_id, outputs, children, now)
+
+    def complete_and_follow(
+        self,
+        run_id: str,
+        task_id: str,
+        attempt_id: str,
+        outputs: Sequence[NewArtifact],
+        children: Sequence[int],
+        parents: Sequence[Sequence[int]],
+        now: float,
+        follow: Callable[[Sequence[NodeFacts]], FollowUp | None],
+    ) -> Followed:
+        """[complete.follow] ``complete_task``, and the follow-up launch (+ claim) planned by
+        ``follow`` inside the same transaction. Facts are offered when the completion readied
+        exactly one node whose only parent is the completed node, and that node had one task
+        (its artifacts are then exactly this completion's outputs: no read needed)."""
+        with self.transaction(run_id) as tx:
+            if tx is None:
+                return Followed(_STALE)
+            published: list[Artifact] = []
+            transition = _complete(tx, task_id, attempt_id, outputs, children, now, published)
+            facts = _follow_facts(tx, task_id, transition, children, parents, published)
+            follow_up = follow(facts) if facts else None
+            if follow_up is None:
+                return Followed(transition, facts)
+            launched = _launch(tx, follow_up.node_index, follow_up.generation, follow_up.tasks,
+                               len(follow_up.tasks))
+            if launched != "applied":
+                return Followed(transition, facts)
+            claimed = None
+            if follow_up.claim is not None:
+                claim_id, attempt, worker, lease_until = follow_up.claim
+                outcome, record = _claim(tx, claim_id, attempt, worker, lease_until, now)
+                claimed = record if outcome == "applied" else None
+            return Followed(transition, facts, follow_up, claimed)
 
     def complete_tasks(
         self, run_id: str, items: Sequence[CompletionItem], now: float
@@ -414,8 +452,10 @@ def _complete(
     outputs: Sequence[NewArtifact],
     children: Sequence[int],
     now: float,
+    published: list[Artifact] | None = None,
 ) -> Transition:
-    """[complete.once] within an open transaction."""
+    """[complete.once] within an open transaction; the artifacts it publishes are appended to
+    ``published`` when given."""
     task = tx.task(task_id)
     if task is None:
         return _STALE
@@ -427,11 +467,14 @@ def _complete(
     tx.put_task(_evolve_task(task, state=TaskState.COMPLETED, lease_until=None, updated_at=now))
     seq = tx.run.artifact_seq
     if outputs:
-        tx.add_artifacts([
+        artifacts = [
             Artifact(o.artifact_id, task.node_index, task.generation, task.task_id,
                      seq + i + 1, o.fields, o.data, task.output_origin(o.artifact_id))
             for i, o in enumerate(outputs)
-        ])
+        ]
+        tx.add_artifacts(artifacts)
+        if published is not None:
+            published.extend(artifacts)
     seq += len(outputs)
     node = tx.node(task.node_index)
     if (node.generation == task.generation and node.state is NodeState.LAUNCHED
@@ -445,6 +488,25 @@ def _complete(
         return _APPLIED
     tx.put_node(_evolve_node(node, remaining_tasks=node.remaining_tasks - 1))
     return _APPLIED
+
+
+def _follow_facts(tx: RunTransaction, task_id: str, transition: Transition,
+                  children: Sequence[int], parents: Sequence[Sequence[int]],
+                  published: list[Artifact]) -> tuple[NodeFacts, ...]:
+    """The facts of the one node ``transition`` readied and of its only parent, the node of
+    ``task_id``, when that node had one task (whose outputs are ``published``); else ()."""
+    if not transition.applied or len(transition.ready) != 1 or transition.run_state is not None:
+        return ()
+    ready = transition.ready[0]
+    task = tx.task(task_id)
+    if task is None or ready not in children:
+        return ()
+    if tuple(parents[list(children).index(ready)]) != (task.node_index,):
+        return ()
+    parent = tx.node(task.node_index)
+    if parent.total_tasks != 1 or parent.state is not NodeState.COMPLETED:
+        return ()
+    return NodeFacts(tx.node(ready)), NodeFacts(parent, tuple(published))
 
 
 def _current(task: TaskRecord, attempt_id: str) -> bool:

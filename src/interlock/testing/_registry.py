@@ -7,6 +7,7 @@ from collections.abc import Callable
 import attrs
 
 from interlock.testing import _checks_batch as batch
+from interlock.testing import _checks_follow as follow
 from interlock.testing import _checks_runs as runs
 from interlock.testing import _checks_tasks as tasks
 from interlock.testing import _races as races
@@ -69,6 +70,7 @@ CHECKS: tuple[Check, ...] = (
     _clause("batch.complete", batch.check_batch_complete, "batched"),
     _clause("complete.prefetch", batch.check_complete_prefetch, "prefetch"),
     _clause("launch.claim", batch.check_launch_claim, "handover"),
+    _clause("complete.follow", follow.check_complete_follow, "follow"),
     _race("launch.atomic", races.race_launch_atomic),
     _race("settle.once", races.race_settle_once),
     _race("claim.cas", races.race_claim_cas),

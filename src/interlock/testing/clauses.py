@@ -89,6 +89,9 @@ CLAUSES: dict[str, Clause] = {
     "launch.claim": Clause(
         "0.2", "launch_and_claim (ability 'handover') is launch_node plus, only when that "
                "applied, claim_task of one written task, in the same atomic step"),
+    "complete.follow": Clause(
+        "0.2", "complete_and_follow (ability 'follow') is complete_task plus, in the same "
+               "atomic step, the launch and claim its callback plans from the facts offered"),
     "artifacts.origin": Clause(
         "0.1", "the store derives each artifact's origin from the task's origin_mode and keeps "
                "fields and data exactly"),
@@ -99,6 +102,8 @@ ABILITIES: dict[str, str] = {
                "'batched' in its abilities attribute (the kernel then uses them)",
     "prefetch": "the store implements complete_task_prefetch (PrefetchingDagStore) and lists "
                 "'prefetch' in its abilities attribute (the kernel then uses it)",
+    "follow": "the store implements complete_and_follow (FollowingDagStore) and lists "
+              "'follow' in its abilities attribute (the kernel then uses it)",
     "handover": "the store implements launch_and_claim (HandoverDagStore) and lists "
                 "'handover' in its abilities attribute (the kernel then uses it)",
     "threads": "one store object may be called from several threads at once (races run with "
