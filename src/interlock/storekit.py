@@ -220,6 +220,7 @@ class TransactionalDagStore(abc.ABC):
         with self.transaction(run_id) as tx:
             if tx is None:
                 return [("stale", None) for _ in claims]
+            _preload(tx, [task_id for task_id, _ in claims])
             return [_claim(tx, task_id, attempt_id, worker, lease_until, now)
                     for task_id, attempt_id in claims]
 
@@ -288,6 +289,7 @@ class TransactionalDagStore(abc.ABC):
         with self.transaction(run_id) as tx:
             if tx is None:
                 return [_STALE for _ in items]
+            _preload(tx, [i.task_id for i in items])
             return [_complete(tx, i.task_id, i.attempt_id, i.outputs, i.children, now)
                     for i in items]
 
@@ -395,6 +397,14 @@ class TransactionalDagStore(abc.ABC):
                                    failed_nodes=0, retries=run.retries + 1, reason=None,
                                    updated_at=now))
             return "applied"
+
+
+def _preload(tx: RunTransaction, task_ids: Sequence[str]) -> None:
+    """Let a transaction that can (an optional ``preload(task_ids)`` method, e.g. SQLite's one
+    SELECT for a batch) read the tasks of a batch at once."""
+    preload = getattr(tx, "preload", None)
+    if preload is not None:
+        preload(task_ids)
 
 
 def _launch(tx: RunTransaction, node_index: int, generation: int,

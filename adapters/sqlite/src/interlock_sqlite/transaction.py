@@ -82,6 +82,22 @@ class SqliteRunTransaction:
             self._stored[task_id] = codec.decode_task(rows[0]) if rows else None
         return self._stored[task_id]
 
+    def preload(self, task_ids: Sequence[str]) -> None:
+        """Read the stored rows of ``task_ids`` not read yet, in as few statements as the
+        variable limit allows (a batch of claims or completions then costs no SELECT each)."""
+        missing = [t for t in dict.fromkeys(task_ids)
+                   if t not in self._stored and t not in self._written]
+        for start in range(0, len(missing), 500):
+            chunk = missing[start:start + 500]
+            marks = ",".join("?" * len(chunk))
+            rows = self._conn.execute(f"{codec.SELECT_TASKS} AND task_id IN ({marks})",
+                                      (self._run_id, *chunk)).fetchall()
+            for task_id in chunk:
+                self._stored[task_id] = None
+            for row in rows:
+                task = codec.decode_task(row)
+                self._stored[task.task_id] = task
+
     def put_task(self, task: TaskRecord) -> None:
         self._written[task.task_id] = task
 
