@@ -358,8 +358,8 @@ class Kernel(FollowMixin):
                 continue
             items.append(CompletionItem(task_id, attempt_id, artifacts, children))
         now = self.clock.now()
-        if len(items) == 1 and self._prefetch and not failed:
-            # a batch of one (e.g. a chain step): the prefetching path saves the planning reads
+        if len(items) == 1 and (self._prefetch or self._follow) and not failed:
+            # a batch of one (e.g. a chain step): the prefetching or following path saves reads
             (item,) = items
             index = self._node_index(topology, item.task_id)
             return [self._complete_one(run_id, context, index, item.task_id, item.attempt_id,
