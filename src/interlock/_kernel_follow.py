@@ -56,7 +56,7 @@ class FollowMixin(LaunchMixin):
         for task in tasks:
             ref = TaskRef(run_id, task.task_id, topology.node(task.node_index).plugin,
                           task.not_before)
-            if ref.not_before <= now and hold.accept(ref):
+            if hold.takes(ref, now):
                 lease_until = now + self._lease(topology, ref.task_id)
                 return ref, (ref.task_id, uuid.uuid4().hex, hold.worker, lease_until)
         return None

@@ -45,6 +45,12 @@ class Hold:
     claimed: TaskRecord | None = None
     """The task a ``handover`` store claimed in the launch itself (then ``ref`` is set too)."""
 
+    def takes(self, ref: TaskRef, now: float) -> bool:
+        """Whether this hold, still empty, would keep ``ref``: a due task of its run that
+        ``accept`` takes."""
+        return (self.ref is None and ref.run_id == self.run_id and ref.not_before <= now
+                and self.accept(ref))
+
 
 class LaunchMixin:
     """Needs ``store``, ``dispatcher``, ``limits``, ``clock``, ``_holds`` and the
@@ -193,7 +199,7 @@ class LaunchMixin:
             return refs
         now = self.clock.now()
         for position, ref in enumerate(refs):
-            if ref.not_before <= now and hold.accept(ref):
+            if hold.takes(ref, now):
                 hold.ref = ref
                 return [*refs[:position], *refs[position + 1:]]
         return refs

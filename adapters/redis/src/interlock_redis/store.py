@@ -352,12 +352,9 @@ class RedisStore:
         total_tasks: int,
         now: float,
     ) -> Outcome:
-        args: list[Arg] = [str(node_index), str(generation), str(total_tasks), dumps(now)]
-        leased = False
-        for task in tasks:
-            head, plan = _task_parts(task)
-            args += [task.task_id, head, plan]
-            leased = leased or (task.state is TaskState.RUNNING and task.lease_until is not None)
+        triples, leased = _launch_triples(tasks)
+        args: list[Arg] = [str(node_index), str(generation), str(total_tasks), dumps(now),
+                           *triples]
         if not leased:
             return _outcome(self._call("launch_node", run_id, args))
         return _outcome(self._call_leased("launch_node", run_id, args))
@@ -376,13 +373,13 @@ class RedisStore:
         """[launch.claim] ``launch_and_claim.lua``: one round trip (the leased-runs SADD rides
         in the same pipeline, after the script, as for ``claim_task``)."""
         task_id, attempt_id, worker, lease_until = claim
+        triples, leased = _launch_triples(tasks)
         args: list[Arg] = [str(node_index), str(generation), str(total_tasks), dumps(now),
-                           task_id, dumps(attempt_id), dumps(worker), dumps(lease_until)]
-        for task in tasks:
-            head, plan = _task_parts(task)
-            args += [task.task_id, head, plan]
-        reply = (self._call("launch_and_claim", run_id, args) if lease_until is None
-                 else self._call_leased("launch_and_claim", run_id, args))
+                           task_id, dumps(attempt_id), dumps(worker), dumps(lease_until),
+                           *triples]
+        reply = (self._call_leased("launch_and_claim", run_id, args)
+                 if leased or lease_until is not None
+                 else self._call("launch_and_claim", run_id, args))
         if len(reply) == 1:
             return _outcome(reply[0]), ("stale", None)
         return _outcome(reply[0]), _task_reply(reply[1:])
@@ -596,6 +593,18 @@ def _transition(reply: Any) -> Transition:
     state = text(reply[1]) if len(reply) > 1 else ""
     run_state = RunState(json.loads(state)) if state else None
     return Transition(outcome, tuple(int(i) for i in reply[2:]), run_state)
+
+
+def _launch_triples(tasks: Sequence[TaskRecord]) -> tuple[list[Arg], bool]:
+    """The (task id, jmap without plan, plan JSON) triples of a launch's ARGV, and whether any
+    task is written RUNNING with a lease (the run must then join the leased-runs set)."""
+    args: list[Arg] = []
+    leased = False
+    for task in tasks:
+        head, plan = _task_parts(task)
+        args += [task.task_id, head, plan]
+        leased = leased or (task.state is TaskState.RUNNING and task.lease_until is not None)
+    return args, leased
 
 
 def _task_reply(reply: Any) -> tuple[Outcome, TaskRecord | None]:
