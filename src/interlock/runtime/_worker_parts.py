@@ -31,6 +31,7 @@ __all__ = [
     "WaitForHuman",
     "call_plugin",
     "near_limits",
+    "node_timeouts",
     "worker_name",
 ]
 
@@ -145,10 +146,7 @@ class Heartbeats:
         with self._lock:
             timeouts = self._timeouts.get(run_id)
         if timeouts is None:
-            run = self.kernel.store.get_run(run_id)
-            nodes = run.pipeline.get("nodes", []) if run is not None else []
-            timeouts = {str(n.get("slug")): n.get("timeout_seconds")
-                        for n in nodes if isinstance(n, dict)}
+            timeouts = node_timeouts(self.kernel, run_id)
             with self._lock:
                 self._timeouts[run_id] = timeouts
         return timeouts.get(slug)
@@ -162,6 +160,14 @@ class Heartbeats:
                     self.kernel.heartbeat(run_id, task_id, attempt_id)
                 except Exception:
                     log.exception("heartbeat of %s/%s failed", run_id, task_id)
+
+
+def node_timeouts(kernel: Kernel, run_id: str) -> dict[str, Any]:
+    """Per node slug of the run, its ``timeout_seconds`` (None when it has none), read from
+    the run's pipeline snapshot; empty for an unknown run."""
+    run = kernel.store.get_run(run_id)
+    nodes = run.pipeline.get("nodes", []) if run is not None else []
+    return {str(n.get("slug")): n.get("timeout_seconds") for n in nodes if isinstance(n, dict)}
 
 
 def near_limits(outputs: Outputs, limits: Limits) -> bool:

@@ -36,6 +36,7 @@ from ._worker_parts import (
     WaitForHuman,
     call_plugin,
     near_limits,
+    node_timeouts,
     worker_name,
 )
 
@@ -448,10 +449,7 @@ class Worker:
     def _node_timeout(self, run_id: str, slug: str) -> Any:
         timeouts = self._timeouts.get(run_id)
         if timeouts is None:
-            run = self.kernel.store.get_run(run_id)
-            nodes = run.pipeline.get("nodes", []) if run is not None else []
-            timeouts = {str(n.get("slug")): n.get("timeout_seconds")
-                        for n in nodes if isinstance(n, dict)}
+            timeouts = node_timeouts(self.kernel, run_id)
             if len(self._timeouts) >= 256:
                 self._timeouts.clear()
             self._timeouts[run_id] = timeouts
