@@ -266,6 +266,30 @@ def test_the_worker_runs_a_chain_from_one_delivery(store: SqliteStore, batch: in
     assert [a.data for a in last] == [30]
 
 
+def test_a_long_chain_does_not_hold_back_the_lease_sweep(store: SqliteStore) -> None:
+    # a worker may run a whole chain from one delivery: its periodic recover must still run
+    # between the steps, or expired leases of other workers wait for the chain to end
+    from interlock import Kernel
+
+    seen: list[str] = []
+    swept_at: list[int] = []
+    queue = CountingQueue()
+    stop = threading.Event()
+    kernel = Kernel(store, queue, on_run_finished=lambda event: stop.set())
+
+    def recover() -> int:
+        swept_at.append(len(seen))
+        return 0
+
+    worker = Worker(kernel, queue, counting_registry(seen), recover_interval=1e-9,
+                    recover=recover)
+    kernel.start_run(chain(10), run_id="r")
+    worker.run(stop)
+    assert queue.sent == ["c0.0.0"]  # one delivery: the rest were continuations
+    # one sweep after each continued step (c1 .. c8 were followed by another step)
+    assert [n for n in swept_at if 0 < n < 10] == list(range(2, 10))
+
+
 def test_continue_chains_off_sends_every_step_through_the_queue(store: SqliteStore) -> None:
     from interlock import Kernel
 

@@ -63,7 +63,8 @@ class Worker:
     Per delivery: ``kernel.claim_task`` (compare-and-set; a lost claim is acked and skipped),
     the plugin (through ``invoke``), then ``on_task_complete`` / ``on_task_failed`` /
     ``wait_task``, then ``source.ack``. Every ``recover_interval`` seconds it calls ``recover``
-    (default ``kernel.recover_expired``), so expired leases are crashed and retried. An error
+    (default ``kernel.recover_expired``; checked between deliveries and between the steps of
+    a chain of continuations), so expired leases are crashed and retried. An error
     while handling one task is logged and the loop goes on; a failing ``receive`` is retried
     with exponential backoff (0.5 s doubling to 30 s, cut short by ``stop``).
 
@@ -129,17 +130,19 @@ class Worker:
         self.continue_chains = continue_chains
         self._stop: threading.Event | None = None  # set while run() loops: continuations on
         self._next: Claim | None = None  # a task a completion handed to this worker
+        self._next_recover = math.inf  # monotonic time of the next lease sweep (set by run())
 
     def run(self, stop: threading.Event) -> None:
         """Loop until ``stop`` is set (checked after each receive and each task)."""
         name = self.name or worker_name()
         interval = self.recover_interval
-        next_recover = time.monotonic() + interval if interval else math.inf
+        self._next_recover = time.monotonic() + interval if interval else math.inf
         failures = 0
         self._stop = stop if self.continue_chains else None
         try:
             while not stop.is_set():
-                wait = min(self.receive_timeout, max(0.0, next_recover - time.monotonic()))
+                wait = min(self.receive_timeout,
+                           max(0.0, self._next_recover - time.monotonic()))
                 try:
                     deliveries = self.source.receive(self._receive_size(), wait)
                     failures = 0
@@ -152,12 +155,7 @@ class Worker:
                     self._serve_batch(deliveries, name, stop)
                 else:
                     self._serve_one_by_one(deliveries, name, stop)
-                if interval and time.monotonic() >= next_recover:
-                    next_recover = time.monotonic() + interval
-                    try:
-                        self.recover()
-                    except Exception:
-                        log.exception("worker %s: recovering expired leases failed", name)
+                self._sweep(name)
         except Exception:
             log.exception("worker %s stopped by an error", name)
             raise
@@ -168,6 +166,18 @@ class Worker:
         finally:
             self._stop = None
             self._flush_acks(name)
+
+    def _sweep(self, name: str) -> None:
+        """Call ``recover`` when ``recover_interval`` has passed since the last sweep (inside
+        :meth:`run`; between deliveries and between the steps of a chain, so a worker running
+        a long chain of continuations still crashes and retries expired leases)."""
+        if time.monotonic() < self._next_recover:
+            return
+        self._next_recover = time.monotonic() + (self.recover_interval or math.inf)
+        try:
+            self.recover()
+        except Exception:
+            log.exception("worker %s: recovering expired leases failed", name)
 
     def _flush_acks(self, name: str) -> None:
         """Send the acks a source buffers (one with a ``flush()`` method, e.g. the Redis
@@ -222,6 +232,7 @@ class Worker:
             except Exception:  # as for a delivery: logged, the loop goes on
                 log.exception("worker %s: task %s of run %s", worker, claim.task_id,
                               claim.run_id)
+            self._sweep(worker)
 
     def _accepts(self, ref: TaskRef) -> bool:
         return ref.plugin in self.plugins
