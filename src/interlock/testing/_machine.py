@@ -19,17 +19,24 @@ from hypothesis.stateful import initialize, invariant, precondition, rule, run_s
 from interlock.graph import validate
 from interlock.states import RunState, TaskState
 from interlock.testing._invariants import CALLS, FAILURES, Side, check_side, fail, same_state
-from interlock.testing._machine_abilities import AbilityRules
-from interlock.testing._machine_base import MachineBase, MachineConfig, Outputs, choose
+from interlock.testing._machine_abilities import BatchRules, ContinueRules
+from interlock.testing._machine_base import (
+    MACHINE_ABILITIES,
+    MachineBase,
+    MachineConfig,
+    Outputs,
+    choose,
+)
 from interlock.testing._machine_races import RaceRules
 from interlock.testing._strategies import OUTPUTS, PICK, pipeline_specs
 from interlock.testing._watch import Tally, Watched
 
-__all__ = ["MachineConfig", "run_machine"]
+__all__ = ["MACHINE_ABILITIES", "MachineConfig", "machine_class", "run_machine"]
 
 
-class StoreMachine(AbilityRules, RaceRules):
-    """Every rule; the ones of an ability or a race mode the store lacks never run."""
+class StoreMachine(MachineBase):
+    """The rules every store runs; :func:`machine_class` adds those of its race mode and
+    declared abilities."""
 
     @initialize(spec=pipeline_specs())
     def start(self, spec: dict[str, Any]) -> None:
@@ -40,7 +47,10 @@ class StoreMachine(AbilityRules, RaceRules):
                            ("reference", config.make_reference)):
             raw = make()
             tally = Tally(parents)
-            store = Watched(raw, tally, config.abilities)
+            # a reference that lacks an ability takes the kernel's plain path: same results
+            abilities = config.abilities if name != "reference" else \
+                config.abilities & getattr(raw, "abilities", frozenset())
+            store = Watched(raw, tally, abilities)
             side = Side(name, raw, tally)
             side.store = store
             side.kernel = self._kernel(store, side.dispatcher, side.finished)
@@ -184,6 +194,15 @@ class StoreMachine(AbilityRules, RaceRules):
             self.config.cleanup(store)
 
 
+def machine_class(config: MachineConfig, name: str) -> type[StoreMachine]:
+    """The machine for ``config``. The continuation rules join only when ``handover`` or
+    ``follow`` is declared (so the programs drawn, and shrunk, for any other store are those of
+    the rules it can run); the batch and race rules are always there, enabled by their
+    preconditions."""
+    mixins: list[type[MachineBase]] = [ContinueRules] if config.continues else []
+    return type(name, (*mixins, BatchRules, RaceRules, StoreMachine), {"config": config})
+
+
 def run_machine(config: MachineConfig, settings: Settings, name: str) -> None:
     """Run the machine as a test (raises with the shrunk program on failure).
 
@@ -192,7 +211,7 @@ def run_machine(config: MachineConfig, settings: Settings, name: str) -> None:
     own AssertionError (invariant and clauses first) with a word about the race and whatever
     program Hypothesis printed.
     """
-    machine = type(name, (StoreMachine,), {"config": config})
+    machine = machine_class(config, name)
     token, calls = FAILURES.set([]), CALLS.set(None)
     try:
         # through a typed name: Hypothesis' own annotations differ between releases

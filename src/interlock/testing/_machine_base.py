@@ -18,15 +18,23 @@ from interlock.protocols import DagStore
 from interlock.records import RunRecord, TaskRecord, Transition
 from interlock.states import RunState, TaskState
 from interlock.testing._invariants import CALLS, Side, fail
-from interlock.testing._support import FakeClock, RecordingDispatcher
+from interlock.testing._support import (
+    FakeClock,
+    RecordingDispatcher,
+    first_difference,
+    observe,
+)
 from interlock.values import Claim, RunFinished
 
-__all__ = ["COMPLETE", "FAIL", "MachineBase", "MachineConfig", "Outputs", "choose", "jobs_text"]
+__all__ = ["COMPLETE", "FAIL", "MACHINE_ABILITIES", "MachineBase", "MachineConfig", "Outputs",
+           "choose", "jobs_text"]
 
 T = TypeVar("T")
 Outputs = list[dict[str, Any]]
 COMPLETE = ("complete.once", "complete.fenced", "complete.counters")
 FAIL = ("fail.retry", "fail.fenced")
+MACHINE_ABILITIES = frozenset({"batched", "handover", "follow"})
+"""The optional abilities whose store paths the machine drives when they are declared."""
 
 
 @attrs.frozen
@@ -39,13 +47,23 @@ class MachineConfig:
     """``threads`` (racing kernels share the store object), ``processes`` (one store object
     per racing kernel) or None (no race rules)."""
     threads: int = 6
-    batched: bool = False
-    """The ability ``batched`` is declared: both kernels take the batched store paths and the
-    batch rules run."""
+    abilities: frozenset[str] = frozenset()
+    """The declared abilities the machine drives (:data:`MACHINE_ABILITIES`): both kernels take
+    their store paths and their rules run. ``batched``: claim_tasks / complete_tasks;
+    ``handover``: launch_and_claim; ``follow``: complete_and_follow (every completion)."""
 
     @property
-    def abilities(self) -> frozenset[str]:
-        return frozenset({"batched"}) if self.batched else frozenset()
+    def batched(self) -> bool:
+        return "batched" in self.abilities
+
+    @property
+    def continues(self) -> bool:
+        """A continuation path is declared: the rule driving complete_and_continue runs."""
+        return bool({"handover", "follow"} & self.abilities)
+
+    @property
+    def follow(self) -> bool:
+        return "follow" in self.abilities
 
 
 def _norm(value: object) -> object:
@@ -56,7 +74,7 @@ def _norm(value: object) -> object:
     if isinstance(value, RunRecord):
         return value.to_dict()
     if isinstance(value, Claim):
-        return ("claim", value.attempt_id, value.input)
+        return ("claim", value.task_id, value.attempt_id, value.input)
     if isinstance(value, list | tuple):
         return [_norm(v) for v in value]
     return value
@@ -129,6 +147,15 @@ class MachineBase(RuleBasedStateMachine):
         if sent[0] != sent[1]:
             fail("same-outcome", clauses, f"{call} dispatched {sent[0]} with the store under "
                                           f"test but {sent[1]} with the reference")
+
+    def _agree(self, call: str, clauses: Sequence[str]) -> None:
+        """``same-state`` right after ``call``, naming the clauses of that call (the invariant
+        after the step can only guess them from where the states differ)."""
+        observed = [observe(side.raw, self.run_id) for side in self.sides]
+        diff = first_difference(observed[0], observed[1])
+        if diff is not None:
+            fail("same-state", clauses, f"after {call}: the store under test differs from the "
+                                        f"reference at {diff} (under test vs reference)")
 
     def _tasks(self, *states: TaskState) -> list[TaskRecord]:
         if not self.sides:

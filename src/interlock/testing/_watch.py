@@ -1,18 +1,32 @@
 """A DagStore wrapper that watches the kernel's writes: launches and settles per node and
-generation, and the barrier at the moment a node launches or settles without tasks."""
+generation, and the barrier at the moment a node launches or settles without tasks. It also
+makes the kernel's own claims reproducible (the attempt ids the kernel draws at random are
+replaced by one the machine chooses, the same on both sides) and can make a
+``complete_and_follow`` step fail inside its callback, as a process dying there would."""
 
 from __future__ import annotations
 
 import threading
 from collections import Counter
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 from typing import cast
 
-from interlock.protocols import BatchedDagStore, DagStore
+import attrs
+
+from interlock.protocols import (
+    BatchedDagStore,
+    ClaimRequest,
+    DagStore,
+    FollowingDagStore,
+    HandoverDagStore,
+)
 from interlock.records import (
     Artifact,
     CompletionItem,
+    Followed,
+    FollowUp,
     NewArtifact,
+    NodeFacts,
     NodeRecord,
     Outcome,
     RunRecord,
@@ -21,7 +35,12 @@ from interlock.records import (
 )
 from interlock.states import NodeState, RunState, TaskState
 
-__all__ = ["Tally", "Watched"]
+__all__ = ["FollowCrash", "Tally", "Watched"]
+
+
+class FollowCrash(Exception):
+    """Raised inside a ``complete_and_follow`` step by the machine (see ``Watched.crash``): the
+    store must roll the whole call back."""
 
 
 class Tally:
@@ -46,13 +65,20 @@ class Tally:
 class Watched:
     """Delegates every DagStore call to ``inner``; records applied launches and settles.
 
-    ``abilities`` is what the harness declares for the inner store (the kernel reads it)."""
+    ``abilities`` is what the harness declares for the inner store (the kernel reads it).
+    While ``attempt`` is set, every claim the kernel makes (claim_task, the claim of
+    launch_and_claim and of a follow-up) is made under that attempt id instead of the random
+    one the kernel drew, so both sides of the machine store the same records. While ``crash``
+    is set, the follow callback of complete_and_follow raises :class:`FollowCrash` after
+    planning (the call must then change nothing)."""
 
     def __init__(self, inner: DagStore, tally: Tally,
                  abilities: frozenset[str] = frozenset()) -> None:
         self.inner = inner
         self.tally = tally
         self.abilities = abilities
+        self.attempt: str | None = None
+        self.crash = False
 
     # ---- reads ---------------------------------------------------------------------------
 
@@ -98,8 +124,21 @@ class Watched:
             self._barrier(run_id, node_index, f"settled {state.value}")
         return transition
 
+    def launch_and_claim(self, run_id: str, node_index: int, generation: int,
+                         tasks: Sequence[TaskRecord], total_tasks: int, now: float,
+                         claim: ClaimRequest
+                         ) -> tuple[Outcome, tuple[Outcome, TaskRecord | None]]:
+        claim = self._claim(claim)
+        result = cast(HandoverDagStore, self.inner).launch_and_claim(
+            run_id, node_index, generation, tasks, total_tasks, now, claim)
+        if result[0] == "applied":
+            self.tally.note(self.tally.launched, (node_index, generation))
+            self._barrier(run_id, node_index, "launched (launch_and_claim)")
+        return result
+
     def claim_task(self, run_id: str, task_id: str, attempt_id: str, worker: str,
                    lease_until: float | None, now: float) -> tuple[Outcome, TaskRecord | None]:
+        attempt_id = self.attempt or attempt_id
         return self.inner.claim_task(run_id, task_id, attempt_id, worker, lease_until, now)
 
     def claim_tasks(self, run_id: str, claims: Sequence[tuple[str, str]], worker: str,
@@ -115,6 +154,30 @@ class Watched:
                       outputs: Sequence[NewArtifact], children: Sequence[int],
                       now: float) -> Transition:
         return self.inner.complete_task(run_id, task_id, attempt_id, outputs, children, now)
+
+    def complete_and_follow(self, run_id: str, task_id: str, attempt_id: str,
+                            outputs: Sequence[NewArtifact], children: Sequence[int],
+                            parents: Sequence[Sequence[int]], now: float,
+                            follow: Callable[[Sequence[NodeFacts]], FollowUp | None]
+                            ) -> Followed:
+        crash = self.crash
+
+        def planned(facts: Sequence[NodeFacts]) -> FollowUp | None:
+            follow_up = follow(facts)
+            if crash:
+                raise FollowCrash("the machine failed this complete_and_follow step inside "
+                                  "its follow callback")
+            if follow_up is None or follow_up.claim is None:
+                return follow_up
+            return attrs.evolve(follow_up, claim=self._claim(follow_up.claim))
+
+        followed = cast(FollowingDagStore, self.inner).complete_and_follow(
+            run_id, task_id, attempt_id, outputs, children, parents, now, planned)
+        if followed.follow_up is not None:
+            key = (followed.follow_up.node_index, followed.follow_up.generation)
+            self.tally.note(self.tally.launched, key)
+            self._barrier(run_id, key[0], "launched (complete_and_follow)")
+        return followed
 
     def complete_tasks(self, run_id: str, items: Sequence[CompletionItem],
                        now: float) -> list[Transition]:
@@ -140,6 +203,10 @@ class Watched:
     def reopen_run(self, run_id: str, expected_retries: int, nodes: Sequence[NodeRecord],
                    now: float) -> Outcome:
         return self.inner.reopen_run(run_id, expected_retries, nodes, now)
+
+    def _claim(self, claim: ClaimRequest) -> ClaimRequest:
+        task_id, attempt_id, worker, lease_until = claim
+        return task_id, self.attempt or attempt_id, worker, lease_until
 
     # ---- the barrier, checked right after the write that passed it ---------------------
 

@@ -24,7 +24,7 @@ from hypothesis import HealthCheck, Phase
 from hypothesis import settings as Settings
 
 from interlock.protocols import DagStore
-from interlock.testing._machine import MachineConfig, run_machine
+from interlock.testing._machine import MACHINE_ABILITIES, MachineConfig, run_machine
 from interlock.testing._registry import CHECKS, Check, skip_reason
 from interlock.testing._support import Harness
 from interlock.testing.clauses import CLAUSES
@@ -126,7 +126,8 @@ class DagStoreConformance:
         race_mode = ("threads" if "threads" in abilities
                      else "processes" if "processes" in abilities else None)
         config = MachineConfig(self.make_store, self.make_reference_store, self.cleanup_store,
-                               harness.namespace, race_mode, batched="batched" in abilities)
+                               harness.namespace, race_mode,
+                               abilities=abilities & MACHINE_ABILITIES)
         run_machine(config, self.stateful_settings(), f"{type(self).__name__}Machine")
 
     def _interlock_test(self, check: Check) -> None:
