@@ -191,10 +191,14 @@ _HINTS: tuple[tuple[str, tuple[str, ...]], ...] = (
 )
 
 
-def same_state(under_test: dict[str, Any], reference: dict[str, Any]) -> None:
+def same_state(under_test: dict[str, Any], reference: dict[str, Any],
+               step: Sequence[str] = ()) -> None:
+    """Fail when the two observed states differ, naming the clauses where they differ points
+    at, then those of the calls of the step (``step``) that made them differ."""
     diff = first_difference(under_test, reference)
     if diff is not None:
-        clauses = next((c for key, c in _HINTS if key in diff.split(":")[0]), ("run.create",))
+        hinted = next((c for key, c in _HINTS if key in diff.split(":")[0]), ("run.create",))
+        clauses = (*hinted, *(c for c in step if c not in hinted))
         fail("same-state", clauses,
              f"the store under test differs from the reference at {diff} (under test vs "
              "reference)")

@@ -136,12 +136,15 @@ class StoreMachine(MachineBase):
         ["complete", "complete", "complete", "fail", "fail-final", "crash", "wait", "running"]))
     def work(self, pick: int, outputs: Outputs, result: str) -> None:
         """A worker cycle: claim a queued task, then complete / fail / crash / park it (or
-        leave it running)."""
+        leave it running). With ``handover`` or ``follow`` declared it completes through
+        ``complete_and_continue``, as a continuing worker does."""
         task = choose(self._tasks(TaskState.QUEUED), pick)
         attempt_id = f"a{next(self.attempts)}"
         self.claims.append((task.task_id, attempt_id))
         self._claim(task.task_id, attempt_id)
         current = self.sides[1].raw.get_task(self.run_id, task.task_id)
+        if result == "complete" and self.config.continues:
+            result = "continue"  # such a worker continues: a task handed back stays RUNNING
         if result != "running" and current is not None and current.attempt_id == attempt_id:
             self._deliver(task.task_id, attempt_id, result, outputs)
 
@@ -186,7 +189,8 @@ class StoreMachine(MachineBase):
         if len(self.sides) < 2:
             return
         observed = [check_side(side, self.run_id) for side in self.sides]
-        same_state(observed[0], observed[1])
+        step, self.step_clauses = self.step_clauses, []
+        same_state(observed[0], observed[1], step)
 
     def teardown(self) -> None:
         stores = [s.raw for s in self.sides[:1]] + self.extra

@@ -15,8 +15,8 @@ from hypothesis.stateful import RuleBasedStateMachine
 from interlock.errors import InterlockError
 from interlock.kernel import Kernel
 from interlock.protocols import DagStore
-from interlock.records import RunRecord, TaskRecord, Transition
-from interlock.states import RunState, TaskState
+from interlock.records import RunRecord, TaskRecord, TaskRef, Transition
+from interlock.states import NodeState, RunState, TaskState
 from interlock.testing._invariants import CALLS, Side, fail
 from interlock.testing._support import (
     FakeClock,
@@ -24,10 +24,11 @@ from interlock.testing._support import (
     first_difference,
     observe,
 )
+from interlock.testing._watch import FollowCrash
 from interlock.values import Claim, RunFinished
 
-__all__ = ["COMPLETE", "FAIL", "MACHINE_ABILITIES", "MachineBase", "MachineConfig", "Outputs",
-           "choose", "jobs_text"]
+__all__ = ["ACCEPT", "COMPLETE", "FAIL", "MACHINE_ABILITIES", "MachineBase", "MachineConfig",
+           "Outputs", "choose", "jobs_text"]
 
 T = TypeVar("T")
 Outputs = list[dict[str, Any]]
@@ -88,6 +89,16 @@ def choose(items: Sequence[T], pick: int) -> T:
     return items[pick % len(items)]
 
 
+def _not_first(ref: TaskRef) -> bool:
+    return not ref.task_id.endswith(".0")
+
+
+ACCEPT: dict[str, Callable[[TaskRef], bool]] = {
+    "any": lambda ref: True, "none": lambda ref: False, "not-first": _not_first}
+"""The ``accept`` filters a continuing worker passes (``not-first``: a task other than the
+first of its node, so a store that claims the wrong one of a launch's tasks shows)."""
+
+
 class MachineBase(RuleBasedStateMachine):
     """State and helpers of the machine; no rules."""
 
@@ -100,11 +111,16 @@ class MachineBase(RuleBasedStateMachine):
         self.run_id = ""
         self.clock = FakeClock()
         self.attempts = itertools.count(1)
+        self.follows = itertools.count()
+        """Counts continuations that must take the follow path (every other one, the first
+        included, first fails inside its step: see ``_crash_follow``)."""
         self.claims: list[tuple[str, str]] = []
         self.completions: list[tuple[str, str, Outputs]] = []
         self.extra: list[DagStore] = []
         self.racers: list[Kernel] = []
         self.calls: list[str] = []
+        self.step_clauses: list[str] = []
+        """The clauses of the calls of the current step (named by a ``same-state`` failure)."""
         CALLS.set(self.calls)
 
     def _kernel(self, store: DagStore, dispatcher: RecordingDispatcher,
@@ -142,6 +158,7 @@ class MachineBase(RuleBasedStateMachine):
         return results
 
     def _compare_dispatch(self, call: str, clauses: Sequence[str]) -> None:
+        self.step_clauses.extend(c for c in clauses if c not in self.step_clauses)
         sent = [sorted((r.task_id, r.not_before) for r in s.dispatcher.take())
                 for s in self.sides]
         if sent[0] != sent[1]:
@@ -173,8 +190,10 @@ class MachineBase(RuleBasedStateMachine):
         side.published[task_id] = outputs
 
     def _complete(self, task_id: str, attempt_id: str, outputs: Outputs) -> None:
+        # with 'follow' a completion is complete_and_follow (the kernel uses it for each one)
+        clauses = (*COMPLETE, "complete.follow") if self.config.follow else COMPLETE
         results = self._both(f"on_task_complete({task_id!r}, {attempt_id!r}, {outputs!r})",
-                             COMPLETE, lambda s: s.kernel.on_task_complete(
+                             clauses, lambda s: s.kernel.on_task_complete(
                                  self.run_id, task_id, attempt_id, outputs))
         self.completions.append((task_id, attempt_id, outputs))
         for side, result in zip(self.sides, results, strict=True):
@@ -202,6 +221,121 @@ class MachineBase(RuleBasedStateMachine):
         elif how == "wait":
             self._both(call, ("wait.fenced",), lambda s: s.kernel.wait_task(
                 run_id, tid, attempt_id, "human"))
+        elif how == "continue":
+            self._continue(tid, attempt_id, outputs, "any")
         else:
             self._both(call, ("lease.renew",), lambda s: s.kernel.heartbeat(
                 run_id, tid, attempt_id))
+
+    # ---- continuations (abilities handover / follow) ------------------------------------
+
+    def _releasing(self, follow: bool) -> list[TaskRecord]:
+        """Unfinished tasks whose completion would ready a node (the last task to complete of
+        a node that is the last unsettled parent of a waiting child), so that a continuation
+        launches it. With ``follow``, only those whose completion must take the follow path:
+        the only task of the only parent of that child (its facts must then be offered)."""
+        parents = self.sides[1].tally.parents
+        nodes = self.sides[1].raw.get_nodes(self.run_id)
+        ready = {p for i, ps in enumerate(parents) if nodes[i].state is NodeState.WAITING
+                 and nodes[i].remaining_parents == 1 and (len(ps) == 1 or not follow)
+                 for p in ps}
+        return [t for t in self._tasks(TaskState.QUEUED, TaskState.RUNNING)
+                if t.node_index in ready and nodes[t.node_index].remaining_tasks == 1
+                and nodes[t.node_index].generation == t.generation
+                and (nodes[t.node_index].total_tasks == 1 or not follow)]
+
+    def _continue_clauses(self) -> tuple[str, ...]:
+        declared = self.config.abilities
+        return (*(["launch.claim"] if "handover" in declared else []),
+                *(["complete.follow"] if "follow" in declared else []), "claim.cas", *COMPLETE)
+
+    def _continue(self, tid: str, attempt_id: str, outputs: Outputs,
+                  accept: str) -> Claim | None:
+        """One ``complete_and_continue`` on both sides; the claim it handed back (if any).
+        With 'follow', every other completion that must take the follow path is first made to
+        fail inside its step (:meth:`_crash_follow`)."""
+        if self.config.follow and any(t.task_id == tid for t in self._releasing(follow=True)) \
+                and next(self.follows) % 2 == 0 \
+                and not self._crash_follow(tid, attempt_id, outputs):
+            return None
+        attempt = f"a{next(self.attempts)}"
+        call = (f"complete_and_continue({tid!r}, {attempt_id!r}, {outputs!r}, "
+                f"accept={accept}) claiming as {attempt!r}")
+        clauses = self._continue_clauses()
+
+        def run(side: Side) -> tuple[Transition, Claim | None]:
+            side.store.attempt = attempt
+            try:
+                transition, claim = side.kernel.complete_and_continue(
+                    self.run_id, tid, attempt_id, outputs, worker="w", accept=ACCEPT[accept])
+            finally:
+                side.store.attempt = None
+            if claim is not None and claim.attempt_id != attempt:
+                # a plain claim_task after the launch: the kernel reports the id it drew, the
+                # watched store stored ``attempt`` in its place
+                claim = attrs.evolve(claim, attempt_id=attempt)
+            return transition, claim
+
+        results = self._both(call, clauses, run)
+        self.completions.append((tid, attempt_id, outputs))
+        for side, result in zip(self.sides, results, strict=True):
+            if result is not None and result[0].applied:
+                self._published(side, tid, outputs)
+        self._agree(call, clauses)
+        claim = results[1][1] if results[1] is not None else None
+        if claim is not None:
+            self.claims.append((claim.task_id, claim.attempt_id))
+        return claim
+
+    def _crash_follow(self, tid: str, attempt_id: str, outputs: Outputs) -> bool:
+        """Deliver a completion whose ``complete_and_follow`` step fails inside its callback:
+        where the callback ran, the call must have changed nothing. True when it failed on
+        both sides (the completion is still to deliver); False when the reference did not call
+        the callback (the completion was then delivered plainly on both sides, and compared)."""
+        c = ("complete.follow", *COMPLETE)
+        call = (f"on_task_complete({tid!r}, {attempt_id!r}, {outputs!r}) failing inside the "
+                "follow callback of its complete_and_follow step")
+        ut, ref = self.sides
+        self.calls.append(call)
+        crashed, result = self._crash_one(ref, call, tid, attempt_id, outputs)
+        if not crashed:
+            # no facts offered: the reference applied it as a plain completion; so must the
+            # store under test (offering facts in more cases is allowed, hence no crash here)
+            def plain(side: Side) -> Transition:
+                if side is ut:
+                    return side.kernel.on_task_complete(self.run_id, tid, attempt_id, outputs)
+                if isinstance(result, InterlockError):
+                    raise result
+                return result
+
+            results = self._both(call, c, plain)
+            self.completions.append((tid, attempt_id, outputs))
+            for side, done in zip(self.sides, results, strict=True):
+                if done is not None and done.applied:
+                    self._published(side, tid, outputs)
+            return False
+        if not self._crash_one(ut, call, tid, attempt_id, outputs)[0]:
+            fail("same-outcome", c, f"{call}: the store under test applied the completion "
+                 "although the follow callback raised (or never called the callback, where the "
+                 "reference did: the completion readied one node whose only parent, the "
+                 "completed node, had one task, so its facts must be offered)")
+        self._compare_dispatch(call, c)
+        return True
+
+    def _crash_one(self, side: Side, call: str, tid: str, attempt_id: str, outputs: Outputs
+                   ) -> tuple[bool, Transition | InterlockError]:
+        """(whether the callback ran and failed the call, else what the call returned)."""
+        before = observe(side.raw, self.run_id)
+        side.store.crash = True
+        try:
+            return False, side.kernel.on_task_complete(self.run_id, tid, attempt_id, outputs)
+        except FollowCrash:
+            diff = first_difference(before, observe(side.raw, self.run_id))
+            if diff is not None:
+                fail("same-state", ("complete.follow",), f"{side.name}: {call}: the failed "
+                     f"call changed the store (it must be one atomic step): {diff}")
+            return True, Transition("stale")  # not used: the call was rolled back
+        except InterlockError as exc:
+            return False, exc
+        finally:
+            side.store.crash = False
