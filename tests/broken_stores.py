@@ -10,14 +10,27 @@ let a busy machine run the window through uninterrupted now and then).
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import attrs
 
-from interlock.records import Artifact, NewArtifact, Outcome, TaskRecord, Transition
+from interlock.protocols import ClaimRequest
+from interlock.records import (
+    Artifact,
+    Followed,
+    FollowUp,
+    NewArtifact,
+    NodeFacts,
+    Outcome,
+    TaskRecord,
+    Transition,
+)
 from interlock.states import NodeState, RunState, TaskState
-from interlock.storekit import _settle
+from interlock.storekit import _claim, _complete, _follow_facts, _launch, _settle
 from interlock_memory import MemoryStore
+
+Handed = tuple[Outcome, tuple[Outcome, TaskRecord | None]]
+Follow = Callable[[Sequence[NodeFacts]], FollowUp | None]
 
 
 class NonAtomicClaim(MemoryStore):
@@ -161,5 +174,118 @@ class HalfWrittenLaunch(MemoryStore):
         return outcome
 
 
+class HandoverUnrecordedAttempt(MemoryStore):
+    """(8) launch.claim: launch_and_claim marks the task RUNNING for the worker but does not
+    record the attempt (number and id), though it returns the task as claimed: the claimant's
+    own callbacks are then fenced out, and the task can be claimed again."""
+
+    def launch_and_claim(self, run_id: str, node_index: int, generation: int,
+                         tasks: Sequence[TaskRecord], total_tasks: int, now: float,
+                         claim: ClaimRequest) -> Handed:
+        task_id, attempt_id, worker, lease_until = claim
+        with self.transaction(run_id) as tx:
+            outcome = "stale" if tx is None else _launch(tx, node_index, generation, tasks,
+                                                         total_tasks)
+            if tx is None or outcome != "applied":
+                return outcome, ("stale", None)
+            task = tx.task(task_id)
+            assert task is not None
+            stored = attrs.evolve(task, state=TaskState.RUNNING, worker=worker,
+                                  lease_until=lease_until, updated_at=now)
+            tx.put_task(stored)
+        return outcome, ("applied", attrs.evolve(stored, attempt=task.attempt + 1,
+                                                 attempt_id=attempt_id))
+
+
+class HandoverClaimsOtherTask(MemoryStore):
+    """(9) launch.claim: launch_and_claim claims a queued task of another node of the run
+    (when there is one) instead of the requested task of the node it launched."""
+
+    def launch_and_claim(self, run_id: str, node_index: int, generation: int,
+                         tasks: Sequence[TaskRecord], total_tasks: int, now: float,
+                         claim: ClaimRequest) -> Handed:
+        task_id, attempt_id, worker, lease_until = claim
+        with self.transaction(run_id) as tx:
+            if tx is None:
+                return "stale", ("stale", None)
+            other = next((t.task_id for t in tx.unfinished_tasks(None)
+                          if t.state is TaskState.QUEUED and t.node_index != node_index), None)
+            outcome = _launch(tx, node_index, generation, tasks, total_tasks)
+            if outcome != "applied":
+                return outcome, ("stale", None)
+            return outcome, _claim(tx, other or task_id, attempt_id, worker, lease_until, now)
+
+
+class HandoverClaimOverwritten(MemoryStore):
+    """(10) launch.claim / claim.cas: launch_and_claim writes the launch's task rows again
+    after the claim, so the claimed task is stored QUEUED: another worker can claim it too."""
+
+    def launch_and_claim(self, run_id: str, node_index: int, generation: int,
+                         tasks: Sequence[TaskRecord], total_tasks: int, now: float,
+                         claim: ClaimRequest) -> Handed:
+        task_id, attempt_id, worker, lease_until = claim
+        with self.transaction(run_id) as tx:
+            if tx is None:
+                return "stale", ("stale", None)
+            outcome = _launch(tx, node_index, generation, tasks, total_tasks)
+            if outcome != "applied":
+                return outcome, ("stale", None)
+            claimed = _claim(tx, task_id, attempt_id, worker, lease_until, now)
+            for task in tasks:  # the lost update: the batch as planned, over the claim
+                tx.put_task(task)
+            return outcome, claimed
+
+
+class FollowCompletesApart(MemoryStore):
+    """(11) complete.follow: complete_and_follow commits the completion, then plans and
+    launches the follow-up in a second transaction (a callback that raises, or a crash
+    between the two, leaves the completion applied and the released node unlaunched)."""
+
+    def complete_and_follow(self, run_id: str, task_id: str, attempt_id: str,
+                            outputs: Sequence[NewArtifact], children: Sequence[int],
+                            parents: Sequence[Sequence[int]], now: float,
+                            follow: Follow) -> Followed:
+        published: list[Artifact] = []
+        with self.transaction(run_id) as tx:
+            if tx is None:
+                return Followed(Transition("stale"))
+            transition = _complete(tx, task_id, attempt_id, outputs, children, now, published)
+            facts = _follow_facts(tx, task_id, transition, children, parents, published)
+        follow_up = follow(facts) if facts else None
+        if follow_up is None:
+            return Followed(transition, facts)
+        with self.transaction(run_id) as tx:
+            assert tx is not None
+            if _launch(tx, follow_up.node_index, follow_up.generation, follow_up.tasks,
+                       len(follow_up.tasks)) != "applied":
+                return Followed(transition, facts)
+            claimed = None
+            if follow_up.claim is not None:
+                claim_id, attempt, worker, lease_until = follow_up.claim
+                outcome, record = _claim(tx, claim_id, attempt, worker, lease_until, now)
+                claimed = record if outcome == "applied" else None
+        return Followed(transition, facts, follow_up, claimed)
+
+
+class FollowLosesWrite(MemoryStore):
+    """(12) complete.follow: the follow-up's launch writes back the run row as read before the
+    completion (a lost update: the completion's artifact_seq and unsettled count are gone)."""
+
+    def complete_and_follow(self, run_id: str, task_id: str, attempt_id: str,
+                            outputs: Sequence[NewArtifact], children: Sequence[int],
+                            parents: Sequence[Sequence[int]], now: float,
+                            follow: Follow) -> Followed:
+        before = self.get_run(run_id)
+        followed = super().complete_and_follow(run_id, task_id, attempt_id, outputs, children,
+                                               parents, now, follow)
+        if followed.follow_up is not None and before is not None:
+            with self.transaction(run_id) as tx:
+                assert tx is not None
+                tx.put_run(before)
+        return followed
+
+
 BROKEN_STORES = (NonAtomicClaim, ReplayPublishesTwice, LostCounterUpdate, TerminalTwice,
-                 SkipsLastChild, FenceIgnoresAttempt, HalfWrittenLaunch)
+                 SkipsLastChild, FenceIgnoresAttempt, HalfWrittenLaunch,
+                 HandoverUnrecordedAttempt, HandoverClaimsOtherTask, HandoverClaimOverwritten,
+                 FollowCompletesApart, FollowLosesWrite)
