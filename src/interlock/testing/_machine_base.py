@@ -1,7 +1,8 @@
 """The stateful machine's plumbing: its configuration, the two sides it drives and the helpers
-its rules share (one call applied to both sides, results compared; claims, completions and the
-other worker callbacks). The rules live in ``_machine`` (runs and tasks), ``_machine_races``
-(concurrent bursts) and ``_machine_abilities`` (the optional abilities)."""
+its rules share (one call applied to both sides, results compared; claims, completions, the
+other worker callbacks and continuations through ``Kernel.complete_and_continue``). The rules
+live in ``_machine`` (runs and tasks), ``_machine_races`` (concurrent bursts) and
+``_machine_abilities`` (the optional abilities)."""
 
 from __future__ import annotations
 
