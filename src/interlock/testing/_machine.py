@@ -35,8 +35,8 @@ __all__ = ["MACHINE_ABILITIES", "MachineConfig", "machine_class", "run_machine"]
 
 
 class StoreMachine(MachineBase):
-    """The rules every store runs; :func:`machine_class` adds those of its race mode and
-    declared abilities."""
+    """The rules every store runs; :func:`machine_class` adds the batch, race and (when
+    declared) continuation rules."""
 
     @initialize(spec=pipeline_specs())
     def start(self, spec: dict[str, Any]) -> None:

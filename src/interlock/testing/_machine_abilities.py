@@ -96,6 +96,8 @@ class ContinueRules(MachineBase):
 
     def _chain(self, pick: int, outputs: list[Outputs], accept: str,
                candidates: Callable[[], list[TaskRecord]]) -> None:
+        """One continuation per ``outputs`` item: of the task handed back by the previous
+        one, else of a task of ``candidates()`` (stops when there is none)."""
         held: tuple[str, str] | None = None
         for step, out in enumerate(outputs):
             if held is None:
