@@ -29,9 +29,10 @@ for i = 1, #items do
     return missing
   end
 end
-local replies = {}
+local replies, batch = {}, {}
 for i = 1, #items do
   replies[i] = complete_one(items[i].id, items[i].attempt_id, items[i].outputs,
-                            items[i].children, now)
+                            items[i].children, now, batch)
 end
+complete_flush(batch, now)
 return replies
