@@ -296,33 +296,36 @@ end
 
 -- nil when a completion of task ``id`` can run without meeting a missing node; else the
 -- {'nonode', index} reply. ``always``: check the children even if the node will not settle.
+-- The second result is the decoded task record it read (nil when there is none), which the
+-- caller may hand to complete_one as long as nothing has written the task since.
 local function complete_precheck(id, children, always)
   local t = get_task(id)
   if t == nil then
-    return nil
+    return nil, nil
   end
   local n = node(t.node_index)
   if n == nil then
-    return {'nonode', t.node_index}
+    return {'nonode', t.node_index}, t
   end
   if always or (t.state == TS.running and same_int(n.generation, t.generation)
                 and n.state == NS.launched and int(n.remaining_tasks) <= 1) then
     local missing = missing_node(children)
     if missing then
-      return {'nonode', missing}
+      return {'nonode', missing}, t
     end
   end
-  return nil
+  return nil, t
 end
 
 -- [complete.once] one completion (call complete_precheck first); a transition reply.
 -- ``outputs``: list of {artifact id JSON text, body} (body: '"fields":...,"data":...').
--- ``batch``: nil for a completion alone; for the items of complete_tasks, a table shared by
+-- ``read``: the task record as complete_precheck decoded it, when unchanged since (else nil:
+-- it is read here). ``batch``: nil for a completion alone; for the items of complete_tasks, a table shared by
 -- them ({seq = artifact_seq so far or nil}) so that the run's artifact_seq/updated_at and the
 -- node records are written once per batch, by complete_flush, instead of once per item (the
 -- node cache and batch.seq hold the current values meanwhile: every read goes through them).
-local function complete_one(id, attempt_id, outputs, children, now, batch)
-  local t = get_task(id)
+local function complete_one(id, attempt_id, outputs, children, now, batch, read)
+  local t = read or get_task(id)
   if t == nil then
     return transition('stale')
   end
