@@ -138,12 +138,16 @@ local function get_task(id)
   return cjson.decode(raw), raw
 end
 
-local function index_task(id, t)
+-- ``member``: the caller knows the task is in its node's unfinished set already and stays
+-- there (e.g. QUEUED -> RUNNING), so the set is left alone
+local function index_task(id, t, member)
   local pending = PREFIX .. ':unfin:' .. t.node_index
-  if unfinished(t.state) then
-    redis.call('SADD', pending, id)
-  else
-    redis.call('SREM', pending, id)
+  if not member then
+    if unfinished(t.state) then
+      redis.call('SADD', pending, id)
+    else
+      redis.call('SREM', pending, id)
+    end
   end
   if t.state == TS.running and t.lease_until ~= NULL then
     redis.call('ZADD', K_LEASES, t.lease_until, id)
@@ -152,10 +156,10 @@ local function index_task(id, t)
   end
 end
 
-local function put_task(id, t)
+local function put_task(id, t, member)
   local raw = cjson.encode(t)
   redis.call('HSET', K_TASKS, id, raw)
-  index_task(id, t)
+  index_task(id, t, member)
   return raw
 end
 
@@ -245,7 +249,7 @@ local function claim_one(id, attempt_id, worker, lease_until, now, run_state)
   t.worker = worker
   t.lease_until = lease_until
   t.updated_at = now
-  raw = put_task(id, t)
+  raw = put_task(id, t, true) -- QUEUED -> RUNNING: unfinished before and after
   return {'applied', raw, redis.call('HGET', K_PLANS, id)}
 end
 
