@@ -170,6 +170,11 @@ def node_timeouts(kernel: Kernel, run_id: str) -> dict[str, Any]:
     return {str(n.get("slug")): n.get("timeout_seconds") for n in nodes if isinstance(n, dict)}
 
 
+# json.dumps with options builds an encoder per call; ``encode`` keeps no state, so one shared
+# encoder (same options, same text) is safe across threads
+_MEASURE = json.JSONEncoder(separators=(",", ":"))
+
+
 def near_limits(outputs: Outputs, limits: Limits) -> bool:
     """Whether ``outputs`` might exceed a limit (or are malformed): such a completion takes the
     one-task path, whose LimitExceeded names the task. Errs on the side of True."""
@@ -183,7 +188,7 @@ def near_limits(outputs: Outputs, limits: Limits) -> bool:
         if not isinstance(fields, dict):
             return True
         try:
-            size = len(json.dumps(fields, separators=(",", ":")))
+            size = len(_MEASURE.encode(fields))
         except (TypeError, ValueError):
             return True
         if size > limits.max_fields_bytes // 2:

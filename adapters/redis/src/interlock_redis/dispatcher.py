@@ -41,6 +41,7 @@ from redis.exceptions import ResponseError
 
 from interlock.protocols import Clock, Delivery
 from interlock.records import TaskRef
+from interlock_redis.codec import dumps
 from interlock_redis.keys import Keys
 from interlock_redis.scripts import QUEUE_SCRIPTS, Scripts, text
 from interlock_redis.store import split_url
@@ -62,8 +63,9 @@ SWEEP_INTERVAL_MAX = 5.0
 
 
 def _encode(ref: TaskRef) -> str:
-    return json.dumps({"run_id": ref.run_id, "task_id": ref.task_id, "plugin": ref.plugin,
-                       "not_before": ref.not_before}, ensure_ascii=True, separators=(",", ":"))
+    """The ref's JSON object (the text ``json.dumps(..., separators=(",", ":"))`` gives)."""
+    return (f'{{"run_id":{dumps(ref.run_id)},"task_id":{dumps(ref.task_id)},'
+            f'"plugin":{dumps(ref.plugin)},"not_before":{dumps(ref.not_before)}}}')
 
 
 def _decode(raw: Any) -> TaskRef:

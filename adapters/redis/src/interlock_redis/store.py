@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import functools
 import json
-import math
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from typing import Any, ParamSpec, TypeVar
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
@@ -35,10 +34,12 @@ from interlock.records import (
     Transition,
 )
 from interlock.states import IllegalTransition, NodeState, RunState, TaskState
+from interlock_redis.codec import decode_jmap, dumps, encode_jmap, task_parts, task_record
 from interlock_redis.keys import Keys
 from interlock_redis.scripts import STORE_SCRIPTS, Arg, Scripts, lua_source, text
 
-__all__ = ["RedisStore", "RedisUnavailable", "from_url", "split_url"]
+__all__ = ["RedisStore", "RedisUnavailable", "decode_jmap", "dumps", "encode_jmap", "from_url",
+           "split_url"]
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -71,56 +72,6 @@ def _reachable(method: Callable[P, R]) -> Callable[P, R]:
 
 _UNFINISHED = frozenset({TaskState.QUEUED, TaskState.RUNNING, TaskState.WAITING})
 _ENUMS: Mapping[str, Any] = {"run": RunState, "node": NodeState, "task": TaskState}
-
-
-_ENCODER = json.JSONEncoder(ensure_ascii=True, separators=(",", ":"))
-_encode_str: Callable[[str], str] = json.encoder.encode_basestring_ascii
-
-
-def dumps(value: Any) -> str:
-    """The one JSON encoding every text stored or compared by the scripts goes through
-    (``json.dumps(value, ensure_ascii=True, separators=(",", ":"))``, with fast paths for
-    scalars that produce the same text)."""
-    kind = type(value)
-    if kind is str:
-        return _encode_str(value)
-    if value is None:
-        return "null"
-    if kind is bool:
-        return "true" if value else "false"
-    if kind is int:
-        return int.__repr__(value)
-    if kind is float and math.isfinite(value):
-        return float.__repr__(value)
-    return _ENCODER.encode(value)
-
-
-def encode_jmap(data: Mapping[str, Any]) -> str:
-    """A jmap: a JSON object whose values are the JSON texts of ``data``'s values."""
-    return _ENCODER.encode({key: dumps(value) for key, value in data.items()})
-
-
-def decode_jmap(raw: str | bytes, **extra: str | bytes | None) -> dict[str, Any]:
-    """The values of a jmap, decoded. The texts are spliced into one JSON object and parsed
-    once (keys are re-encoded, values are JSON texts already); ``extra`` JSON texts (a task's
-    plan) join the same parse."""
-    texts: dict[str, Any] = json.loads(raw)
-    texts.update((key, value) for key, value in extra.items() if value is not None)
-    joined = ",".join(f"{_encode_str(key)}:{text(value)}" for key, value in texts.items())
-    result: dict[str, Any] = json.loads("{" + joined + "}")
-    return result
-
-
-def _task_parts(task: TaskRecord) -> tuple[str, str]:
-    data = task.to_dict()
-    plan = data.pop("plan")
-    return encode_jmap(data), dumps(plan)
-
-
-def _task(raw: str | bytes, plan: str | bytes | None) -> TaskRecord:
-    data = decode_jmap(raw, plan=plan)
-    data.setdefault("plan", {})
-    return TaskRecord.from_dict(data)
 
 
 def _node(raw: str | bytes) -> NodeRecord:
@@ -190,7 +141,7 @@ class RedisStore:
         pipe.hget(self.keys.tasks(run_id), task_id)
         pipe.hget(self.keys.plans(run_id), task_id)
         raw, plan = pipe.execute()
-        return None if raw is None else _task(raw, plan)
+        return None if raw is None else task_record(raw, plan)
 
     @_reachable
     def list_tasks(
@@ -245,7 +196,7 @@ class RedisStore:
         for start in range(0, len(heads), step):
             pipe.hmget(key, [task_id for task_id, _ in heads[start:start + step]])
         plans = [plan for chunk in pipe.execute() for plan in chunk]
-        return [_task(raw, plan) for (_, raw), plan in zip(heads, plans, strict=True)]
+        return [task_record(raw, plan) for (_, raw), plan in zip(heads, plans, strict=True)]
 
     @_reachable
     def get_artifacts(self, run_id: str, node_index: int, generation: int) -> list[Artifact]:
@@ -296,7 +247,7 @@ class RedisStore:
             for raw, plan in zip(replies[2 * k], replies[2 * k + 1], strict=True):
                 if raw is None:
                     continue
-                task = _task(raw, plan)
+                task = task_record(raw, plan)
                 if (task.state is TaskState.RUNNING and task.lease_until is not None
                         and task.lease_until < now):
                     out.append(task)
@@ -601,7 +552,7 @@ def _launch_triples(tasks: Sequence[TaskRecord]) -> tuple[list[Arg], bool]:
     args: list[Arg] = []
     leased = False
     for task in tasks:
-        head, plan = _task_parts(task)
+        head, plan = task_parts(task)
         args += [task.task_id, head, plan]
         leased = leased or (task.state is TaskState.RUNNING and task.lease_until is not None)
     return args, leased
@@ -611,7 +562,7 @@ def _task_reply(reply: Any) -> tuple[Outcome, TaskRecord | None]:
     outcome = _outcome(reply[0])
     if len(reply) < 2:
         return outcome, None
-    return outcome, _task(reply[1], reply[2] if len(reply) > 2 else None)
+    return outcome, task_record(reply[1], reply[2] if len(reply) > 2 else None)
 
 
 # ---- URLs ------------------------------------------------------------------------------------

@@ -138,12 +138,16 @@ local function get_task(id)
   return cjson.decode(raw), raw
 end
 
-local function index_task(id, t)
+-- ``member``: the caller knows the task is in its node's unfinished set already and stays
+-- there (e.g. QUEUED -> RUNNING), so the set is left alone
+local function index_task(id, t, member)
   local pending = PREFIX .. ':unfin:' .. t.node_index
-  if unfinished(t.state) then
-    redis.call('SADD', pending, id)
-  else
-    redis.call('SREM', pending, id)
+  if not member then
+    if unfinished(t.state) then
+      redis.call('SADD', pending, id)
+    else
+      redis.call('SREM', pending, id)
+    end
   end
   if t.state == TS.running and t.lease_until ~= NULL then
     redis.call('ZADD', K_LEASES, t.lease_until, id)
@@ -152,10 +156,10 @@ local function index_task(id, t)
   end
 end
 
-local function put_task(id, t)
+local function put_task(id, t, member)
   local raw = cjson.encode(t)
   redis.call('HSET', K_TASKS, id, raw)
-  index_task(id, t)
+  index_task(id, t, member)
   return raw
 end
 
@@ -223,8 +227,10 @@ end
 
 -- ---- claim and complete, shared by the single and the batched scripts -------------------
 
--- [claim.cas] one claim; {outcome} when the task does not exist, else {outcome, jmap, plan}
-local function claim_one(id, attempt_id, worker, lease_until, now)
+-- [claim.cas] one claim; {outcome} when the task does not exist, else {outcome, jmap, plan}.
+-- ``run_state``: the run's state text when the caller has read it already (a claim never
+-- changes it, so a batch of claims reads it once), else nil.
+local function claim_one(id, attempt_id, worker, lease_until, now, run_state)
   local t, raw = get_task(id)
   if t == nil then
     return {'stale'}
@@ -232,7 +238,7 @@ local function claim_one(id, attempt_id, worker, lease_until, now)
   if t.state == TS.running and t.attempt_id == attempt_id then
     return {'duplicate', raw, redis.call('HGET', K_PLANS, id)}
   end
-  if run_field('state') ~= RS.running or t.state ~= TS.queued
+  if (run_state or run_field('state')) ~= RS.running or t.state ~= TS.queued
       or tonumber(now) < tonumber(t.not_before) then
     return {'stale', raw, redis.call('HGET', K_PLANS, id)}
   end
@@ -243,7 +249,7 @@ local function claim_one(id, attempt_id, worker, lease_until, now)
   t.worker = worker
   t.lease_until = lease_until
   t.updated_at = now
-  raw = put_task(id, t)
+  raw = put_task(id, t, true) -- QUEUED -> RUNNING: unfinished before and after
   return {'applied', raw, redis.call('HGET', K_PLANS, id)}
 end
 
@@ -294,29 +300,36 @@ end
 
 -- nil when a completion of task ``id`` can run without meeting a missing node; else the
 -- {'nonode', index} reply. ``always``: check the children even if the node will not settle.
+-- The second result is the decoded task record it read (nil when there is none), which the
+-- caller may hand to complete_one as long as nothing has written the task since.
 local function complete_precheck(id, children, always)
   local t = get_task(id)
   if t == nil then
-    return nil
+    return nil, nil
   end
   local n = node(t.node_index)
   if n == nil then
-    return {'nonode', t.node_index}
+    return {'nonode', t.node_index}, t
   end
   if always or (t.state == TS.running and same_int(n.generation, t.generation)
                 and n.state == NS.launched and int(n.remaining_tasks) <= 1) then
     local missing = missing_node(children)
     if missing then
-      return {'nonode', missing}
+      return {'nonode', missing}, t
     end
   end
-  return nil
+  return nil, t
 end
 
 -- [complete.once] one completion (call complete_precheck first); a transition reply.
 -- ``outputs``: list of {artifact id JSON text, body} (body: '"fields":...,"data":...').
-local function complete_one(id, attempt_id, outputs, children, now)
-  local t = get_task(id)
+-- ``read``: the task record as complete_precheck decoded it, when unchanged since (else nil:
+-- it is read here). ``batch``: nil for a completion alone; for the items of complete_tasks, a table shared by
+-- them ({seq = artifact_seq so far or nil}) so that the run's artifact_seq/updated_at and the
+-- node records are written once per batch, by complete_flush, instead of once per item (the
+-- node cache and batch.seq hold the current values meanwhile: every read goes through them).
+local function complete_one(id, attempt_id, outputs, children, now, batch, read)
+  local t = read or get_task(id)
   if t == nil then
     return transition('stale')
   end
@@ -331,7 +344,12 @@ local function complete_one(id, attempt_id, outputs, children, now)
   t.lease_until = NULL
   t.updated_at = now
   put_task(id, t)
-  local seq = int(run_field('artifact_seq'))
+  local seq
+  if batch and batch.seq then
+    seq = batch.seq
+  else
+    seq = int(run_field('artifact_seq'))
+  end
   if #outputs > 0 then
     local key = PREFIX .. ':arts:' .. t.node_index .. ':' .. t.generation
     local head = '{"node_index":' .. t.node_index .. ',"generation":' .. t.generation
@@ -350,7 +368,11 @@ local function complete_one(id, attempt_id, outputs, children, now)
                  .. ',"origin":' .. origin .. ',' .. body .. '}')
     end
   end
-  redis.call('HSET', K_RUN, 'artifact_seq', itext(seq + #outputs), 'updated_at', now)
+  if batch then
+    batch.seq = seq + #outputs
+  else
+    redis.call('HSET', K_RUN, 'artifact_seq', itext(seq + #outputs), 'updated_at', now)
+  end
   local n = node(t.node_index)
   if not (same_int(n.generation, t.generation) and n.state == NS.launched) then
     return transition('applied')
@@ -359,10 +381,20 @@ local function complete_one(id, attempt_id, outputs, children, now)
   n.remaining_tasks = itext(remaining)
   if remaining > 0 then
     put_node(t.node_index, n)
-    flush_nodes()
+    if not batch then
+      flush_nodes()
+    end
     return transition('applied')
   end
   return settle(t.node_index, n, NS.completed, NULL, children, now)
+end
+
+-- the deferred writes of complete_one calls sharing ``batch``
+local function complete_flush(batch, now)
+  if batch.seq then
+    redis.call('HSET', K_RUN, 'artifact_seq', itext(batch.seq), 'updated_at', now)
+  end
+  flush_nodes()
 end
 
 -- ---- the terminate procedure (callers check the run transition before any write) --------

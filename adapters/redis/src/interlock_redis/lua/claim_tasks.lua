@@ -6,8 +6,8 @@
 -- ARGV[4 ..] task id, attempt id (JSON) pairs
 -- Returns one claim_task reply per pair, in order: {outcome} or {outcome, task jmap, plan}.
 
-local replies = {}
+local replies, run_state = {}, run_field('state') -- claims never change the run's state
 for i = 4, #ARGV, 2 do
-  replies[#replies + 1] = claim_one(ARGV[i], ARGV[i + 1], ARGV[1], ARGV[2], ARGV[3])
+  replies[#replies + 1] = claim_one(ARGV[i], ARGV[i + 1], ARGV[1], ARGV[2], ARGV[3], run_state)
 end
 return replies

@@ -23,15 +23,24 @@ for _ = 1, tonumber(ARGV[2]) do
   end
   items[#items + 1] = item
 end
+local times = {} -- per task id, how many items name it
 for i = 1, #items do
-  local missing = complete_precheck(items[i].id, items[i].children, true)
+  local missing, read = complete_precheck(items[i].id, items[i].children, true)
   if missing then
     return missing
   end
+  items[i].read = read
+  times[items[i].id] = (times[items[i].id] or 0) + 1
 end
-local replies = {}
+local replies, batch = {}, {}
 for i = 1, #items do
+  -- the record the precheck decoded is current unless an earlier item wrote the same task
+  local read = nil
+  if times[items[i].id] == 1 then
+    read = items[i].read
+  end
   replies[i] = complete_one(items[i].id, items[i].attempt_id, items[i].outputs,
-                            items[i].children, now)
+                            items[i].children, now, batch, read)
 end
+complete_flush(batch, now)
 return replies

@@ -1,0 +1,101 @@
+"""The JSON texts the Redis scripts store and compare: one encoding, and the jmap layout.
+
+Every value a script stores, compares or copies is the text :func:`dumps` produces, so what
+Python wrote is byte for byte what Python reads back. A *jmap* (see ``lua/_common.lua``) is a
+JSON object whose values are JSON texts: Lua decodes and re-encodes only strings, never a
+number or a user value. These functions run once or more per task on the hot path (launch,
+claim, complete): they avoid building intermediate dicts where the layout is fixed.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import math
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import attrs
+
+from interlock.records import TaskRecord
+from interlock_redis.scripts import text
+
+__all__ = ["decode_jmap", "dumps", "encode_jmap", "task_parts", "task_record"]
+
+_ENCODER = json.JSONEncoder(ensure_ascii=True, separators=(",", ":"))
+_encode_str: Callable[[str], str] = json.encoder.encode_basestring_ascii
+
+
+def dumps(value: Any) -> str:
+    """The one JSON encoding every text stored or compared by the scripts goes through
+    (``json.dumps(value, ensure_ascii=True, separators=(",", ":"))``, with fast paths for
+    scalars that produce the same text)."""
+    kind = type(value)
+    if kind is str:
+        return _encode_str(value)
+    if value is None:
+        return "null"
+    if kind is bool:
+        return "true" if value else "false"
+    if kind is int:
+        return int.__repr__(value)
+    if kind is float and math.isfinite(value):
+        return float.__repr__(value)
+    return _ENCODER.encode(value)
+
+
+def encode_jmap(data: Mapping[str, Any]) -> str:
+    """A jmap: a JSON object whose values are the JSON texts of ``data``'s values."""
+    return _ENCODER.encode({key: dumps(value) for key, value in data.items()})
+
+
+_KEYS: dict[str, str] = {}  # key -> its JSON text (record keys: a handful of names)
+
+
+def _key(name: str) -> str:
+    encoded = _KEYS.get(name)
+    if encoded is None:
+        encoded = _encode_str(name)
+        if len(_KEYS) < 4096:
+            _KEYS[name] = encoded
+    return encoded
+
+
+def decode_jmap(raw: str | bytes, **extra: str | bytes | None) -> dict[str, Any]:
+    """The values of a jmap, decoded. The texts are spliced into one JSON object and parsed
+    once (keys are re-encoded, values are JSON texts already); ``extra`` JSON texts (a task's
+    plan) join the same parse."""
+    texts: dict[str, Any] = json.loads(raw)
+    joined = ",".join([f"{_key(key)}:{value}" for key, value in texts.items()])
+    for key, value in extra.items():
+        if value is not None:
+            joined = f"{joined},{_key(key)}:{text(value)}" if joined \
+                else f"{_key(key)}:{text(value)}"
+    result: dict[str, Any] = json.loads("{" + joined + "}")
+    return result
+
+
+# TaskRecord's attributes but the plan, in declaration order (the order to_dict gives), each
+# with the JSON text of its key and ':' (the key part of a jmap member)
+_TASK_HEADS: tuple[tuple[str, str], ...] = tuple(
+    (field.name, _encode_str(field.name) + ":")
+    for field in attrs.fields(TaskRecord) if field.name != "plan")
+
+
+def task_parts(task: TaskRecord) -> tuple[str, str]:
+    """The task's jmap without its plan, and the plan's JSON text: the text
+    ``encode_jmap`` of ``task.to_dict()`` minus ``plan`` gives, without the dict."""
+    members = []
+    for name, head in _TASK_HEADS:
+        value = getattr(task, name)
+        if isinstance(value, enum.Enum):
+            value = value.value
+        members.append(head + _encode_str(dumps(value)))
+    return "{" + ",".join(members) + "}", dumps(task.plan)
+
+
+def task_record(raw: str | bytes, plan: str | bytes | None) -> TaskRecord:
+    """The TaskRecord of a stored jmap and plan text (an absent plan is ``{}``)."""
+    data = decode_jmap(raw, plan=plan)
+    data.setdefault("plan", {})
+    return TaskRecord.from_dict(data)
