@@ -101,12 +101,20 @@ def task_records(run_id: str, topology: Topology, node: NodeRecord,
     slug = topology.slugs[node.index]
     return [
         TaskRecord(run_id, f"{slug}.{node.generation}.{plan.seq}", node.index, node.generation,
-                   plan.seq, TaskState.QUEUED,
-                   {"inputs": {s: [a.to_dict() for a in arts] for s, arts in plan.inputs.items()},
-                    "bindings": dict(plan.bindings)},
-                   plan.origin, plan.origin_mode, updated_at=now)
+                   plan.seq, TaskState.QUEUED, _plan_dict(plan), plan.origin, plan.origin_mode,
+                   updated_at=now)
         for plan in plans
     ]
+
+
+def _plan_dict(plan: TaskPlan) -> dict[str, JSON]:
+    """The persisted plan: the artifacts themselves, or (a large aggregate) references to
+    them (``refs``: see :func:`interlock.planning.resolve_refs`)."""
+    if plan.refs is not None:
+        refs: JSON = plan.refs
+        return {"refs": refs, "bindings": dict(plan.bindings)}
+    return {"inputs": {s: [a.to_dict() for a in arts] for s, arts in plan.inputs.items()},
+            "bindings": dict(plan.bindings)}
 
 
 def _encode(value: Any, what: str) -> str:

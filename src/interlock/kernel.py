@@ -33,6 +33,7 @@ from interlock.limits import DEFAULT_LIMITS, Limits
 from interlock.model import FailurePolicy, Pipeline
 from interlock.protocols import Clock, DagStore, Dispatcher
 from interlock.records import (
+    Artifact,
     CompletionItem,
     NewArtifact,
     NodeFacts,
@@ -459,7 +460,14 @@ class Kernel(FollowMixin):
 
     def _input(self, context: RunContext, task: TaskRecord) -> TaskInput:
         node = context.topology.node(task.node_index)
-        return TaskInput.from_task(task, node.slug, node.plugin, node.config)
+        if "refs" not in task.plan:
+            return TaskInput.from_task(task, node.slug, node.plugin, node.config)
+        run_id, store = task.run_id, self.store
+
+        def artifacts(index: int, generation: int) -> list[Artifact]:
+            return store.get_artifacts(run_id, index, generation)
+
+        return TaskInput.from_task(task, node.slug, node.plugin, node.config, artifacts)
 
     def _lease(self, topology: Topology, task_id: str) -> float:
         """Seconds an attempt of the task holds its lease: the node's timeout, else the

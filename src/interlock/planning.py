@@ -31,7 +31,16 @@ from interlock.model import (
 from interlock.records import Artifact, OriginMode
 from interlock.states import NodeState
 
-__all__ = ["Launch", "PlanError", "Settle", "TaskPlan", "Upstream", "plan_node"]
+__all__ = ["REF_MIN_ARTIFACTS", "Launch", "PlanError", "Settle", "TaskPlan", "Upstream",
+           "plan_node", "resolve_refs"]
+
+REF_MIN_ARTIFACTS = 1000
+"""An aggregate task whose input holds at least this many artifacts is persisted with its
+input by reference (:attr:`TaskPlan.refs`) instead of one copy of every artifact."""
+
+ArtifactRef = list[int | list[list[int]]]
+"""``[node_index, generation, count, [[start, stop], ...]]``: the artifacts at positions
+``start:stop`` of that node generation's artifacts (``count`` of them when planned), in order."""
 
 
 @attrs.frozen
@@ -51,6 +60,10 @@ class TaskPlan:
     bindings: Mapping[str, JSON]
     origin: str | None
     origin_mode: OriginMode
+    refs: dict[str, list[ArtifactRef]] | None = None
+    """Set for a large aggregate: ``inputs`` as references into the stored artifacts of the
+    nodes they came from, per dependency slug (see :func:`resolve_refs`). The task's persisted
+    plan then holds these instead of the artifacts; ``inputs`` still holds them in memory."""
 
 
 @attrs.frozen
@@ -111,12 +124,74 @@ def plan_node(
     try:
         tasks = tuple(
             TaskPlan(seq, task_inputs, _bindings(topology, index, node, task_inputs, run_input,
-                                                 limits), origin, mode)
+                                                 limits), origin, mode,
+                     _refs(task_inputs, lookup) if node.fan_mode is FanMode.AGGREGATE else None)
             for seq, (task_inputs, origin, mode) in enumerate(shapes)
         )
     except PlanError as exc:
         return Settle(NodeState.FAILED, str(exc))
     return Launch(tasks)
+
+
+def _refs(inputs: Mapping[str, Sequence[Artifact]], lookup: Lookup
+          ) -> dict[str, list[ArtifactRef]] | None:
+    """``inputs`` as references (None below :data:`REF_MIN_ARTIFACTS`): per slug, per node the
+    artifacts came from (in order of first appearance), the runs of positions they hold in
+    that node's artifact list. Every input list is a seq-ordered subsequence of its nodes'
+    lists (planning filters, never reorders), so a two-pointer walk finds the runs."""
+    if sum(len(arts) for arts in inputs.values()) < REF_MIN_ARTIFACTS:
+        return None
+    out: dict[str, list[ArtifactRef]] = {}
+    for slug, arts in inputs.items():
+        refs: list[ArtifactRef] = []
+        for source in dict.fromkeys(a.node_index for a in arts):
+            stored = lookup(source).artifacts
+            generation = stored[0].generation if stored else 0
+            runs: list[list[int]] = []
+            position = 0
+            for artifact in arts:
+                if artifact.node_index != source:
+                    continue
+                while stored[position].seq != artifact.seq:  # IndexError: not a subsequence
+                    position += 1
+                if runs and runs[-1][1] == position:
+                    runs[-1][1] = position + 1
+                else:
+                    runs.append([position, position + 1])
+                position += 1
+            refs.append([source, generation, len(stored), runs])
+        out[slug] = refs
+    return out
+
+
+def resolve_refs(refs: Mapping[str, Sequence[ArtifactRef]],
+                 artifacts: Callable[[int, int], Sequence[Artifact]]
+                 ) -> dict[str, list[Artifact]]:
+    """The inputs :attr:`TaskPlan.refs` stand for, read back with ``artifacts(node_index,
+    generation)`` (the store's ``get_artifacts``): what planning saw, in the same order.
+    ValueError if a referenced node no longer has the artifacts it had when planned."""
+    out: dict[str, list[Artifact]] = {}
+    for slug, refs_of_slug in refs.items():
+        merged: list[Artifact] = []
+        for source, generation, count, runs in refs_of_slug:
+            assert isinstance(source, int) and isinstance(generation, int)
+            assert isinstance(runs, list)
+            stored = artifacts(source, generation)
+            if len(stored) != count:
+                raise ValueError(f"node {source} generation {generation} has {len(stored)} "
+                                 f"artifacts, {count} when the task was planned")
+            if len(refs_of_slug) == 1 and runs == [[0, count]] and isinstance(stored, list):
+                merged = stored  # the common case: every artifact of one node, no copy
+            else:
+                merged.extend(a for start, stop in runs for a in stored[start:stop])
+        if len(refs_of_slug) > 1:
+            merged.sort(key=_by_seq)
+        out[slug] = merged
+    return out
+
+
+def _by_seq(artifact: Artifact) -> int:
+    return artifact.seq
 
 
 def _trigger_blocks(
