@@ -130,7 +130,7 @@ class LaunchMixin:
         The first batch claims the node (with the total task count, so the barrier cannot
         fire early); later batches append. A crash in between is repaired by reconcile_run.
         """
-        self._write_batches(run_id, context.topology, node, decision, len(decision.tasks),
+        self._write_batches(run_id, context.topology, node, decision, decision.count,
                             claim=True)
 
     def _relaunch(self, run_id: str, node: NodeRecord) -> None:
@@ -151,8 +151,10 @@ class LaunchMixin:
         launch) stop when someone else holds the node or the run ended, and dispatch each
         batch after it commits; without (a repair) append whatever is missing."""
         size = max(1, self.limits.launch_batch_size)
-        for start in range(0, len(decision.tasks), size):
-            batch = task_records(run_id, topology, node, decision.tasks[start:start + size],
+        for start in range(0, decision.count, size):
+            # planned here, batch by batch: a wide launch never holds every task at once
+            batch = task_records(run_id, topology, node,
+                                 decision.plans(start, min(start + size, decision.count)),
                                  self.clock.now())
             outcome = self._launch_and_claim(run_id, topology, node, batch, total) \
                 if claim and start == 0 else None

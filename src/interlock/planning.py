@@ -76,9 +76,17 @@ class Settle:
 
 @attrs.frozen
 class Launch:
-    """The node launches these tasks (at least one)."""
+    """The node launches ``count`` tasks (at least one), planned on demand: ``plans(start,
+    stop)`` gives those of seq ``start`` to ``stop - 1``, so a wide launch is planned batch by
+    batch, never held whole (every check that could fail the node has run already)."""
 
-    tasks: tuple[TaskPlan, ...]
+    count: int
+    plans: Callable[[int, int], Sequence[TaskPlan]] = attrs.field(eq=False, repr=False)
+
+    @property
+    def tasks(self) -> tuple[TaskPlan, ...]:
+        """Every task plan, in seq order (the whole launch at once)."""
+        return tuple(self.plans(0, self.count))
 
 
 class PlanError(Exception):
@@ -121,16 +129,25 @@ def plan_node(
     if len(shapes) > limits.max_tasks_per_node:
         return Settle(NodeState.FAILED, f"limit 'max_tasks_per_node' exceeded: {len(shapes)} > "
                                         f"{limits.max_tasks_per_node}")
-    try:
-        tasks = tuple(
-            TaskPlan(seq, task_inputs, _bindings(topology, index, node, task_inputs, run_input,
-                                                 limits), origin, mode,
-                     _refs(task_inputs, lookup) if node.fan_mode is FanMode.AGGREGATE else None)
-            for seq, (task_inputs, origin, mode) in enumerate(shapes)
-        )
-    except PlanError as exc:
-        return Settle(NodeState.FAILED, str(exc))
-    return Launch(tasks)
+    aggregate = node.fan_mode is FanMode.AGGREGATE
+
+    def plans(start: int, stop: int) -> list[TaskPlan]:
+        out = []
+        for seq in range(start, stop):
+            task_inputs, origin, mode = shapes[seq]
+            out.append(TaskPlan(seq, task_inputs, _bindings(topology, index, node, task_inputs,
+                                                            run_input, limits), origin, mode,
+                                _refs(task_inputs, lookup) if aggregate else None))
+        return out
+
+    if topology.bindings[index]:
+        # a binding may fail the node: resolve them all now, before anything is written
+        try:
+            planned = tuple(plans(0, len(shapes)))
+        except PlanError as exc:
+            return Settle(NodeState.FAILED, str(exc))
+        return Launch(len(planned), lambda start, stop: planned[start:stop])
+    return Launch(len(shapes), plans)
 
 
 def _refs(inputs: Mapping[str, Sequence[Artifact]], lookup: Lookup
@@ -258,7 +275,8 @@ def _passing(artifacts: Sequence[Artifact], edge: EdgeFilter | None) -> list[Art
 Shape = tuple[dict[str, list[Artifact]], str | None, OriginMode]
 
 
-def _shape(node: Node, inputs: dict[str, list[Artifact]], has_parents: bool) -> list[Shape]:
+def _shape(node: Node, inputs: dict[str, list[Artifact]], has_parents: bool
+           ) -> Sequence[Shape]:
     """Split the inputs into tasks per fan mode: (inputs, origin, origin mode) each."""
     new = node.correlation == "new"
     if not has_parents:
@@ -272,14 +290,40 @@ def _shape(node: Node, inputs: dict[str, list[Artifact]], has_parents: bool) -> 
     if node.fan_mode is FanMode.AGGREGATE:
         return [(inputs, None, "self" if new else "broadcast")]
     if node.fan_mode is FanMode.SINGLE:
-        flat = sorted(((a, slug) for slug, arts in inputs.items() for a in arts),
-                      key=lambda pair: pair[0].seq)
-        return [
-            ({slug: [a]}, a.origin if a.origin is not None else a.artifact_id,
-             "self" if new else "inherit")
-            for a, slug in flat
-        ]
+        return _SingleShapes(inputs, "self" if new else "inherit")
     return _groups(node, inputs, new)
+
+
+class _SingleShapes(Sequence[Shape]):
+    """The tasks of a single-mode node, one per artifact in seq order, each shape built when
+    asked for (a wide fan-out holds its artifacts, not a task per artifact)."""
+
+    def __init__(self, inputs: dict[str, list[Artifact]], mode: OriginMode) -> None:
+        self._mode = mode
+        self._slug: str | None = None
+        self._pairs: list[tuple[Artifact, str]] | None = None
+        self._arts: list[Artifact] = []
+        filled = [(slug, arts) for slug, arts in inputs.items() if arts]
+        if len(filled) == 1 and _ordered(filled[0][1]):
+            self._slug, self._arts = filled[0]  # the common case: one dependency, in order
+        else:
+            self._pairs = sorted(((a, slug) for slug, arts in filled for a in arts),
+                                 key=lambda pair: pair[0].seq)
+
+    def __len__(self) -> int:
+        return len(self._arts) if self._pairs is None else len(self._pairs)
+
+    def __getitem__(self, k: int) -> Shape:  # type: ignore[override]
+        if self._pairs is None:
+            a, slug = self._arts[k], self._slug
+            assert slug is not None
+        else:
+            a, slug = self._pairs[k]
+        return {slug: [a]}, a.origin if a.origin is not None else a.artifact_id, self._mode
+
+
+def _ordered(arts: Sequence[Artifact]) -> bool:
+    return all(arts[i].seq < arts[i + 1].seq for i in range(len(arts) - 1))
 
 
 def _groups(node: Node, inputs: dict[str, list[Artifact]], new: bool) -> list[Shape]:
