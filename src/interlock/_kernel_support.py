@@ -40,7 +40,9 @@ def outputs_to_artifacts(
     max_bytes = limits.max_fields_bytes
     out: list[NewArtifact] = []
     seen: set[str] = set()
-    for k, (output_id, fields, data) in enumerate(items):
+    for k in range(len(items)):
+        output_id, fields, data = items[k]
+        items[k] = None  # type: ignore[call-overload]  # the worker's copy can go as we copy
         local = str(k) if output_id is None else output_id
         if not isinstance(local, str) or not local or local in seen:
             raise UsageError(f"task {task_id!r}: output {k} has an empty or repeated id "
