@@ -265,10 +265,15 @@ class Kernel(FollowMixin):
         except LimitExceeded as exc:
             self._fail(run_id, task_id, attempt_id, str(exc), TaskState.FAILED, retryable=False)
             raise
-        return self._complete_one(run_id, context, index, task_id, attempt_id, artifacts)
+        box: list[Sequence[NewArtifact]] = [artifacts]
+        del artifacts  # handed over in a box: planning what it released runs without them
+        return self._complete_one(run_id, context, index, task_id, attempt_id, box)
 
     def _complete_one(self, run_id: str, context: RunContext, index: int, task_id: str,
-                      attempt_id: str, artifacts: Sequence[NewArtifact]) -> Transition:
+                      attempt_id: str, box: list[Sequence[NewArtifact]]) -> Transition:
+        """Complete one task with the outputs in ``box`` (emptied here: once the store has
+        published them, the kernel no longer holds a large output list while it plans)."""
+        artifacts = box.pop()
         children = context.topology.children[index]
         facts: Sequence[NodeFacts] = []
         transition: Transition
@@ -285,6 +290,7 @@ class Kernel(FollowMixin):
         else:
             transition = self.store.complete_task(run_id, task_id, attempt_id, artifacts,
                                                   children, self.clock.now())
+        del artifacts
         if transition.outcome == "duplicate":
             # the first call may have died before launching what it released: re-check
             self._advance_children(run_id, index)
@@ -364,7 +370,7 @@ class Kernel(FollowMixin):
             (item,) = items
             index = self._node_index(topology, item.task_id)
             return [self._complete_one(run_id, context, index, item.task_id, item.attempt_id,
-                                       item.outputs)]
+                                       [item.outputs])]
         if self._batched:
             applied = self.store.complete_tasks(run_id, items, now)  # type: ignore[attr-defined]
         else:
