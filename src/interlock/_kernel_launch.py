@@ -81,6 +81,8 @@ class LaunchMixin:
         context = self._context(run_id)
         topology = context.topology
         known = {f.node.index: f for f in facts}
+        if isinstance(facts, list):
+            facts.clear()  # handed over (see _complete_one): ``known`` holds them from here
         work = list(ready)
         while work:
             index = work.pop(0)
@@ -97,6 +99,12 @@ class LaunchMixin:
             decision = plan_node(topology, index, self._lookup(run_id, nodes, memo),
                                  context.input, self.limits)
             if isinstance(decision, Launch):
+                if decision.count > self.limits.launch_batch_size:
+                    # a wide launch: the planned artifacts stay only in the decision, which
+                    # lets them go batch by batch as they are written (later nodes read the
+                    # store instead of the facts)
+                    known.clear()
+                    memo.clear()
                 self._launch(run_id, context, node, decision)
                 continue
             fail_run = RunState.FAILED if (
@@ -161,6 +169,7 @@ class LaunchMixin:
             if outcome is None:
                 outcome = self.store.launch_node(run_id, node.index, node.generation, batch,
                                                  total, self.clock.now())
+            decision.release(start + len(batch))
             if not claim:
                 continue
             if outcome == "stale" or (start == 0 and outcome == "duplicate"):

@@ -294,7 +294,11 @@ class Kernel(FollowMixin):
         if transition.outcome == "duplicate":
             # the first call may have died before launching what it released: re-check
             self._advance_children(run_id, index)
-        self._after(run_id, transition, facts=facts)
+        # handed over as a list that _advance empties once read: a wide launch's artifacts are
+        # not kept alive by this frame while they are written batch by batch
+        handed = list(facts)
+        del facts
+        self._after(run_id, transition, facts=handed)
         return transition
 
     def complete_and_continue(

@@ -82,6 +82,10 @@ class Launch:
 
     count: int
     plans: Callable[[int, int], Sequence[TaskPlan]] = attrs.field(eq=False, repr=False)
+    release: Callable[[int], None] = attrs.field(default=lambda stop: None, eq=False,
+                                                 repr=False)
+    """``release(stop)``: the plans before ``stop`` are written and will not be asked for
+    again; planning drops what it held for them (a wide fan-out's artifacts)."""
 
     @property
     def tasks(self) -> tuple[TaskPlan, ...]:
@@ -129,7 +133,9 @@ def plan_node(
     if len(shapes) > limits.max_tasks_per_node:
         return Settle(NodeState.FAILED, f"limit 'max_tasks_per_node' exceeded: {len(shapes)} > "
                                         f"{limits.max_tasks_per_node}")
-    aggregate = node.fan_mode is FanMode.AGGREGATE
+    # only an aggregate's plans read the lookup again (for refs): other launches do not keep
+    # the upstream artifacts alive beyond the shapes that hold them
+    ref_lookup = lookup if node.fan_mode is FanMode.AGGREGATE else None
 
     def plans(start: int, stop: int) -> list[TaskPlan]:
         out = []
@@ -137,7 +143,7 @@ def plan_node(
             task_inputs, origin, mode = shapes[seq]
             out.append(TaskPlan(seq, task_inputs, _bindings(topology, index, node, task_inputs,
                                                             run_input, limits), origin, mode,
-                                _refs(task_inputs, lookup) if aggregate else None))
+                                None if ref_lookup is None else _refs(task_inputs, ref_lookup)))
         return out
 
     if topology.bindings[index]:
@@ -147,6 +153,8 @@ def plan_node(
         except PlanError as exc:
             return Settle(NodeState.FAILED, str(exc))
         return Launch(len(planned), lambda start, stop: planned[start:stop])
+    if isinstance(shapes, _SingleShapes):
+        return Launch(len(shapes), plans, shapes.release)
     return Launch(len(shapes), plans)
 
 
@@ -303,6 +311,7 @@ class _SingleShapes(Sequence[Shape]):
         self._slug: str | None = None
         self._pairs: list[tuple[Artifact, str]] | None = None
         self._arts: list[Artifact] = []
+        self._released = 0
         filled = [(slug, arts) for slug, arts in inputs.items() if arts]
         if len(filled) == 1 and _ordered(filled[0][1]):
             self._slug, self._arts = filled[0]  # the common case: one dependency, in order
@@ -312,6 +321,13 @@ class _SingleShapes(Sequence[Shape]):
 
     def __len__(self) -> int:
         return len(self._arts) if self._pairs is None else len(self._pairs)
+
+    def release(self, stop: int) -> None:
+        """Forget the artifacts of the shapes before ``stop`` (they are not asked for again)."""
+        held: list[Any] = self._arts if self._pairs is None else self._pairs
+        for k in range(self._released, min(stop, len(held))):
+            held[k] = None
+        self._released = max(self._released, stop)
 
     def __getitem__(self, k: int) -> Shape:  # type: ignore[override]
         if self._pairs is None:
