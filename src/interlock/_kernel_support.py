@@ -44,10 +44,13 @@ def outputs_to_artifacts(
         output_id, fields, data = items[k]
         items[k] = None  # type: ignore[call-overload]  # the worker's copy can go as we copy
         local = str(k) if output_id is None else output_id
-        if not isinstance(local, str) or not local or local in seen:
+        # ids are unique when the qualified ones are (one prefix); ``seen`` holds those, which
+        # the outputs keep anyway, rather than a second string per output
+        artifact_id = f"{task_id}/{local}" if isinstance(local, str) and local else ""
+        if not artifact_id or artifact_id in seen:
             raise UsageError(f"task {task_id!r}: output {k} has an empty or repeated id "
                              f"{local!r}")
-        seen.add(local)
+        seen.add(artifact_id)
         if type(fields) is not dict:
             if not isinstance(fields, Mapping):
                 raise UsageError(f"{_what(task_id, local)} fields must be a JSON object, got "
@@ -66,8 +69,7 @@ def outputs_to_artifacts(
         copy = _flat_copy(fields)
         if not _plain_scalar(data):
             data = json_value(data, f"{_what(task_id, local)} data")
-        out.append(NewArtifact(f"{task_id}/{local}", json.loads(text) if copy is None else copy,
-                               data))
+        out.append(NewArtifact(artifact_id, json.loads(text) if copy is None else copy, data))
     return out
 
 
