@@ -312,8 +312,11 @@ class _SingleShapes(Sequence[Shape]):
         self._pairs: list[tuple[Artifact, str]] | None = None
         self._arts: list[Artifact] = []
         self._released = 0
-        filled = [(slug, arts) for slug, arts in inputs.items() if arts]
-        if len(filled) == 1 and _ordered(filled[0][1]):
+        if len(inputs) == 1:  # one dependency: no filtering of empty lists to do
+            filled = list(inputs.items())
+        else:
+            filled = [(slug, arts) for slug, arts in inputs.items() if arts]
+        if len(filled) == 1 and (len(filled[0][1]) < 2 or _ordered(filled[0][1])):
             self._slug, self._arts = filled[0]  # the common case: one dependency, in order
         else:
             self._pairs = sorted(((a, slug) for slug, arts in filled for a in arts),
