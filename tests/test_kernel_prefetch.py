@@ -9,7 +9,7 @@ from typing import Any
 
 from support import Harness
 
-from interlock import RunState
+from interlock import Limits, RunState
 from interlock.records import NewArtifact, NodeFacts, Transition
 from interlock.states import NodeState
 from interlock_memory import MemoryStore
@@ -103,3 +103,29 @@ def test_a_batch_of_one_takes_the_prefetching_path() -> None:
         "r", [(ref.task_id, claim.attempt_id, [{"id": "0", "fields": {"n": 1}}])])
     assert transition.applied and transition.ready == (1,)
     assert store.calls == Counter({"complete_task_prefetch": 1, "launch_node": 1})
+
+
+def test_a_wide_launch_and_its_sibling_released_together_both_get_every_artifact() -> None:
+    """The facts are dropped before a launch wider than one batch (so its artifacts can go
+    batch by batch); a sibling released by the same completion then reads the store and
+    still plans from every artifact."""
+    store = PrefetchingMemory()
+    h = Harness(store=store, limits=Limits(launch_batch_size=10))
+    pipeline = {"name": "p", "nodes": [
+        {"slug": "src", "plugin": "x"},
+        {"slug": "each", "plugin": "x", "depends_on": ["src"]},
+        {"slug": "all", "plugin": "x", "depends_on": ["src"], "fan_mode": "aggregate"},
+    ]}
+    seen: dict[str, list[Any]] = {}
+
+    def behaviour(task: Any) -> list[dict[str, Any]]:
+        seen.setdefault(task.node, []).append(task)
+        return [{"fields": {"i": i}} for i in range(35)] if task.node == "src" else []
+
+    h.kernel.start_run(pipeline, run_id="r")
+    h.work(behaviour)
+    run = store.get_run("r")
+    assert run is not None and run.state is RunState.COMPLETED
+    assert [t.inputs["src"][0].fields["i"] for t in seen["each"]] == list(range(35))
+    (agg,) = seen["all"]
+    assert [a.fields["i"] for a in agg.inputs["src"]] == list(range(35))

@@ -81,6 +81,8 @@ class LaunchMixin:
         context = self._context(run_id)
         topology = context.topology
         known = {f.node.index: f for f in facts}
+        if isinstance(facts, list):
+            facts.clear()  # handed over (see _complete_one): ``known`` holds them from here
         work = list(ready)
         while work:
             index = work.pop(0)
@@ -97,6 +99,12 @@ class LaunchMixin:
             decision = plan_node(topology, index, self._lookup(run_id, nodes, memo),
                                  context.input, self.limits)
             if isinstance(decision, Launch):
+                if decision.count > self.limits.launch_batch_size:
+                    # a wide launch: the planned artifacts stay only in the decision, which
+                    # lets them go batch by batch as they are written (later nodes read the
+                    # store instead of the facts)
+                    known.clear()
+                    memo.clear()
                 self._launch(run_id, context, node, decision)
                 continue
             fail_run = RunState.FAILED if (
@@ -130,7 +138,7 @@ class LaunchMixin:
         The first batch claims the node (with the total task count, so the barrier cannot
         fire early); later batches append. A crash in between is repaired by reconcile_run.
         """
-        self._write_batches(run_id, context.topology, node, decision, len(decision.tasks),
+        self._write_batches(run_id, context.topology, node, decision, decision.count,
                             claim=True)
 
     def _relaunch(self, run_id: str, node: NodeRecord) -> None:
@@ -151,14 +159,17 @@ class LaunchMixin:
         launch) stop when someone else holds the node or the run ended, and dispatch each
         batch after it commits; without (a repair) append whatever is missing."""
         size = max(1, self.limits.launch_batch_size)
-        for start in range(0, len(decision.tasks), size):
-            batch = task_records(run_id, topology, node, decision.tasks[start:start + size],
+        for start in range(0, decision.count, size):
+            # planned here, batch by batch: a wide launch never holds every task at once
+            batch = task_records(run_id, topology, node,
+                                 decision.plans(start, min(start + size, decision.count)),
                                  self.clock.now())
             outcome = self._launch_and_claim(run_id, topology, node, batch, total) \
                 if claim and start == 0 else None
             if outcome is None:
                 outcome = self.store.launch_node(run_id, node.index, node.generation, batch,
                                                  total, self.clock.now())
+            decision.release(start + len(batch))
             if not claim:
                 continue
             if outcome == "stale" or (start == 0 and outcome == "duplicate"):

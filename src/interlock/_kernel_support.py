@@ -40,12 +40,17 @@ def outputs_to_artifacts(
     max_bytes = limits.max_fields_bytes
     out: list[NewArtifact] = []
     seen: set[str] = set()
-    for k, (output_id, fields, data) in enumerate(items):
+    for k in range(len(items)):
+        output_id, fields, data = items[k]
+        items[k] = None  # type: ignore[call-overload]  # the worker's copy can go as we copy
         local = str(k) if output_id is None else output_id
-        if not isinstance(local, str) or not local or local in seen:
+        # ids are unique when the qualified ones are (one prefix); ``seen`` holds those, which
+        # the outputs keep anyway, rather than a second string per output
+        artifact_id = f"{task_id}/{local}" if isinstance(local, str) and local else ""
+        if not artifact_id or artifact_id in seen:
             raise UsageError(f"task {task_id!r}: output {k} has an empty or repeated id "
                              f"{local!r}")
-        seen.add(local)
+        seen.add(artifact_id)
         if type(fields) is not dict:
             if not isinstance(fields, Mapping):
                 raise UsageError(f"{_what(task_id, local)} fields must be a JSON object, got "
@@ -64,8 +69,7 @@ def outputs_to_artifacts(
         copy = _flat_copy(fields)
         if not _plain_scalar(data):
             data = json_value(data, f"{_what(task_id, local)} data")
-        out.append(NewArtifact(f"{task_id}/{local}", json.loads(text) if copy is None else copy,
-                               data))
+        out.append(NewArtifact(artifact_id, json.loads(text) if copy is None else copy, data))
     return out
 
 
@@ -101,12 +105,20 @@ def task_records(run_id: str, topology: Topology, node: NodeRecord,
     slug = topology.slugs[node.index]
     return [
         TaskRecord(run_id, f"{slug}.{node.generation}.{plan.seq}", node.index, node.generation,
-                   plan.seq, TaskState.QUEUED,
-                   {"inputs": {s: [a.to_dict() for a in arts] for s, arts in plan.inputs.items()},
-                    "bindings": dict(plan.bindings)},
-                   plan.origin, plan.origin_mode, updated_at=now)
+                   plan.seq, TaskState.QUEUED, _plan_dict(plan), plan.origin, plan.origin_mode,
+                   updated_at=now)
         for plan in plans
     ]
+
+
+def _plan_dict(plan: TaskPlan) -> dict[str, JSON]:
+    """The persisted plan: the artifacts themselves, or (a large aggregate) references to
+    them (``refs``: see :func:`interlock.planning.resolve_refs`)."""
+    if plan.refs is not None:
+        refs: JSON = plan.refs
+        return {"refs": refs, "bindings": dict(plan.bindings)}
+    return {"inputs": {s: [a.to_dict() for a in arts] for s, arts in plan.inputs.items()},
+            "bindings": dict(plan.bindings)}
 
 
 def _encode(value: Any, what: str) -> str:

@@ -33,6 +33,7 @@ from interlock.limits import DEFAULT_LIMITS, Limits
 from interlock.model import FailurePolicy, Pipeline
 from interlock.protocols import Clock, DagStore, Dispatcher
 from interlock.records import (
+    Artifact,
     CompletionItem,
     NewArtifact,
     NodeFacts,
@@ -264,10 +265,15 @@ class Kernel(FollowMixin):
         except LimitExceeded as exc:
             self._fail(run_id, task_id, attempt_id, str(exc), TaskState.FAILED, retryable=False)
             raise
-        return self._complete_one(run_id, context, index, task_id, attempt_id, artifacts)
+        box: list[Sequence[NewArtifact]] = [artifacts]
+        del artifacts  # handed over in a box: planning what it released runs without them
+        return self._complete_one(run_id, context, index, task_id, attempt_id, box)
 
     def _complete_one(self, run_id: str, context: RunContext, index: int, task_id: str,
-                      attempt_id: str, artifacts: Sequence[NewArtifact]) -> Transition:
+                      attempt_id: str, box: list[Sequence[NewArtifact]]) -> Transition:
+        """Complete one task with the outputs in ``box`` (emptied here: once the store has
+        published them, the kernel no longer holds a large output list while it plans)."""
+        artifacts = box.pop()
         children = context.topology.children[index]
         facts: Sequence[NodeFacts] = []
         transition: Transition
@@ -284,10 +290,15 @@ class Kernel(FollowMixin):
         else:
             transition = self.store.complete_task(run_id, task_id, attempt_id, artifacts,
                                                   children, self.clock.now())
+        del artifacts
         if transition.outcome == "duplicate":
             # the first call may have died before launching what it released: re-check
             self._advance_children(run_id, index)
-        self._after(run_id, transition, facts=facts)
+        # handed over as a list that _advance empties once read: a wide launch's artifacts are
+        # not kept alive by this frame while they are written batch by batch
+        handed = list(facts)
+        del facts
+        self._after(run_id, transition, facts=handed)
         return transition
 
     def complete_and_continue(
@@ -363,7 +374,7 @@ class Kernel(FollowMixin):
             (item,) = items
             index = self._node_index(topology, item.task_id)
             return [self._complete_one(run_id, context, index, item.task_id, item.attempt_id,
-                                       item.outputs)]
+                                       [item.outputs])]
         if self._batched:
             applied = self.store.complete_tasks(run_id, items, now)  # type: ignore[attr-defined]
         else:
@@ -459,7 +470,14 @@ class Kernel(FollowMixin):
 
     def _input(self, context: RunContext, task: TaskRecord) -> TaskInput:
         node = context.topology.node(task.node_index)
-        return TaskInput.from_task(task, node.slug, node.plugin, node.config)
+        if "refs" not in task.plan:
+            return TaskInput.from_task(task, node.slug, node.plugin, node.config)
+        run_id, store = task.run_id, self.store
+
+        def artifacts(index: int, generation: int) -> list[Artifact]:
+            return store.get_artifacts(run_id, index, generation)
+
+        return TaskInput.from_task(task, node.slug, node.plugin, node.config, artifacts)
 
     def _lease(self, topology: Topology, task_id: str) -> float:
         """Seconds an attempt of the task holds its lease: the node's timeout, else the

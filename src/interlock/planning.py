@@ -31,7 +31,16 @@ from interlock.model import (
 from interlock.records import Artifact, OriginMode
 from interlock.states import NodeState
 
-__all__ = ["Launch", "PlanError", "Settle", "TaskPlan", "Upstream", "plan_node"]
+__all__ = ["REF_MIN_ARTIFACTS", "Launch", "PlanError", "Settle", "TaskPlan", "Upstream",
+           "plan_node", "resolve_refs"]
+
+REF_MIN_ARTIFACTS = 1000
+"""An aggregate task whose input holds at least this many artifacts is persisted with its
+input by reference (:attr:`TaskPlan.refs`) instead of one copy of every artifact."""
+
+ArtifactRef = list[int | list[list[int]]]
+"""``[node_index, generation, count, [[start, stop], ...]]``: the artifacts at positions
+``start:stop`` of that node generation's artifacts (``count`` of them when planned), in order."""
 
 
 @attrs.frozen
@@ -51,6 +60,10 @@ class TaskPlan:
     bindings: Mapping[str, JSON]
     origin: str | None
     origin_mode: OriginMode
+    refs: dict[str, list[ArtifactRef]] | None = None
+    """Set for a large aggregate: ``inputs`` as references into the stored artifacts of the
+    nodes they came from, per dependency slug (see :func:`resolve_refs`). The task's persisted
+    plan then holds these instead of the artifacts; ``inputs`` still holds them in memory."""
 
 
 @attrs.frozen
@@ -63,9 +76,21 @@ class Settle:
 
 @attrs.frozen
 class Launch:
-    """The node launches these tasks (at least one)."""
+    """The node launches ``count`` tasks (at least one), planned on demand: ``plans(start,
+    stop)`` gives those of seq ``start`` to ``stop - 1``, so a wide launch is planned batch by
+    batch, never held whole (every check that could fail the node has run already)."""
 
-    tasks: tuple[TaskPlan, ...]
+    count: int
+    plans: Callable[[int, int], Sequence[TaskPlan]] = attrs.field(eq=False, repr=False)
+    release: Callable[[int], None] = attrs.field(default=lambda stop: None, eq=False,
+                                                 repr=False)
+    """``release(stop)``: the plans before ``stop`` are written and will not be asked for
+    again; planning drops what it held for them (a wide fan-out's artifacts)."""
+
+    @property
+    def tasks(self) -> tuple[TaskPlan, ...]:
+        """Every task plan, in seq order (the whole launch at once)."""
+        return tuple(self.plans(0, self.count))
 
 
 class PlanError(Exception):
@@ -108,15 +133,90 @@ def plan_node(
     if len(shapes) > limits.max_tasks_per_node:
         return Settle(NodeState.FAILED, f"limit 'max_tasks_per_node' exceeded: {len(shapes)} > "
                                         f"{limits.max_tasks_per_node}")
-    try:
-        tasks = tuple(
-            TaskPlan(seq, task_inputs, _bindings(topology, index, node, task_inputs, run_input,
-                                                 limits), origin, mode)
-            for seq, (task_inputs, origin, mode) in enumerate(shapes)
-        )
-    except PlanError as exc:
-        return Settle(NodeState.FAILED, str(exc))
-    return Launch(tasks)
+    # only an aggregate's plans read the lookup again (for refs): other launches do not keep
+    # the upstream artifacts alive beyond the shapes that hold them
+    ref_lookup = lookup if node.fan_mode is FanMode.AGGREGATE else None
+
+    def plans(start: int, stop: int) -> list[TaskPlan]:
+        out = []
+        for seq in range(start, stop):
+            task_inputs, origin, mode = shapes[seq]
+            out.append(TaskPlan(seq, task_inputs, _bindings(topology, index, node, task_inputs,
+                                                            run_input, limits), origin, mode,
+                                None if ref_lookup is None else _refs(task_inputs, ref_lookup)))
+        return out
+
+    if topology.bindings[index]:
+        # a binding may fail the node: resolve them all now, before anything is written
+        try:
+            planned = tuple(plans(0, len(shapes)))
+        except PlanError as exc:
+            return Settle(NodeState.FAILED, str(exc))
+        return Launch(len(planned), lambda start, stop: planned[start:stop])
+    if isinstance(shapes, _SingleShapes):
+        return Launch(len(shapes), plans, shapes.release)
+    return Launch(len(shapes), plans)
+
+
+def _refs(inputs: Mapping[str, Sequence[Artifact]], lookup: Lookup
+          ) -> dict[str, list[ArtifactRef]] | None:
+    """``inputs`` as references (None below :data:`REF_MIN_ARTIFACTS`): per slug, per node the
+    artifacts came from (in order of first appearance), the runs of positions they hold in
+    that node's artifact list. Every input list is a seq-ordered subsequence of its nodes'
+    lists (planning filters, never reorders), so a two-pointer walk finds the runs."""
+    if sum(len(arts) for arts in inputs.values()) < REF_MIN_ARTIFACTS:
+        return None
+    out: dict[str, list[ArtifactRef]] = {}
+    for slug, arts in inputs.items():
+        refs: list[ArtifactRef] = []
+        for source in dict.fromkeys(a.node_index for a in arts):
+            stored = lookup(source).artifacts
+            generation = stored[0].generation if stored else 0
+            runs: list[list[int]] = []
+            position = 0
+            for artifact in arts:
+                if artifact.node_index != source:
+                    continue
+                while stored[position].seq != artifact.seq:  # IndexError: not a subsequence
+                    position += 1
+                if runs and runs[-1][1] == position:
+                    runs[-1][1] = position + 1
+                else:
+                    runs.append([position, position + 1])
+                position += 1
+            refs.append([source, generation, len(stored), runs])
+        out[slug] = refs
+    return out
+
+
+def resolve_refs(refs: Mapping[str, Sequence[ArtifactRef]],
+                 artifacts: Callable[[int, int], Sequence[Artifact]]
+                 ) -> dict[str, list[Artifact]]:
+    """The inputs :attr:`TaskPlan.refs` stand for, read back with ``artifacts(node_index,
+    generation)`` (the store's ``get_artifacts``): what planning saw, in the same order.
+    ValueError if a referenced node no longer has the artifacts it had when planned."""
+    out: dict[str, list[Artifact]] = {}
+    for slug, refs_of_slug in refs.items():
+        merged: list[Artifact] = []
+        for source, generation, count, runs in refs_of_slug:
+            assert isinstance(source, int) and isinstance(generation, int)
+            assert isinstance(runs, list)
+            stored = artifacts(source, generation)
+            if len(stored) != count:
+                raise ValueError(f"node {source} generation {generation} has {len(stored)} "
+                                 f"artifacts, {count} when the task was planned")
+            if len(refs_of_slug) == 1 and runs == [[0, count]] and isinstance(stored, list):
+                merged = stored  # the common case: every artifact of one node, no copy
+            else:
+                merged.extend(a for start, stop in runs for a in stored[start:stop])
+        if len(refs_of_slug) > 1:
+            merged.sort(key=_by_seq)
+        out[slug] = merged
+    return out
+
+
+def _by_seq(artifact: Artifact) -> int:
+    return artifact.seq
 
 
 def _trigger_blocks(
@@ -183,7 +283,8 @@ def _passing(artifacts: Sequence[Artifact], edge: EdgeFilter | None) -> list[Art
 Shape = tuple[dict[str, list[Artifact]], str | None, OriginMode]
 
 
-def _shape(node: Node, inputs: dict[str, list[Artifact]], has_parents: bool) -> list[Shape]:
+def _shape(node: Node, inputs: dict[str, list[Artifact]], has_parents: bool
+           ) -> Sequence[Shape]:
     """Split the inputs into tasks per fan mode: (inputs, origin, origin mode) each."""
     new = node.correlation == "new"
     if not has_parents:
@@ -197,14 +298,51 @@ def _shape(node: Node, inputs: dict[str, list[Artifact]], has_parents: bool) -> 
     if node.fan_mode is FanMode.AGGREGATE:
         return [(inputs, None, "self" if new else "broadcast")]
     if node.fan_mode is FanMode.SINGLE:
-        flat = sorted(((a, slug) for slug, arts in inputs.items() for a in arts),
-                      key=lambda pair: pair[0].seq)
-        return [
-            ({slug: [a]}, a.origin if a.origin is not None else a.artifact_id,
-             "self" if new else "inherit")
-            for a, slug in flat
-        ]
+        return _SingleShapes(inputs, "self" if new else "inherit")
     return _groups(node, inputs, new)
+
+
+class _SingleShapes(Sequence[Shape]):
+    """The tasks of a single-mode node, one per artifact in seq order, each shape built when
+    asked for (a wide fan-out holds its artifacts, not a task per artifact)."""
+
+    def __init__(self, inputs: dict[str, list[Artifact]], mode: OriginMode) -> None:
+        self._mode = mode
+        self._slug: str | None = None
+        self._pairs: list[tuple[Artifact, str]] | None = None
+        self._arts: list[Artifact] = []
+        self._released = 0
+        if len(inputs) == 1:  # one dependency: no filtering of empty lists to do
+            filled = list(inputs.items())
+        else:
+            filled = [(slug, arts) for slug, arts in inputs.items() if arts]
+        if len(filled) == 1 and (len(filled[0][1]) < 2 or _ordered(filled[0][1])):
+            self._slug, self._arts = filled[0]  # the common case: one dependency, in order
+        else:
+            self._pairs = sorted(((a, slug) for slug, arts in filled for a in arts),
+                                 key=lambda pair: pair[0].seq)
+
+    def __len__(self) -> int:
+        return len(self._arts) if self._pairs is None else len(self._pairs)
+
+    def release(self, stop: int) -> None:
+        """Forget the artifacts of the shapes before ``stop`` (they are not asked for again)."""
+        held: list[Any] = self._arts if self._pairs is None else self._pairs
+        for k in range(self._released, min(stop, len(held))):
+            held[k] = None
+        self._released = max(self._released, stop)
+
+    def __getitem__(self, k: int) -> Shape:  # type: ignore[override]
+        if self._pairs is None:
+            a, slug = self._arts[k], self._slug
+            assert slug is not None
+        else:
+            a, slug = self._pairs[k]
+        return {slug: [a]}, a.origin if a.origin is not None else a.artifact_id, self._mode
+
+
+def _ordered(arts: Sequence[Artifact]) -> bool:
+    return all(arts[i].seq < arts[i + 1].seq for i in range(len(arts) - 1))
 
 
 def _groups(node: Node, inputs: dict[str, list[Artifact]], new: bool) -> list[Shape]:

@@ -116,8 +116,13 @@ class TaskRecord:
     """One unit of work, planned once at launch.
 
     ``plan`` is the persisted task input: ``{"inputs": {dep_slug: [artifact dict, ...]},
-    "bindings": {name: value}}``. ``attempt_id`` is the current (or last) attempt; only a
-    callback naming it may change the task. ``not_before``: do not start before this time.
+    "bindings": {name: value}}``; an aggregate task over at least
+    :data:`~interlock.planning.REF_MIN_ARTIFACTS` artifacts holds ``{"refs": {dep_slug:
+    [[node_index, generation, count, [[start, stop], ...]], ...]}, "bindings": ...}`` instead:
+    the positions of its artifacts among the stored artifacts of those node generations (read
+    back by ``Kernel.claim_task``/``build_task_input``). ``attempt_id`` is the current (or last)
+    attempt; only a callback naming it may change the task. ``not_before``: do not start before
+    this time.
     """
 
     run_id: str

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import attrs
@@ -60,10 +60,25 @@ class TaskInput:
 
     @classmethod
     def from_task(cls, task: TaskRecord, node: str, plugin: str,
-                  config: Mapping[str, JSON]) -> TaskInput:
+                  config: Mapping[str, JSON],
+                  artifacts: Callable[[int, int], Sequence[Artifact]] | None = None
+                  ) -> TaskInput:
+        """The input of ``task``. ``artifacts(node_index, generation)`` (a store's
+        ``get_artifacts`` for the task's run) reads the artifacts a large aggregate's plan
+        holds by reference; without it such a plan raises ValueError."""
         plan = task.plan
-        inputs = {slug: [Artifact.from_dict(a) for a in arts]
-                  for slug, arts in plan.get("inputs", {}).items()}
+        refs = plan.get("refs")
+        if refs is not None:
+            if artifacts is None:
+                raise ValueError(f"task {task.task_id!r} holds its input by reference: "
+                                 "pass artifacts= to read it")
+            from interlock.planning import resolve_refs
+
+            assert isinstance(refs, dict)
+            inputs = resolve_refs(refs, artifacts)
+        else:
+            inputs = {slug: [Artifact.from_dict(a) for a in arts]
+                      for slug, arts in plan.get("inputs", {}).items()}
         return cls(task.run_id, task.task_id, node, plugin, task.attempt_id, inputs,
                    dict(plan.get("bindings", {})), dict(config), task.resume)
 

@@ -209,9 +209,10 @@ class SqliteStore(TransactionalDagStore):
         return [codec.decode_task(row) for row in rows]
 
     def get_artifacts(self, run_id: str, node_index: int, generation: int) -> list[Artifact]:
-        rows = self._conn().execute(codec.SELECT_ARTIFACTS,
-                                    (run_id, node_index, generation)).fetchall()
-        return [codec.decode_artifact(row) for row in rows]
+        # decoded row by row from the cursor: a large node's rows and records are never all
+        # held at once (the single statement still reads one committed snapshot)
+        cursor = self._conn().execute(codec.SELECT_ARTIFACTS, (run_id, node_index, generation))
+        return [codec.decode_artifact(row) for row in cursor]
 
     def list_expired(self, now: float, limit: int) -> list[TaskRecord]:
         if limit <= 0:

@@ -150,8 +150,9 @@ class SqliteRunTransaction:
         if updates:
             conn.executemany(codec.UPDATE_TASK_STATE, updates)
         if self._artifacts:
-            conn.executemany(codec.INSERT_ARTIFACT, [codec.artifact_params(run_id, a)
-                                                     for a in self._artifacts])
+            # a generator: a completion with many outputs never holds every row at once
+            conn.executemany(codec.INSERT_ARTIFACT, (codec.artifact_params(run_id, a)
+                                                     for a in self._artifacts))
         run = self._put_run
         if run is not None:
             conn.execute(codec.UPDATE_RUN_STATE, codec.run_state_params(run))
