@@ -18,6 +18,7 @@ from typing import Any
 
 import attrs
 
+from interlock._kernel_context import ContextMixin, fail_fast
 from interlock._kernel_follow import FollowMixin, accept_any
 from interlock._kernel_launch import Hold, RunContext
 from interlock._kernel_support import (
@@ -27,24 +28,22 @@ from interlock._kernel_support import (
     outputs_to_artifacts,
 )
 from interlock.errors import ConflictError, LimitExceeded, UsageError
-from interlock.graph import PluginCatalog, Topology, validate
+from interlock.graph import PluginCatalog, validate
 from interlock.jsonvalues import JSON
 from interlock.limits import DEFAULT_LIMITS, Limits
-from interlock.model import FailurePolicy, Pipeline
+from interlock.model import Pipeline
 from interlock.protocols import Clock, DagStore, Dispatcher
 from interlock.records import (
-    Artifact,
     CompletionItem,
     NewArtifact,
     NodeFacts,
     NodeRecord,
     RunRecord,
-    TaskRecord,
     TaskRef,
     Transition,
 )
 from interlock.states import NodeState, RunState, TaskState
-from interlock.values import Claim, Output, RunFinished, TaskInput, task_node_slug
+from interlock.values import Claim, Output, RunFinished, TaskInput
 
 __all__ = ["Kernel", "SystemClock"]
 
@@ -63,7 +62,7 @@ class _NullDispatcher:
         """Workers poll the store instead."""
 
 
-class Kernel(FollowMixin):
+class Kernel(ContextMixin, FollowMixin):
     """Drives DAG runs stored in ``store``; hands ready tasks to ``dispatcher``.
 
     Safe to share between threads and to run in many processes against one store: every state
@@ -129,7 +128,7 @@ class Kernel(FollowMixin):
                 raise ConflictError(f"run {run_id!r} exists with a different pipeline or input")
             self.reconcile_run(run_id)
         else:
-            self._remember(run_id, RunContext(topology, run_input, _fail_fast(topology)))
+            self._remember(run_id, RunContext(topology, run_input, fail_fast(topology)))
             self._advance(run_id, topology.roots)
         return self.store.get_run(run_id) or stored
 
@@ -467,54 +466,3 @@ class Kernel(FollowMixin):
             self.on_run_finished(RunFinished(run_id, transition.run_state, reason))
         except Exception:  # the transition has committed; a callback bug must not undo it
             log.exception("on_run_finished callback failed for run %s", run_id)
-
-    def _input(self, context: RunContext, task: TaskRecord) -> TaskInput:
-        node = context.topology.node(task.node_index)
-        if "refs" not in task.plan:
-            return TaskInput.from_task(task, node.slug, node.plugin, node.config)
-        run_id, store = task.run_id, self.store
-
-        def artifacts(index: int, generation: int) -> list[Artifact]:
-            return store.get_artifacts(run_id, index, generation)
-
-        return TaskInput.from_task(task, node.slug, node.plugin, node.config, artifacts)
-
-    def _lease(self, topology: Topology, task_id: str) -> float:
-        """Seconds an attempt of the task holds its lease: the node's timeout, else the
-        kernel's default."""
-        node = topology.node(self._node_index(topology, task_id))
-        return node.timeout_seconds or self.lease_seconds
-
-    def _node_index(self, topology: Topology, task_id: str) -> int:
-        slug = task_node_slug(task_id)
-        if slug not in topology.index:
-            raise UsageError(f"task id {task_id!r} names no node of this run")
-        return topology.index[slug]
-
-    def _run(self, run_id: str) -> RunRecord:
-        run = self.store.get_run(run_id)
-        if run is None:
-            raise UsageError(f"no run {run_id!r} in this store")
-        return run
-
-    def _context(self, run_id: str) -> RunContext:
-        with self._lock:
-            context = self._contexts.get(run_id)
-            if context is not None:
-                self._contexts.move_to_end(run_id)
-                return context
-        run = self._run(run_id)
-        topology = validate(run.pipeline)  # the snapshot has passthrough resolved
-        context = RunContext(topology, dict(run.input), _fail_fast(topology))
-        self._remember(run_id, context)
-        return context
-
-    def _remember(self, run_id: str, context: RunContext) -> None:
-        with self._lock:
-            self._contexts[run_id] = context
-            while len(self._contexts) > 256:
-                self._contexts.popitem(last=False)
-
-
-def _fail_fast(topology: Topology) -> bool:
-    return topology.pipeline.failure_policy is FailurePolicy.FAIL_FAST
