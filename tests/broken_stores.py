@@ -26,7 +26,14 @@ from interlock.records import (
     Transition,
 )
 from interlock.states import NodeState, RunState, TaskState
-from interlock.storekit import _claim, _complete, _follow_facts, _launch, _settle
+from interlock.storekit import (
+    _claim,
+    _complete,
+    _follow_facts,
+    _follow_through,
+    _launch,
+    _settle,
+)
 from interlock_memory import MemoryStore
 
 Handed = tuple[Outcome, tuple[Outcome, TaskRecord | None]]
@@ -254,17 +261,9 @@ class FollowCompletesApart(MemoryStore):
         follow_up = follow(facts) if facts else None
         if follow_up is None:
             return Followed(transition, facts)
-        with self.transaction(run_id) as tx:
+        with self.transaction(run_id) as tx:  # the bug: a second transaction
             assert tx is not None
-            if _launch(tx, follow_up.node_index, follow_up.generation, follow_up.tasks,
-                       len(follow_up.tasks)) != "applied":
-                return Followed(transition, facts)
-            claimed = None
-            if follow_up.claim is not None:
-                claim_id, attempt, worker, lease_until = follow_up.claim
-                outcome, record = _claim(tx, claim_id, attempt, worker, lease_until, now)
-                claimed = record if outcome == "applied" else None
-        return Followed(transition, facts, follow_up, claimed)
+            return _follow_through(tx, transition, facts, follow_up, now)
 
 
 class FollowLosesWrite(MemoryStore):

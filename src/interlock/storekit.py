@@ -270,16 +270,7 @@ class TransactionalDagStore(abc.ABC):
             follow_up = follow(facts) if facts else None
             if follow_up is None:
                 return Followed(transition, facts)
-            launched = _launch(tx, follow_up.node_index, follow_up.generation, follow_up.tasks,
-                               len(follow_up.tasks))
-            if launched != "applied":
-                return Followed(transition, facts)
-            claimed = None
-            if follow_up.claim is not None:
-                claim_id, attempt, worker, lease_until = follow_up.claim
-                outcome, record = _claim(tx, claim_id, attempt, worker, lease_until, now)
-                claimed = record if outcome == "applied" else None
-            return Followed(transition, facts, follow_up, claimed)
+            return _follow_through(tx, transition, facts, follow_up, now)
 
     def complete_tasks(
         self, run_id: str, items: Sequence[CompletionItem], now: float
@@ -499,6 +490,22 @@ def _complete(
     tx.put_node(_evolve_node(node, remaining_tasks=node.remaining_tasks - 1))
     return _APPLIED
 
+
+
+def _follow_through(tx: RunTransaction, transition: Transition, facts: tuple[NodeFacts, ...],
+                    follow_up: FollowUp, now: float) -> Followed:
+    """Launch ``follow_up`` in ``tx`` and claim its task if it asks: the second half of
+    ``complete_and_follow`` (a launch that is not applied is a completion without follow-up)."""
+    launched = _launch(tx, follow_up.node_index, follow_up.generation, follow_up.tasks,
+                       len(follow_up.tasks))
+    if launched != "applied":
+        return Followed(transition, facts)
+    claimed = None
+    if follow_up.claim is not None:
+        claim_id, attempt, worker, lease_until = follow_up.claim
+        outcome, record = _claim(tx, claim_id, attempt, worker, lease_until, now)
+        claimed = record if outcome == "applied" else None
+    return Followed(transition, facts, follow_up, claimed)
 
 def _follow_facts(tx: RunTransaction, task_id: str, transition: Transition,
                   children: Sequence[int], parents: Sequence[Sequence[int]],
