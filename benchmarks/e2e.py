@@ -899,8 +899,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--worker", default="auto",
                         help="Redis worker processes: auto, cli (`interlock worker`), fallback "
                              "(e2e_support/worker.py) or batched:K (e2e_support/batched.py)")
-    parser.add_argument("--concurrency", type=int, default=1, metavar="N",
-                        help="threads per `interlock worker` process (its --concurrency)")
+    parser.add_argument("--concurrency", type=int, default=2, metavar="N",
+                        help="threads per `interlock worker` process (its --concurrency; "
+                             "default 2: one thread computes while the other waits for Redis)")
     parser.add_argument("--batched", type=int, default=None, metavar="K",
                         help="also run the prototype batched worker loop with K tasks per "
                              "batch on both stores (what-if rows sqlite-bK, redis-bK)")

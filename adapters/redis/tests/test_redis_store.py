@@ -142,6 +142,27 @@ def test_awkward_values_round_trip_through_every_script(store: RedisStore) -> No
     assert node.state is NodeState.FAILED and node.reason == f"task a.0.1 failed: {error}"
 
 
+@pytest.mark.parametrize("parser", ["python", "hiredis"])
+def test_every_script_reply_decodes_the_same_with_either_reply_parser(
+        redis_url: str, namespace: str, parser: str) -> None:
+    """redis-py parses replies in Python, or in C with hiredis when it is installed (the
+    ``interlock-redis[hiredis]`` extra): the records come back exact either way."""
+    from redis._parsers import _HiredisParser, _RESP2Parser  # RESP2: upgraded for RESP3
+
+    if parser == "hiredis":
+        pytest.importorskip("hiredis")
+    parser_class = _HiredisParser if parser == "hiredis" else _RESP2Parser
+    client = redis.Redis.from_url(redis_url, parser_class=parser_class)
+    try:
+        connection = client.connection_pool.get_connection()
+        used = type(connection._parser)  # type: ignore[union-attr]
+        client.connection_pool.release(connection)
+        assert (used is _HiredisParser) == (parser == "hiredis")
+        test_awkward_values_round_trip_through_every_script(RedisStore(client, namespace))
+    finally:
+        client.close()
+
+
 @settings(max_examples=40, deadline=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(pipeline=json_objects, run_input=json_objects, plan=json_objects, fields=json_objects,
