@@ -68,11 +68,6 @@ def _encode(ref: TaskRef) -> str:
             f'"plugin":{dumps(ref.plugin)},"not_before":{dumps(ref.not_before)}}}')
 
 
-def _decode(raw: Any) -> TaskRef:
-    data = json.loads(raw)
-    return TaskRef(data["run_id"], data["task_id"], data["plugin"], data["not_before"])
-
-
 class RedisStreamsDispatcher:
     """Dispatcher and TaskSource on a Redis stream with a consumer group (thread-safe: the
     threads of one worker process may share one instance, i.e. one consumer).
@@ -360,7 +355,8 @@ class RedisStreamsDispatcher:
         return out
 
     def _deliveries(self, messages: Any) -> list[Delivery]:
-        out: list[Delivery] = []
+        tokens: list[str] = []
+        raws: list[str] = []
         orphans: list[str] = []
         for message_id, fields in messages or []:
             token = text(message_id)
@@ -368,10 +364,16 @@ class RedisStreamsDispatcher:
             if raw is None:
                 orphans.append(token)  # deleted while pending: nothing to deliver
                 continue
-            out.append(Delivery(_decode(raw), token))
+            tokens.append(token)
+            raws.append(text(raw))
         if orphans:
             self.client.xack(self.stream_key, self.group, *orphans)
-        return out
+        if not raws:
+            return []
+        refs = json.loads("[" + ",".join(raws) + "]")  # one parse for the batch
+        return [Delivery(TaskRef(data["run_id"], data["task_id"], data["plugin"],
+                                 data["not_before"]), token)
+                for data, token in zip(refs, tokens, strict=True)]
 
     def _max_block(self) -> float:
         """A block must end before the client's socket timeout fires."""
