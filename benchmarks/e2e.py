@@ -744,7 +744,8 @@ def profile(args: argparse.Namespace, workdir: Path) -> int:
     if "redis" in args.backends:
         with ExitStack() as stack:
             mode = f"batched:{args.batched}" if args.batched else args.worker
-            backend2 = RedisBackend(stack, workdir, mode, timed_ops=True)
+            backend2 = RedisBackend(stack, workdir, mode, timed_ops=True,
+                                    concurrency=args.concurrency)
             for shape in shapes:
                 log(f"redis {shape.key}: operation timings ...")
                 m = backend2.run(shape)
