@@ -11,6 +11,7 @@ from interlock.errors import LimitExceeded, UsageError
 from interlock.graph import Topology
 from interlock.jsonvalues import JSON
 from interlock.limits import Limits
+from interlock.packed import PACK_MIN, PackedOutputs
 from interlock.planning import TaskPlan
 from interlock.records import NewArtifact, NodeRecord, TaskRecord
 from interlock.states import TaskState
@@ -25,52 +26,75 @@ _ENCODER = json.JSONEncoder(separators=(",", ":"), allow_nan=False)
 
 def outputs_to_artifacts(
     task_id: str, outputs: Iterable[Output | Mapping[str, Any]], limits: Limits
-) -> list[NewArtifact]:
+) -> Sequence[NewArtifact]:
     """Validate a worker's outputs and qualify their ids (``{task_id}/{local id}``).
 
-    Malformed outputs raise UsageError; outputs over a limit raise LimitExceeded.
+    Malformed outputs raise UsageError; outputs over a limit raise LimitExceeded. The outputs
+    are read one at a time (a generator's are never all held) and copied as they are checked:
+    from :data:`~interlock.packed.PACK_MIN` outputs on, into a
+    :class:`~interlock.packed.PackedOutputs` (fields kept as their JSON text), else a list.
     """
+    max_bytes, max_outputs = limits.max_fields_bytes, limits.max_outputs_per_task
+    ids: list[str | None] = []
+    texts: list[str] = []
+    values: list[JSON] = []
+    copies: list[dict[str, JSON] | None] = []
+    seen: set[str] = set()
+    iterator = iter(outputs)
     try:
-        items = [_parts(o) for o in outputs]
+        for k, output in enumerate(iterator):
+            if k == max_outputs:
+                count = k + 1 + sum(1 for _ in map(_parts, iterator))  # TypeError first
+                raise LimitExceeded("max_outputs_per_task", count, max_outputs,
+                                    f"task {task_id!r}")
+            output_id, fields, data = _parts(output)
+            del output
+            local = str(k) if output_id is None else output_id
+            # ids are unique when the qualified ones are (one prefix)
+            artifact_id = f"{task_id}/{local}" if isinstance(local, str) and local else ""
+            if not artifact_id or artifact_id in seen:
+                raise UsageError(f"task {task_id!r}: output {k} has an empty or repeated id "
+                                 f"{local!r}")
+            seen.add(artifact_id)
+            text, copy = _checked_fields(task_id, local, fields, max_bytes)
+            if not _plain_scalar(data):
+                data = json_value(data, f"{_what(task_id, local)} data")
+            ids.append(output_id)
+            texts.append(text)
+            values.append(data)
+            if len(copies) < PACK_MIN:
+                copies.append(copy)
+            del fields, data
     except TypeError as exc:
         raise UsageError(f"task {task_id!r}: {exc}") from exc
-    if len(items) > limits.max_outputs_per_task:
-        raise LimitExceeded("max_outputs_per_task", len(items),
-                            limits.max_outputs_per_task, f"task {task_id!r}")
-    max_bytes = limits.max_fields_bytes
-    out: list[NewArtifact] = []
-    seen: set[str] = set()
-    for k in range(len(items)):
-        output_id, fields, data = items[k]
-        items[k] = None  # type: ignore[call-overload]  # the worker's copy can go as we copy
-        local = str(k) if output_id is None else output_id
-        # ids are unique when the qualified ones are (one prefix); ``seen`` holds those, which
-        # the outputs keep anyway, rather than a second string per output
-        artifact_id = f"{task_id}/{local}" if isinstance(local, str) and local else ""
-        if not artifact_id or artifact_id in seen:
-            raise UsageError(f"task {task_id!r}: output {k} has an empty or repeated id "
-                             f"{local!r}")
-        seen.add(artifact_id)
-        if type(fields) is not dict:
-            if not isinstance(fields, Mapping):
-                raise UsageError(f"{_what(task_id, local)} fields must be a JSON object, got "
-                                 f"{type(fields).__name__}")
-            fields = dict(fields)
-        # one encoding validates the fields and measures them; the copy is the decoded text,
-        # or, for a flat object of scalars (the common case), a plain dict copy — the same
-        # value, without the decoder
-        try:
-            text = _ENCODER.encode(fields)
-        except (TypeError, ValueError) as exc:
-            raise UsageError(f"{_what(task_id, local)} fields is not JSON: {exc}") from exc
-        if len(text) > max_bytes:
-            raise LimitExceeded("max_fields_bytes", len(text), max_bytes,
-                                _what(task_id, local))
-        copy = _flat_copy(fields)
-        if not _plain_scalar(data):
-            data = json_value(data, f"{_what(task_id, local)} data")
-        out.append(NewArtifact(artifact_id, json.loads(text) if copy is None else copy, data))
-    return out
+    seen.clear()
+    if len(texts) >= PACK_MIN:
+        copies.clear()
+        return PackedOutputs(task_id, ids, texts, values)
+    return [NewArtifact(f"{task_id}/{k if i is None else i}",
+                        json.loads(t) if c is None else c, v)
+            for k, (i, t, c, v) in enumerate(zip(ids, texts, copies, values, strict=True))]
+
+
+def _checked_fields(task_id: str, local: str, fields: Any, max_bytes: int
+                    ) -> tuple[str, dict[str, JSON] | None]:
+    """The JSON text of an output's fields (validated, measured) and a plain copy of them
+    when they are a flat object of scalars (None: decode the text for the copy)."""
+    if type(fields) is not dict:
+        if not isinstance(fields, Mapping):
+            raise UsageError(f"{_what(task_id, local)} fields must be a JSON object, got "
+                             f"{type(fields).__name__}")
+        fields = dict(fields)
+    # one encoding validates the fields and measures them; the copy is the decoded text,
+    # or, for a flat object of scalars (the common case), a plain dict copy — the same
+    # value, without the decoder
+    try:
+        text = _ENCODER.encode(fields)
+    except (TypeError, ValueError) as exc:
+        raise UsageError(f"{_what(task_id, local)} fields is not JSON: {exc}") from exc
+    if len(text) > max_bytes:
+        raise LimitExceeded("max_fields_bytes", len(text), max_bytes, _what(task_id, local))
+    return text, _flat_copy(fields)
 
 
 def _parts(output: Output | Mapping[str, Any]) -> tuple[Any, Any, Any]:
