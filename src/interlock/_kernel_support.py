@@ -11,13 +11,15 @@ from interlock.errors import LimitExceeded, UsageError
 from interlock.graph import Topology
 from interlock.jsonvalues import JSON
 from interlock.limits import Limits
-from interlock.packed import PACK_MIN, PackedOutputs
+from interlock.packed import PACK_MIN, PackedOutputs, pack_if_wide
 from interlock.planning import TaskPlan
-from interlock.records import NewArtifact, NodeRecord, TaskRecord
+from interlock.protocols import DagStore
+from interlock.records import Artifact, NewArtifact, NodeRecord, TaskRecord
 from interlock.states import TaskState
 from interlock.values import _OUTPUT_KEYS, Output
 
-__all__ = ["error_text", "json_object", "json_value", "outputs_to_artifacts", "task_records"]
+__all__ = ["error_text", "json_object", "json_value", "outputs_to_artifacts", "read_artifacts",
+           "task_records"]
 
 # One encoder for every call: json.dumps with non-default options builds a JSONEncoder per
 # call. ``encode`` keeps no state between calls, so sharing it across threads is safe.
@@ -74,6 +76,16 @@ def outputs_to_artifacts(
     return [NewArtifact(f"{task_id}/{k if i is None else i}",
                         json.loads(t) if c is None else c, v)
             for k, (i, t, c, v) in enumerate(zip(ids, texts, copies, values, strict=True))]
+
+
+def read_artifacts(store: DagStore, stream: bool, run_id: str, node_index: int,
+                   generation: int) -> Sequence[Artifact]:
+    """A node generation's artifacts: with the ``stream`` ability read one at a time and, from
+    :data:`~interlock.packed.PACK_MIN` on, packed as they arrive; else ``get_artifacts``."""
+    if stream:
+        return pack_if_wide(store.iter_artifacts(  # type: ignore[attr-defined]
+            run_id, node_index, generation))
+    return store.get_artifacts(run_id, node_index, generation)
 
 
 def _checked_fields(task_id: str, local: str, fields: Any, max_bytes: int

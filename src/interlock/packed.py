@@ -27,12 +27,14 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Iterator, Sequence
+from itertools import chain, islice
 from typing import Any, TypeVar, overload
 
 from interlock.jsonvalues import JSON
 from interlock.records import Artifact, NewArtifact, OriginMode
 
-__all__ = ["PACK_MIN", "PackedArtifacts", "PackedOutputs", "PublishedView", "same_items"]
+__all__ = ["PACK_MIN", "PackedArtifacts", "PackedOutputs", "PublishedView", "pack_if_wide",
+           "same_items"]
 
 PACK_MIN = 1000
 """The kernel packs a task's outputs, and reads a node's artifacts packed, from this many on:
@@ -165,6 +167,16 @@ class PackedOutputs(_Lazy[NewArtifact]):
 
     def _item(self, k: int) -> NewArtifact:
         return NewArtifact(self.artifact_id(k), _DECODE(self._fields[k]), self._data[k])
+
+
+def pack_if_wide(artifacts: Iterable[Artifact]) -> Sequence[Artifact]:
+    """The artifacts as a list when fewer than :data:`PACK_MIN`, else packed as they are read
+    (a stream of records is then never held whole)."""
+    iterator = iter(artifacts)
+    head = list(islice(iterator, PACK_MIN))
+    if len(head) < PACK_MIN:
+        return head
+    return PackedArtifacts(chain(head, iterator))
 
 
 def _outputs(prefix: str, ids: list[str | None], fields: list[str], data: list[JSON]

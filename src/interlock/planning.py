@@ -9,7 +9,8 @@ tests with dicts).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+import heapq
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import attrs
@@ -193,13 +194,15 @@ def _refs(inputs: Mapping[str, Sequence[Artifact]], lookup: Lookup
 
 def resolve_refs(refs: Mapping[str, Sequence[ArtifactRef]],
                  artifacts: Callable[[int, int], Sequence[Artifact]]
-                 ) -> dict[str, list[Artifact]]:
+                 ) -> dict[str, Sequence[Artifact]]:
     """The inputs :attr:`TaskPlan.refs` stand for, read back with ``artifacts(node_index,
     generation)`` (the store's ``get_artifacts``): what planning saw, in the same order.
-    ValueError if a referenced node no longer has the artifacts it had when planned."""
-    out: dict[str, list[Artifact]] = {}
+    ValueError if a referenced node no longer has the artifacts it had when planned. A node
+    read packed (:class:`~interlock.packed.PackedArtifacts`) gives a packed input."""
+    out: dict[str, Sequence[Artifact]] = {}
     for slug, refs_of_slug in refs.items():
-        merged: list[Artifact] = []
+        parts: list[Iterator[Artifact]] = []
+        packed = False
         for source, generation, count, runs in refs_of_slug:
             assert isinstance(source, int) and isinstance(generation, int)
             assert isinstance(runs, list)
@@ -207,14 +210,24 @@ def resolve_refs(refs: Mapping[str, Sequence[ArtifactRef]],
             if len(stored) != count:
                 raise ValueError(f"node {source} generation {generation} has {len(stored)} "
                                  f"artifacts, {count} when the task was planned")
-            if len(refs_of_slug) == 1 and runs == [[0, count]] and isinstance(stored, list):
-                merged = stored  # the common case: every artifact of one node, no copy
-            else:
-                merged.extend(a for start, stop in runs for a in stored[start:stop])
-        if len(refs_of_slug) > 1:
-            merged.sort(key=_by_seq)
-        out[slug] = merged
+            if len(refs_of_slug) == 1 and runs == [[0, count]] and \
+                    isinstance(stored, (list, PackedArtifacts)):
+                out[slug] = stored  # the common case: every artifact of one node, no copy
+                break
+            packed = packed or isinstance(stored, _Lazy)
+            parts.append(_positions(stored, runs))
+        else:
+            # each part is in seq order (positions ascend in a seq-ordered list): merging them
+            # gives the seq order planning saw, without holding every record to sort them
+            merged = parts[0] if len(parts) == 1 else heapq.merge(*parts, key=_by_seq)
+            out[slug] = PackedArtifacts(merged) if packed else list(merged)
     return out
+
+
+def _positions(stored: Sequence[Artifact], runs: list[list[int]]) -> Iterator[Artifact]:
+    for start, stop in runs:
+        for position in range(start, stop):
+            yield stored[position]
 
 
 def _by_seq(artifact: Artifact) -> int:
