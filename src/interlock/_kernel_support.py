@@ -52,12 +52,10 @@ def outputs_to_artifacts(
             output_id, fields, data = _parts(output)
             del output
             local = str(k) if output_id is None else output_id
-            # ids are unique when the qualified ones are (one prefix)
-            artifact_id = f"{task_id}/{local}" if isinstance(local, str) and local else ""
-            if not artifact_id or artifact_id in seen:
+            if not (isinstance(local, str) and local) or _repeated(local, k, output_id, seen,
+                                                                   ids):
                 raise UsageError(f"task {task_id!r}: output {k} has an empty or repeated id "
                                  f"{local!r}")
-            seen.add(artifact_id)
             text, copy = _checked_fields(task_id, local, fields, max_bytes)
             if not _plain_scalar(data):
                 data = json_value(data, f"{_what(task_id, local)} data")
@@ -86,6 +84,22 @@ def read_artifacts(store: DagStore, stream: bool, run_id: str, node_index: int,
         return pack_if_wide(store.iter_artifacts(  # type: ignore[attr-defined]
             run_id, node_index, generation))
     return store.get_artifacts(run_id, node_index, generation)
+
+
+def _repeated(local: str, k: int, given: Any, seen: set[str], ids: list[str | None]) -> bool:
+    """Whether output ``k``'s local id repeats an earlier one. Ids are unique when the local
+    ones are (one prefix); ``seen`` holds the given ids only (the worker's strings): a default
+    id (the position, ``str(k)``) repeats a given one, or is repeated by a given one that
+    names the position of an earlier default. Records ``local`` in ``seen`` if given."""
+    if given is None:
+        return local in seen
+    if local in seen:
+        return True
+    seen.add(local)
+    if local.isascii() and local.isdigit() and str(int(local)) == local:
+        position = int(local)
+        return position < k and ids[position] is None
+    return False
 
 
 def _checked_fields(task_id: str, local: str, fields: Any, max_bytes: int
