@@ -188,3 +188,26 @@ def test_outputs_are_counted_and_checked_as_they_are_read() -> None:
         h.kernel.on_task_complete("r", claim.task_id, claim.attempt_id,
                                   ({"fields": {"i": i}} for i in range(5)))
     assert (info.value.limit, info.value.value) == ("max_outputs_per_task", 5)
+
+
+@pytest.mark.parametrize(("outputs", "repeated"), [
+    ([{"id": "1"}, {}], 1),  # the default id of output 1 is "1"
+    ([{}, {"id": "0"}], 1),  # a given id naming an earlier default one
+    ([{"id": "a"}, {"id": "a"}], 1),
+    ([{}, {}, {"id": "x"}, {"id": "2"}], None),  # "2" is output 3's own: output 2 is "x"
+    ([{"id": "01"}, {}], None),  # "t/01" is not "t/1"
+    ([{"id": "5"}, {}], None),
+])
+def test_output_ids_repeat_as_qualified_ids(outputs: list[dict[str, Any]],
+                                            repeated: int | None) -> None:
+    h = Harness()
+    h.kernel.start_run({"name": "p", "nodes": [{"slug": "src", "plugin": "list"}]}, run_id="r")
+    claim = h.kernel.claim_task("r", h.dispatcher.refs.pop(0).task_id)
+    assert claim is not None
+    if repeated is None:
+        h.kernel.on_task_complete("r", claim.task_id, claim.attempt_id, outputs)
+        ids = [a.artifact_id for a in h.store.get_artifacts("r", 0, 0)]
+        assert len(set(ids)) == len(outputs)
+    else:
+        with pytest.raises(UsageError, match=f"output {repeated} has an empty or repeated id"):
+            h.kernel.on_task_complete("r", claim.task_id, claim.attempt_id, outputs)
