@@ -7,7 +7,7 @@ reads them (planning, then its :class:`~interlock.values.TaskInput`). As Python 
 and origin strings, the seq int); the sequences here hold what is needed to rebuild each one
 and build the record when it is asked for:
 
-- :class:`PackedArtifacts`: any artifacts, one compact JSON text per artifact (about 130
+- :class:`PackedArtifacts`: any artifacts, one compact JSON text per artifact (about 150
   bytes for the benchmark's). What ``TaskInput.inputs`` holds for a large aggregate read from
   a store with the ``stream`` ability.
 - :class:`PackedOutputs`: a task's validated outputs (``NewArtifact``), the fields kept as the
