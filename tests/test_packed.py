@@ -197,6 +197,12 @@ def test_outputs_are_counted_and_checked_as_they_are_read() -> None:
     ([{}, {}, {"id": "x"}, {"id": "2"}], None),  # "2" is output 3's own: output 2 is "x"
     ([{"id": "01"}, {}], None),  # "t/01" is not "t/1"
     ([{"id": "5"}, {}], None),
+    # the same rules once a wide completion is packed (from PACK_MIN outputs on)
+    ([{}] * PACK_MIN + [{"id": "5"}], PACK_MIN),
+    ([{"id": "x"}] + [{}] * PACK_MIN + [{"id": "x"}], PACK_MIN + 1),
+    ([{"id": str(PACK_MIN + 5)}] + [{}] * (PACK_MIN + 5), PACK_MIN + 5),
+    ([{}, {"id": "1"}] + [{}] * PACK_MIN + [{"id": "1"}], PACK_MIN + 2),
+    ([{}] * PACK_MIN + [{"id": str(PACK_MIN)}, {"id": "07"}, {}], None),
 ])
 def test_output_ids_repeat_as_qualified_ids(outputs: list[dict[str, Any]],
                                             repeated: int | None) -> None:
@@ -207,6 +213,7 @@ def test_output_ids_repeat_as_qualified_ids(outputs: list[dict[str, Any]],
     if repeated is None:
         h.kernel.on_task_complete("r", claim.task_id, claim.attempt_id, outputs)
         ids = [a.artifact_id for a in h.store.get_artifacts("r", 0, 0)]
+        assert ids == [f"src.0.0/{o.get('id', k)}" for k, o in enumerate(outputs)]
         assert len(set(ids)) == len(outputs)
     else:
         with pytest.raises(UsageError, match=f"output {repeated} has an empty or repeated id"):

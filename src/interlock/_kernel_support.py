@@ -33,15 +33,13 @@ def outputs_to_artifacts(
 
     Malformed outputs raise UsageError; outputs over a limit raise LimitExceeded. The outputs
     are read one at a time (a generator's are never all held) and copied as they are checked:
-    from :data:`~interlock.packed.PACK_MIN` outputs on, into a
-    :class:`~interlock.packed.PackedOutputs` (fields kept as their JSON text), else a list.
+    into a list, or from :data:`~interlock.packed.PACK_MIN` outputs on, a
+    :class:`~interlock.packed.PackedOutputs` (fields kept as their JSON text).
     """
     max_bytes, max_outputs = limits.max_fields_bytes, limits.max_outputs_per_task
-    ids: list[str | None] = []
-    texts: list[str] = []
-    values: list[JSON] = []
-    copies: list[dict[str, JSON] | None] = []
-    seen: set[str] = set()
+    out: list[NewArtifact] = []
+    seen: set[str] = set()  # the qualified ids, while ``out`` is a list
+    packing: _Packing | None = None
     iterator = iter(outputs)
     try:
         for k, output in enumerate(iterator):
@@ -52,28 +50,70 @@ def outputs_to_artifacts(
             output_id, fields, data = _parts(output)
             del output
             local = str(k) if output_id is None else output_id
-            if not (isinstance(local, str) and local) or _repeated(local, k, output_id, seen,
-                                                                   ids):
+            if packing is None:
+                # ids are unique when the qualified ones are (one prefix)
+                artifact_id = f"{task_id}/{local}" if isinstance(local, str) and local else ""
+                repeated = not artifact_id or artifact_id in seen
+                seen.add(artifact_id)
+            else:
+                repeated = not (isinstance(local, str) and local) or packing.repeated(
+                    local, k, output_id)
+            if repeated:
                 raise UsageError(f"task {task_id!r}: output {k} has an empty or repeated id "
                                  f"{local!r}")
-            text, copy = _checked_fields(task_id, local, fields, max_bytes)
+            text, copy = _checked_fields(task_id, local, fields, max_bytes, packing is None)
             if not _plain_scalar(data):
                 data = json_value(data, f"{_what(task_id, local)} data")
-            ids.append(output_id)
-            texts.append(text)
-            values.append(data)
-            if len(copies) < PACK_MIN:
-                copies.append(copy)
+            if packing is not None:
+                packing.add(output_id, text, data)
+                continue
+            out.append(NewArtifact(artifact_id, json.loads(text) if copy is None else copy,
+                                   data))
+            if len(out) == PACK_MIN:  # a wide completion: pack from here on
+                packing = _Packing(task_id, out)
+                out, seen = [], set()
             del fields, data
     except TypeError as exc:
         raise UsageError(f"task {task_id!r}: {exc}") from exc
-    seen.clear()
-    if len(texts) >= PACK_MIN:
-        copies.clear()
-        return PackedOutputs(task_id, ids, texts, values)
-    return [NewArtifact(f"{task_id}/{k if i is None else i}",
-                        json.loads(t) if c is None else c, v)
-            for k, (i, t, c, v) in enumerate(zip(ids, texts, copies, values, strict=True))]
+    return out if packing is None else packing.done()
+
+
+class _Packing:
+    """The outputs of a wide completion as they are validated (see PackedOutputs)."""
+
+    def __init__(self, task_id: str, first: list[NewArtifact]) -> None:
+        self.task_id = task_id
+        prefix = f"{task_id}/"
+        # an id given equal to the default one (the position) is the same qualified id
+        self.ids: list[str | None] = [
+            None if a.artifact_id == f"{prefix}{k}" else a.artifact_id[len(prefix):]
+            for k, a in enumerate(first)]
+        self.seen = {local for local in self.ids if local is not None}
+        self.texts = [_ENCODER.encode(a.fields) for a in first]
+        self.data: list[JSON] = [a.data for a in first]
+
+    def repeated(self, local: str, k: int, given: Any) -> bool:
+        """Whether output ``k``'s local id repeats an earlier one. ``seen`` holds the given
+        ids only (the worker's strings): a default id (the position, ``str(k)``) repeats a
+        given one, or is repeated by a given one naming the position of an earlier default."""
+        if given is None:
+            return local in self.seen
+        if local in self.seen:
+            return True
+        self.seen.add(local)
+        if local.isascii() and local.isdigit() and str(int(local)) == local:
+            position = int(local)
+            return position < k and self.ids[position] is None
+        return False
+
+    def add(self, given: str | None, text: str, data: JSON) -> None:
+        self.ids.append(given)
+        self.texts.append(text)
+        self.data.append(data)
+
+    def done(self) -> PackedOutputs:
+        self.seen.clear()
+        return PackedOutputs(self.task_id, self.ids, self.texts, self.data)
 
 
 def read_artifacts(store: DagStore, stream: bool, run_id: str, node_index: int,
@@ -86,26 +126,10 @@ def read_artifacts(store: DagStore, stream: bool, run_id: str, node_index: int,
     return store.get_artifacts(run_id, node_index, generation)
 
 
-def _repeated(local: str, k: int, given: Any, seen: set[str], ids: list[str | None]) -> bool:
-    """Whether output ``k``'s local id repeats an earlier one. Ids are unique when the local
-    ones are (one prefix); ``seen`` holds the given ids only (the worker's strings): a default
-    id (the position, ``str(k)``) repeats a given one, or is repeated by a given one that
-    names the position of an earlier default. Records ``local`` in ``seen`` if given."""
-    if given is None:
-        return local in seen
-    if local in seen:
-        return True
-    seen.add(local)
-    if local.isascii() and local.isdigit() and str(int(local)) == local:
-        position = int(local)
-        return position < k and ids[position] is None
-    return False
-
-
-def _checked_fields(task_id: str, local: str, fields: Any, max_bytes: int
+def _checked_fields(task_id: str, local: str, fields: Any, max_bytes: int, copy: bool
                     ) -> tuple[str, dict[str, JSON] | None]:
-    """The JSON text of an output's fields (validated, measured) and a plain copy of them
-    when they are a flat object of scalars (None: decode the text for the copy)."""
+    """The JSON text of an output's fields (validated, measured) and, with ``copy``, a plain
+    copy of them when they are a flat object of scalars (None: decode the text for a copy)."""
     if type(fields) is not dict:
         if not isinstance(fields, Mapping):
             raise UsageError(f"{_what(task_id, local)} fields must be a JSON object, got "
@@ -120,7 +144,7 @@ def _checked_fields(task_id: str, local: str, fields: Any, max_bytes: int
         raise UsageError(f"{_what(task_id, local)} fields is not JSON: {exc}") from exc
     if len(text) > max_bytes:
         raise LimitExceeded("max_fields_bytes", len(text), max_bytes, _what(task_id, local))
-    return text, _flat_copy(fields)
+    return text, _flat_copy(fields) if copy else None
 
 
 def _parts(output: Output | Mapping[str, Any]) -> tuple[Any, Any, Any]:
