@@ -138,7 +138,10 @@ def test_wide_aggregate_input_is_packed_and_equal_to_the_list(store: Any) -> Non
     again = pickle.loads(pickle.dumps(seen["agg"]))  # as a process worker receives it
     assert again == seen["agg"] and again.inputs["each"] == each
     (agg_task,) = h.store.list_tasks("r", node_index=2)
+    assert agg_task.plan["refs"] == {"each": [[1, 0, N, [[0, N]]]]}
     assert h.kernel.build_task_input("r", agg_task.task_id) == seen["agg"]
+    (odd_task,) = h.store.list_tasks("r", node_index=3)
+    assert odd_task.plan["refs"] == {"src": [[0, 0, N, [[k, k + 1] for k in range(1, N, 2)]]]}
 
 
 def test_a_wide_completion_holds_its_outputs_packed(tmp_path: Path) -> None:

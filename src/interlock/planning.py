@@ -168,14 +168,17 @@ def _refs(inputs: Mapping[str, Sequence[Artifact]], lookup: Lookup
         return None
     out: dict[str, list[ArtifactRef]] = {}
     for slug, arts in inputs.items():
+        if arts and isinstance(arts, _Lazy):
+            first = arts[0]
+            if lookup(first.node_index).artifacts is arts:
+                # every artifact of one node, kept as read (packed): one run, nothing to walk
+                out[slug] = [[first.node_index, first.generation, len(arts), [[0, len(arts)]]]]
+                continue
         refs: list[ArtifactRef] = []
         for source in dict.fromkeys(a.node_index for a in arts):
             stored = lookup(source).artifacts
             generation = stored[0].generation if stored else 0
             runs: list[list[int]] = []
-            if arts is stored:  # every artifact of the one node (kept as read): one run
-                refs.append([source, generation, len(stored), [[0, len(stored)]]])
-                continue
             position = 0
             for artifact in arts:
                 if artifact.node_index != source:
