@@ -13,7 +13,9 @@ and build the record when it is asked for:
 - :class:`PackedOutputs`: a task's validated outputs (``NewArtifact``), the fields kept as the
   JSON text their validation produced.
 - :class:`PublishedView`: the artifacts a completion publishes, derived from its outputs
-  (ids, fields and data shared with them; node, task, seq and origin computed).
+  (ids, fields and data read from them; node, task, seq and origin computed).
+
+The kernel uses them from :data:`PACK_MIN` items on; below that, plain lists.
 
 They behave as read-only sequences of records: ``len``, indexing (negative too), iteration,
 ``in``, ``index``/``count``, ``reversed``; slicing returns a ``list``; they compare equal to
