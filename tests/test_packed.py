@@ -75,6 +75,12 @@ def test_packed_outputs_and_published_view_build_records_on_access() -> None:
         assert view == [Artifact(o.artifact_id, 4, 2, "t.0.0", 10 + k, o.fields, o.data,
                                  origins[k]) for k, o in enumerate(outputs)]
         assert pickle.loads(pickle.dumps(view)) == view
+    # the owner (the kernel, writing a fan-out batch by batch) lets written items go
+    view.forget(2)
+    assert len(view) == len(outputs) == 3 and view[2].artifact_id == "t.0.0/2"
+    for k in (0, 1, -3):
+        with pytest.raises(LookupError):
+            view[k]
 
 
 def test_resolve_refs_merges_packed_nodes_in_seq_order() -> None:

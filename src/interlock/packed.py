@@ -45,6 +45,7 @@ below it plain lists cost less time and the memory does not matter."""
 _ENCODER = json.JSONEncoder(separators=(",", ":"), check_circular=False)
 _DECODE = json.JSONDecoder().decode
 _T = TypeVar("_T")
+_GONE = ""  # what a forgotten output's fields text becomes (no valid text is empty)
 
 
 def same_items(mine: Sequence[Any], other: object) -> bool:
@@ -145,13 +146,14 @@ class PackedOutputs(_Lazy[NewArtifact]):
     position), its fields as JSON text, and its data. Item ``k`` is the
     :class:`NewArtifact` ``{task_id}/{local id}`` with the fields decoded."""
 
-    __slots__ = ("_data", "_fields", "_ids", "_prefix")
+    __slots__ = ("_data", "_fields", "_gone", "_ids", "_prefix")
 
     def __init__(self, task_id: str, ids: list[str | None], fields: list[str],
                  data: list[JSON]) -> None:
         if not len(ids) == len(fields) == len(data):
             raise ValueError("ids, fields and data must have one item per output")
         self._prefix = f"{task_id}/"
+        self._gone = 0  # outputs before this one were forgotten
         self._ids = ids
         self._fields = fields
         self._data = data
@@ -168,7 +170,21 @@ class PackedOutputs(_Lazy[NewArtifact]):
         return f"{self._prefix}{k if local is None else local}"
 
     def _item(self, k: int) -> NewArtifact:
-        return NewArtifact(self.artifact_id(k), _DECODE(self._fields[k]), self._data[k])
+        text = self._fields[k]
+        if text is _GONE:
+            raise LookupError(f"output {k} was forgotten by its owner")
+        return NewArtifact(self.artifact_id(k), _DECODE(text), self._data[k])
+
+    def forget(self, stop: int) -> None:
+        """Drop what outputs ``0 .. stop-1`` hold. Only for the owner of the sequence (the
+        kernel, which made it), once nothing will read those items again: reading one
+        afterwards raises LookupError."""
+        fields, data, ids = self._fields, self._data, self._ids
+        stop = min(stop, len(fields))
+        for k in range(self._gone, stop):
+            fields[k] = _GONE
+            data[k] = ids[k] = None
+        self._gone = max(self._gone, stop)
 
 
 def pack_if_wide(artifacts: Iterable[Artifact]) -> Sequence[Artifact]:
@@ -210,6 +226,13 @@ class PublishedView(_Lazy[Artifact]):
 
     def __len__(self) -> int:
         return len(self._outputs)
+
+    def forget(self, stop: int) -> None:
+        """Let the outputs of items ``0 .. stop-1`` go when they are packed (see
+        :meth:`PackedOutputs.forget`: only for their owner, the kernel, which reads a wide
+        fan-out's view once, in order, batch by batch)."""
+        if isinstance(self._outputs, PackedOutputs):
+            self._outputs.forget(stop)
 
     def _item(self, k: int) -> Artifact:
         o = self._outputs[k]

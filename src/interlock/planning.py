@@ -354,8 +354,12 @@ class _SingleShapes(Sequence[Shape]):
     def release(self, stop: int) -> None:
         """Forget the artifacts of the shapes before ``stop`` (they are not asked for again)."""
         held: Sequence[Any] = self._arts if self._pairs is None else self._pairs
+        if isinstance(held, PublishedView):
+            # a completion's outputs, which the kernel made and owns: let them go as written
+            held.forget(stop)
+            return
         if not isinstance(held, list):
-            return  # a lazy sequence: compact, builds each record when read; nothing to drop
+            return  # another lazy sequence (read-only): compact already, nothing to drop
         for k in range(self._released, min(stop, len(held))):
             held[k] = None
         self._released = max(self._released, stop)
