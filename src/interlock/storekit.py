@@ -16,6 +16,7 @@ from typing import Any, Protocol, TypeVar
 
 import attrs
 
+from interlock.packed import PACK_MIN, PublishedView
 from interlock.protocols import ClaimRequest
 from interlock.records import (
     Artifact,
@@ -104,7 +105,8 @@ class RunTransaction(Protocol):
         ...
 
     def add_artifacts(self, artifacts: Sequence[Artifact]) -> None:
-        """Insert published artifacts."""
+        """Insert published artifacts. A wide completion's are a lazy sequence that builds
+        each record when read: keep the sequence (not a list of its records) until written."""
         ...
 
     def put_run(self, run: RunRecord) -> None:
@@ -264,7 +266,7 @@ class TransactionalDagStore(abc.ABC):
         with self.transaction(run_id) as tx:
             if tx is None:
                 return Followed(_STALE)
-            published: list[Artifact] = []
+            published: list[Sequence[Artifact]] = []
             transition = _complete(tx, task_id, attempt_id, outputs, children, now, published)
             facts = _follow_facts(tx, task_id, transition, children, parents, published)
             follow_up = follow(facts) if facts else None
@@ -453,10 +455,10 @@ def _complete(
     outputs: Sequence[NewArtifact],
     children: Sequence[int],
     now: float,
-    published: list[Artifact] | None = None,
+    published: list[Sequence[Artifact]] | None = None,
 ) -> Transition:
     """[complete.once] within an open transaction; the artifacts it publishes are appended to
-    ``published`` when given."""
+    ``published`` (as one sequence) when given."""
     task = tx.task(task_id)
     if task is None:
         return _STALE
@@ -467,7 +469,15 @@ def _complete(
     check("task", task.state, TaskState.COMPLETED)
     tx.put_task(_evolve_task(task, state=TaskState.COMPLETED, lease_until=None, updated_at=now))
     seq = tx.run.artifact_seq
-    if outputs:
+    if len(outputs) >= PACK_MIN:
+        # a wide completion: the records are built from the outputs when read (the store
+        # writes them one at a time), never all held besides the outputs
+        view = PublishedView(outputs, task.node_index, task.generation, task.task_id,
+                             seq + 1, task.origin_mode, task.origin)
+        tx.add_artifacts(view)
+        if published is not None:
+            published.append(view)
+    elif outputs:
         artifacts = [
             Artifact(o.artifact_id, task.node_index, task.generation, task.task_id,
                      seq + i + 1, o.fields, o.data, task.output_origin(o.artifact_id))
@@ -475,7 +485,7 @@ def _complete(
         ]
         tx.add_artifacts(artifacts)
         if published is not None:
-            published.extend(artifacts)
+            published.append(artifacts)
     seq += len(outputs)
     node = tx.node(task.node_index)
     if (node.generation == task.generation and node.state is NodeState.LAUNCHED
@@ -509,7 +519,7 @@ def _follow_through(tx: RunTransaction, transition: Transition, facts: tuple[Nod
 
 def _follow_facts(tx: RunTransaction, task_id: str, transition: Transition,
                   children: Sequence[int], parents: Sequence[Sequence[int]],
-                  published: list[Artifact]) -> tuple[NodeFacts, ...]:
+                  published: list[Sequence[Artifact]]) -> tuple[NodeFacts, ...]:
     """The facts of the one node ``transition`` readied and of its only parent, the node of
     ``task_id``, when that node had one task (whose outputs are ``published``); else ()."""
     if not transition.applied or len(transition.ready) != 1 or transition.run_state is not None:
@@ -523,7 +533,9 @@ def _follow_facts(tx: RunTransaction, task_id: str, transition: Transition,
     parent = tx.node(task.node_index)
     if parent.total_tasks != 1 or parent.state is not NodeState.COMPLETED:
         return ()
-    return NodeFacts(tx.node(ready)), NodeFacts(parent, tuple(published))
+    artifacts = published[0] if published else ()
+    return NodeFacts(tx.node(ready)), NodeFacts(parent, artifacts if isinstance(
+        artifacts, PublishedView) else tuple(artifacts))
 
 
 def _current(task: TaskRecord, attempt_id: str) -> bool:
