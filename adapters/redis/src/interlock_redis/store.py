@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import functools
 import json
-from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Sequence
 from typing import Any, ParamSpec, TypeVar
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -33,16 +33,29 @@ from interlock.records import (
     TaskRecord,
     Transition,
 )
-from interlock.states import IllegalTransition, NodeState, RunState, TaskState
+from interlock.states import NodeState, RunState, TaskState
 from interlock_redis.codec import (
     decode_jmap,
     dumps,
     encode_jmap,
-    task_parts,
     task_record,
     task_records,
 )
 from interlock_redis.keys import Keys
+from interlock_redis.replies import (
+    checked,
+    decode_facts,
+    decode_node,
+    decode_outcome,
+    decode_run,
+    decode_task_replies,
+    decode_task_reply,
+    decode_transition,
+    index_args,
+    launch_args,
+    opt_arg,
+    output_args,
+)
 from interlock_redis.scripts import STORE_SCRIPTS, Arg, Scripts, lua_source, text
 
 __all__ = ["RedisStore", "RedisUnavailable", "decode_jmap", "dumps", "encode_jmap", "from_url",
@@ -78,24 +91,6 @@ def _reachable(method: Callable[P, R]) -> Callable[P, R]:
     return wrapper
 
 _UNFINISHED = frozenset({TaskState.QUEUED, TaskState.RUNNING, TaskState.WAITING})
-_ENUMS: Mapping[str, Any] = {"run": RunState, "node": NodeState, "task": TaskState}
-
-
-def _node(raw: str | bytes) -> NodeRecord:
-    return NodeRecord.from_dict(decode_jmap(raw))
-
-
-def _run(pairs: Mapping[Any, Any]) -> RunRecord:
-    return RunRecord.from_dict({text(k): json.loads(v) for k, v in pairs.items()})
-
-
-def _opt(value: Any) -> str:
-    """JSON text of an optional enum/value passed to a script, '' for None."""
-    if value is None:
-        return ""
-    return dumps(value.value if hasattr(value, "value") else value)
-
-
 class RedisStore:
     """Durable, multi-process :class:`~interlock.protocols.DagStore` on Redis (>= 6.2).
 
@@ -127,7 +122,7 @@ class RedisStore:
     @_reachable
     def get_run(self, run_id: str) -> RunRecord | None:
         pairs = self.client.hgetall(self.keys.run(run_id))
-        return _run(pairs) if pairs else None
+        return decode_run(pairs) if pairs else None
 
     @_reachable
     def get_nodes(self, run_id: str, indices: Sequence[int] | None = None) -> list[NodeRecord]:
@@ -140,7 +135,7 @@ class RedisStore:
                 return []
             raws = [raw for raw in self.client.hmget(key, [str(i) for i in wanted])
                     if raw is not None]
-        return sorted((_node(raw) for raw in raws), key=lambda n: n.index)
+        return sorted((decode_node(raw) for raw in raws), key=lambda n: n.index)
 
     @_reachable
     def get_task(self, run_id: str, task_id: str) -> TaskRecord | None:
@@ -277,7 +272,7 @@ class RedisStore:
     # ---- mutations -----------------------------------------------------------------------
 
     def _call(self, name: str, run_id: str, args: Sequence[Arg]) -> Any:
-        return _checked(self.scripts.call(name, self.keys.run_keys(run_id), args), run_id)
+        return checked(self.scripts.call(name, self.keys.run_keys(run_id), args), run_id)
 
     def _call_leased(self, name: str, run_id: str, args: Sequence[Arg]) -> Any:
         """The script, then SADD of the run to the namespace's leased-runs set, pipelined in
@@ -288,7 +283,7 @@ class RedisStore:
             self.scripts.queue(pipe, name, keys, args)
             pipe.sadd(self.keys.leased_runs, run_id)
 
-        return _checked(self.scripts.pipeline(build)[0], run_id)
+        return checked(self.scripts.pipeline(build)[0], run_id)
 
     @_reachable
     def create_run(self, run: RunRecord, nodes: Sequence[NodeRecord]) -> tuple[RunRecord, bool]:
@@ -302,7 +297,7 @@ class RedisStore:
         if int(reply[0]) == 1:
             return run, True
         stored = reply[1:]
-        return _run(dict(zip(stored[::2], stored[1::2], strict=True))), False
+        return decode_run(dict(zip(stored[::2], stored[1::2], strict=True))), False
 
     @_reachable
     def launch_node(
@@ -314,12 +309,12 @@ class RedisStore:
         total_tasks: int,
         now: float,
     ) -> Outcome:
-        triples, leased = _launch_triples(tasks)
+        triples, leased = launch_args(tasks)
         args: list[Arg] = [str(node_index), str(generation), str(total_tasks), dumps(now),
                            *triples]
         if not leased:
-            return _outcome(self._call("launch_node", run_id, args))
-        return _outcome(self._call_leased("launch_node", run_id, args))
+            return decode_outcome(self._call("launch_node", run_id, args))
+        return decode_outcome(self._call_leased("launch_node", run_id, args))
 
     @_reachable
     def launch_and_claim(
@@ -335,7 +330,7 @@ class RedisStore:
         """[launch.claim] ``launch_and_claim.lua``: one round trip (the leased-runs SADD rides
         in the same pipeline, after the script, as for ``claim_task``)."""
         task_id, attempt_id, worker, lease_until = claim
-        triples, leased = _launch_triples(tasks)
+        triples, leased = launch_args(tasks)
         args: list[Arg] = [str(node_index), str(generation), str(total_tasks), dumps(now),
                            task_id, dumps(attempt_id), dumps(worker), dumps(lease_until),
                            *triples]
@@ -343,8 +338,8 @@ class RedisStore:
                  if leased or lease_until is not None
                  else self._call("launch_and_claim", run_id, args))
         if len(reply) == 1:
-            return _outcome(reply[0]), ("stale", None)
-        return _outcome(reply[0]), _task_reply(reply[1:])
+            return decode_outcome(reply[0]), ("stale", None)
+        return decode_outcome(reply[0]), decode_task_reply(reply[1:])
 
     @_reachable
     def settle_node(
@@ -359,8 +354,8 @@ class RedisStore:
         now: float,
     ) -> Transition:
         args: list[Arg] = [str(node_index), str(generation), dumps(state.value), dumps(reason),
-                           _opt(fail_run), dumps(now), *_indices(children)]
-        return _transition(self._call("settle_node", run_id, args))
+                           opt_arg(fail_run), dumps(now), *index_args(children)]
+        return decode_transition(self._call("settle_node", run_id, args))
 
     @_reachable
     def claim_task(
@@ -380,7 +375,7 @@ class RedisStore:
             # the run joins the namespace's leased-runs set after its lease exists (same
             # pipeline, same round trip): list_expired can always find it
             reply = self._call_leased("claim_task", run_id, args)
-        return _task_reply(reply)
+        return decode_task_reply(reply)
 
     @_reachable
     def claim_tasks(
@@ -400,7 +395,7 @@ class RedisStore:
             replies = self._call("claim_tasks", run_id, args)
         else:
             replies = self._call_leased("claim_tasks", run_id, args)
-        return _task_replies(replies)
+        return decode_task_replies(replies)
 
     @_reachable
     def heartbeat(self, run_id: str, task_id: str, attempt_id: str, lease_until: float) -> bool:
@@ -418,8 +413,8 @@ class RedisStore:
         now: float,
     ) -> Transition:
         args: list[Arg] = [task_id, dumps(attempt_id), dumps(now), len(outputs),
-                           *_output_args(outputs), *_indices(children)]
-        return _transition(self._call("complete_task", run_id, args))
+                           *output_args(outputs), *index_args(children)]
+        return decode_transition(self._call("complete_task", run_id, args))
 
     @_reachable
     def complete_task_prefetch(
@@ -434,11 +429,11 @@ class RedisStore:
     ) -> tuple[Transition, list[NodeFacts]]:
         """[complete.prefetch] One script: the completion and the facts of what it readied."""
         args: list[Arg] = [task_id, dumps(attempt_id), dumps(now), len(outputs),
-                           *_output_args(outputs), len(children)]
+                           *output_args(outputs), len(children)]
         for child, child_parents in zip(children, parents, strict=True):
-            args += [child, len(child_parents), *_indices(child_parents)]
+            args += [child, len(child_parents), *index_args(child_parents)]
         reply, flat = self._call("complete_task_prefetch", run_id, args)
-        return _transition(reply), _facts(flat)
+        return decode_transition(reply), decode_facts(flat)
 
     @_reachable
     def complete_tasks(
@@ -449,8 +444,8 @@ class RedisStore:
         args: list[Arg] = [dumps(now), len(items)]
         for item in items:
             args += [item.task_id, dumps(item.attempt_id), len(item.outputs), len(item.children),
-                     *_output_args(item.outputs), *_indices(item.children)]
-        return [_transition(reply) for reply in self._call("complete_tasks", run_id, args)]
+                     *output_args(item.outputs), *index_args(item.children)]
+        return [decode_transition(reply) for reply in self._call("complete_tasks", run_id, args)]
 
     @_reachable
     def fail_task(
@@ -466,29 +461,29 @@ class RedisStore:
         now: float,
     ) -> Transition:
         reason = f"task {task_id} {final_state.value}: {error}"
-        args: list[Arg] = [task_id, dumps(attempt_id), dumps(error), _opt(retry_at),
-                           dumps(final_state.value), _opt(fail_run), dumps(reason), dumps(now),
-                           *_indices(children)]
-        return _transition(self._call("fail_task", run_id, args))
+        args: list[Arg] = [task_id, dumps(attempt_id), dumps(error), opt_arg(retry_at),
+                           dumps(final_state.value), opt_arg(fail_run), dumps(reason), dumps(now),
+                           *index_args(children)]
+        return decode_transition(self._call("fail_task", run_id, args))
 
     @_reachable
     def suspend_task(
         self, run_id: str, task_id: str, attempt_id: str, reason: str, now: float
     ) -> Outcome:
         args: list[Arg] = [task_id, dumps(attempt_id), dumps(reason or None), dumps(now)]
-        return _outcome(self._call("suspend_task", run_id, args))
+        return decode_outcome(self._call("suspend_task", run_id, args))
 
     @_reachable
     def resume_task(
         self, run_id: str, task_id: str, payload: object, now: float
     ) -> tuple[Outcome, TaskRecord | None]:
         args: list[Arg] = [task_id, dumps(payload), dumps(now)]
-        return _task_reply(self._call("resume_task", run_id, args))
+        return decode_task_reply(self._call("resume_task", run_id, args))
 
     @_reachable
     def cancel_run(self, run_id: str, reason: str, now: float) -> Transition:
         args: list[Arg] = [dumps(reason), dumps(now)]
-        return _transition(self._call("cancel_run", run_id, args))
+        return decode_transition(self._call("cancel_run", run_id, args))
 
     @_reachable
     def reopen_run(
@@ -497,91 +492,7 @@ class RedisStore:
         args: list[Arg] = [str(expected_retries), dumps(now)]
         for node in nodes:
             args += [str(node.index), encode_jmap(node.to_dict())]
-        return _outcome(self._call("reopen_run", run_id, args))
-
-
-# ---- reply decoding ------------------------------------------------------------------------
-
-
-def _indices(children: Iterable[int]) -> list[Arg]:
-    return [str(int(i)) for i in children]
-
-
-def _checked(reply: Any, run_id: str) -> Any:
-    """Raise for the scripts' error replies ({'illegal', ...}, {'nonode', index})."""
-    if isinstance(reply, list) and reply:
-        tag = text(reply[0]) if isinstance(reply[0], bytes | str) else None
-        if tag == "illegal":
-            kind, source, target, what = (text(x) for x in reply[1:5])
-            enum = _ENUMS[kind]
-            raise IllegalTransition(kind, enum(source), enum(target), what)
-        if tag == "nonode":
-            raise UsageError(f"run {run_id!r} has no node {text(reply[1])}")
-    return reply
-
-
-def _outcome(reply: Any) -> Outcome:
-    value = text(reply)
-    if value not in ("applied", "duplicate", "stale"):  # pragma: no cover - script bug
-        raise RuntimeError(f"unexpected script reply {reply!r}")
-    return value  # type: ignore[return-value]
-
-
-def _output_args(outputs: Sequence[NewArtifact]) -> list[Arg]:
-    """Per output: its id (JSON text) and the members after "artifact_id" ('"fields":...,
-    "data":...'); the completion scripts add node, generation, task, seq and origin."""
-    args: list[Arg] = []
-    for output in outputs:
-        body = dumps({"fields": output.fields, "data": output.data})
-        args += [dumps(output.artifact_id), body[1:-1]]
-    return args
-
-
-def _facts(flat: Sequence[Any]) -> list[NodeFacts]:
-    """Decode complete_task_prefetch.lua's flat facts list."""
-    facts: list[NodeFacts] = []
-    i = 0
-    while i < len(flat):
-        node = _node(flat[i + 1])
-        count = int(flat[i + 2])
-        arts = tuple(Artifact.from_dict(json.loads(raw)) for raw in flat[i + 3:i + 3 + count])
-        facts.append(NodeFacts(node, arts))
-        i += 3 + count
-    return facts
-
-
-def _transition(reply: Any) -> Transition:
-    outcome = _outcome(reply[0])
-    state = text(reply[1]) if len(reply) > 1 else ""
-    run_state = RunState(json.loads(state)) if state else None
-    return Transition(outcome, tuple(int(i) for i in reply[2:]), run_state)
-
-
-def _launch_triples(tasks: Sequence[TaskRecord]) -> tuple[list[Arg], bool]:
-    """The (task id, jmap without plan, plan JSON) triples of a launch's ARGV, and whether any
-    task is written RUNNING with a lease (the run must then join the leased-runs set)."""
-    args: list[Arg] = []
-    leased = False
-    for task in tasks:
-        head, plan = task_parts(task)
-        args += [task.task_id, head, plan]
-        leased = leased or (task.state is TaskState.RUNNING and task.lease_until is not None)
-    return args, leased
-
-
-def _task_replies(replies: Sequence[Any]) -> list[tuple[Outcome, TaskRecord | None]]:
-    """``_task_reply`` of each reply (claim_tasks.lua's), the records decoded together."""
-    records = iter(task_records([(reply[1], reply[2] if len(reply) > 2 else None)
-                                 for reply in replies if len(reply) >= 2]))
-    return [(_outcome(reply[0]), next(records) if len(reply) >= 2 else None)
-            for reply in replies]
-
-
-def _task_reply(reply: Any) -> tuple[Outcome, TaskRecord | None]:
-    outcome = _outcome(reply[0])
-    if len(reply) < 2:
-        return outcome, None
-    return outcome, task_record(reply[1], reply[2] if len(reply) > 2 else None)
+        return decode_outcome(self._call("reopen_run", run_id, args))
 
 
 # ---- URLs ------------------------------------------------------------------------------------
