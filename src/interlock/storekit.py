@@ -12,10 +12,11 @@ from __future__ import annotations
 import abc
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager
-from typing import Any, Protocol, TypeVar
+from typing import Protocol
 
-import attrs
-
+from interlock._evolve import evolve_node as _evolve_node
+from interlock._evolve import evolve_run as _evolve_run
+from interlock._evolve import evolve_task as _evolve_task
 from interlock.protocols import ClaimRequest
 from interlock.records import (
     Artifact,
@@ -38,37 +39,6 @@ _UNFINISHED = (TaskState.QUEUED, TaskState.RUNNING, TaskState.WAITING)
 _STALE = Transition("stale")
 _APPLIED = Transition("applied")  # records are frozen: one shared value for the common result
 
-_R = TypeVar("_R", RunRecord, NodeRecord, TaskRecord)
-_KEEP: Any = object()
-
-
-def _make_evolver(cls: type[_R]) -> Callable[..., _R]:
-    """Compile ``evolve(record, *, field=..., ...)`` for one record class: ``attrs.evolve``
-    without its per-call walk over ``attrs.fields`` (a ``getattr`` and a keyword argument per
-    field), about 3x faster — and a task cycle rebuilds six to eight records. The constructor
-    is called positionally (every field is a plain ``init`` argument without an alias, in
-    declaration order); unknown names raise TypeError, as with ``attrs.evolve``. A subclass
-    instance goes through ``attrs.evolve``. Generated code, as attrs generates ``__init__``."""
-    names = tuple(a.name for a in attrs.fields(cls))
-    assert not {"record", "cls", "_KEEP", "attrs"} & set(names)
-    params = ", ".join(f"{n}=_KEEP" for n in names)
-    args = ", ".join(f"record.{n} if {n} is _KEEP else {n}" for n in names)
-    changed = ", ".join(f"{n!r}: {n}" for n in names)
-    source = (f"def evolve(record, *, {params}):\n"
-              f"    if type(record) is not cls:\n"
-              f"        changes = {{{changed}}}\n"
-              f"        return attrs.evolve(record, **{{k: v for k, v in changes.items()\n"
-              f"                                       if v is not _KEEP}})\n"
-              f"    return cls({args})\n")
-    namespace: dict[str, Any] = {"cls": cls, "_KEEP": _KEEP, "attrs": attrs}
-    exec(compile(source, f"<interlock.storekit evolve {cls.__name__}>", "exec"), namespace)
-    evolve: Callable[..., _R] = namespace["evolve"]
-    return evolve
-
-
-_evolve_run = _make_evolver(RunRecord)
-_evolve_node = _make_evolver(NodeRecord)
-_evolve_task = _make_evolver(TaskRecord)
 
 
 class RunTransaction(Protocol):
@@ -125,6 +95,13 @@ class TransactionalDagStore(abc.ABC):
         Must serialise with every other transaction on the same run, commit on normal exit and
         roll back when the block raises.
         """
+
+    def _task_transaction(self, run_id: str, task_id: str
+                          ) -> AbstractContextManager[RunTransaction | None]:
+        """:meth:`transaction` for a step whose first read is ``tx.task(task_id)``: a store
+        may read the run, the task and its node at once (SQLite: one statement, not three).
+        Same contract as :meth:`transaction`; by default it is :meth:`transaction`."""
+        return self.transaction(run_id)
 
     # ---- launch / settle ------------------------------------------------------------------
 
@@ -202,7 +179,7 @@ class TransactionalDagStore(abc.ABC):
         lease_until: float | None,
         now: float,
     ) -> tuple[Outcome, TaskRecord | None]:
-        with self.transaction(run_id) as tx:
+        with self._task_transaction(run_id, task_id) as tx:
             if tx is None:
                 return "stale", None
             return _claim(tx, task_id, attempt_id, worker, lease_until, now)
@@ -225,7 +202,7 @@ class TransactionalDagStore(abc.ABC):
                     for task_id, attempt_id in claims]
 
     def heartbeat(self, run_id: str, task_id: str, attempt_id: str, lease_until: float) -> bool:
-        with self.transaction(run_id) as tx:
+        with self._task_transaction(run_id, task_id) as tx:
             task = None if tx is None else tx.task(task_id)
             if tx is None or task is None or not _current(task, attempt_id):
                 return False
@@ -241,7 +218,7 @@ class TransactionalDagStore(abc.ABC):
         children: Sequence[int],
         now: float,
     ) -> Transition:
-        with self.transaction(run_id) as tx:
+        with self._task_transaction(run_id, task_id) as tx:
             if tx is None:
                 return _STALE
             return _complete(tx, task_id, attempt_id, outputs, children, now)
@@ -261,7 +238,7 @@ class TransactionalDagStore(abc.ABC):
         ``follow`` inside the same transaction. Facts are offered when the completion readied
         exactly one node whose only parent is the completed node, and that node had one task
         (its artifacts are then exactly this completion's outputs: no read needed)."""
-        with self.transaction(run_id) as tx:
+        with self._task_transaction(run_id, task_id) as tx:
             if tx is None:
                 return Followed(_STALE)
             published: list[Artifact] = []
@@ -296,7 +273,7 @@ class TransactionalDagStore(abc.ABC):
         fail_run: RunState | None,
         now: float,
     ) -> Transition:
-        with self.transaction(run_id) as tx:
+        with self._task_transaction(run_id, task_id) as tx:
             task = None if tx is None else tx.task(task_id)
             if tx is None or task is None:
                 return _STALE
@@ -330,7 +307,7 @@ class TransactionalDagStore(abc.ABC):
     def suspend_task(
         self, run_id: str, task_id: str, attempt_id: str, reason: str, now: float
     ) -> Outcome:
-        with self.transaction(run_id) as tx:
+        with self._task_transaction(run_id, task_id) as tx:
             task = None if tx is None else tx.task(task_id)
             if tx is None or task is None:
                 return "stale"
@@ -346,7 +323,7 @@ class TransactionalDagStore(abc.ABC):
     def resume_task(
         self, run_id: str, task_id: str, payload: object, now: float
     ) -> tuple[Outcome, TaskRecord | None]:
-        with self.transaction(run_id) as tx:
+        with self._task_transaction(run_id, task_id) as tx:
             task = None if tx is None else tx.task(task_id)
             if tx is None or task is None:
                 return "stale", None
@@ -415,6 +392,8 @@ def _launch(tx: RunTransaction, node_index: int, generation: int,
         outcome = "duplicate"
     else:
         return "stale"
+    if outcome == "duplicate":  # a later batch (or a repeat): which tasks exist, in one read
+        _preload(tx, [task.task_id for task in tasks])
     for task in tasks:
         if outcome == "applied" or tx.task(task.task_id) is None:
             tx.put_task(task)
