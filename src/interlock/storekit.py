@@ -38,6 +38,7 @@ __all__ = ["RunTransaction", "TransactionalDagStore"]
 _UNFINISHED = (TaskState.QUEUED, TaskState.RUNNING, TaskState.WAITING)
 _STALE = Transition("stale")
 _APPLIED = Transition("applied")  # records are frozen: one shared value for the common result
+_FACTS_LIMIT = 1_000  # artifacts a completion step may read to hand its follow-up facts
 
 
 
@@ -236,8 +237,8 @@ class TransactionalDagStore(abc.ABC):
     ) -> Followed:
         """[complete.follow] ``complete_task``, and the follow-up launch (+ claim) planned by
         ``follow`` inside the same transaction. Facts are offered when the completion readied
-        exactly one node whose only parent is the completed node, and that node had one task
-        (its artifacts are then exactly this completion's outputs: no read needed)."""
+        exactly one node: a one-task completed node's artifacts are this completion's outputs;
+        other parents' are read in the transaction when it can (see :func:`_follow_facts`)."""
         with self._task_transaction(run_id, task_id) as tx:
             if tx is None:
                 return Followed(_STALE)
@@ -489,20 +490,32 @@ def _follow_through(tx: RunTransaction, transition: Transition, facts: tuple[Nod
 def _follow_facts(tx: RunTransaction, task_id: str, transition: Transition,
                   children: Sequence[int], parents: Sequence[Sequence[int]],
                   published: list[Artifact]) -> tuple[NodeFacts, ...]:
-    """The facts of the one node ``transition`` readied and of its only parent, the node of
-    ``task_id``, when that node had one task (whose outputs are ``published``); else ()."""
+    """The facts of the one node ``transition`` readied and of its parents, or (): the
+    completed node's artifacts are ``published`` when it had one task; any other completed
+    parent's are read in the step when the transaction can (an optional ``artifacts(index,
+    generation, limit)`` method, None past ``limit``), up to :data:`_FACTS_LIMIT` in all."""
     if not transition.applied or len(transition.ready) != 1 or transition.run_state is not None:
         return ()
     ready = transition.ready[0]
     task = tx.task(task_id)
     if task is None or ready not in children:
         return ()
-    if tuple(parents[list(children).index(ready)]) != (task.node_index,):
-        return ()
-    parent = tx.node(task.node_index)
-    if parent.total_tasks != 1 or parent.state is not NodeState.COMPLETED:
-        return ()
-    return NodeFacts(tx.node(ready)), NodeFacts(parent, tuple(published))
+    read = getattr(tx, "artifacts", None)
+    facts = [NodeFacts(tx.node(ready))]
+    budget = _FACTS_LIMIT
+    for index in parents[list(children).index(ready)]:
+        parent = tx.node(index)
+        if parent.state is not NodeState.COMPLETED:
+            facts.append(NodeFacts(parent))
+            continue
+        artifacts: Sequence[Artifact] | None = published
+        if index != task.node_index or parent.total_tasks != 1:
+            artifacts = None if read is None else read(index, parent.generation, budget)
+        if artifacts is None:
+            return ()
+        budget -= len(artifacts)
+        facts.append(NodeFacts(parent, tuple(artifacts)))
+    return tuple(facts)
 
 
 def _current(task: TaskRecord, attempt_id: str) -> bool:

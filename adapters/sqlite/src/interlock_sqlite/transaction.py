@@ -140,6 +140,16 @@ class SqliteRunTransaction:
 
     # ---- artifacts and run -----------------------------------------------------------------------
 
+    def artifacts(self, node_index: int, generation: int, limit: int) -> list[Artifact] | None:
+        """The artifacts of ``node_index`` in ``generation`` by ``seq`` (stored, then added in
+        this step), or None when there are more than ``limit``."""
+        rows = self._conn.execute(codec.SELECT_ARTIFACTS + " LIMIT ?",
+                                  (self._run_id, node_index, generation, limit + 1)).fetchall()
+        out = [codec.decode_artifact(row) for row in rows]
+        out += [a for a in self._artifacts
+                if a.node_index == node_index and a.generation == generation]
+        return out if len(out) <= limit else None
+
     def add_artifacts(self, artifacts: Sequence[Artifact]) -> None:
         self._artifacts.extend(artifacts)
 
