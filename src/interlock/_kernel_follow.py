@@ -6,11 +6,10 @@ step. Mixed into :class:`interlock.kernel.Kernel` with
 from __future__ import annotations
 
 import logging
-import uuid
 from collections.abc import Callable, Sequence
 
 from interlock._kernel_launch import Hold, LaunchMixin, RunContext
-from interlock._kernel_support import task_records
+from interlock._kernel_support import new_id, task_records
 from interlock.graph import Topology
 from interlock.planning import Launch, Upstream, plan_node
 from interlock.protocols import ClaimRequest
@@ -58,7 +57,7 @@ class FollowMixin(LaunchMixin):
                           task.not_before)
             if hold.takes(ref, now):
                 lease_until = now + self._lease(topology, ref.task_id)
-                return ref, (ref.task_id, uuid.uuid4().hex, hold.worker, lease_until)
+                return ref, (ref.task_id, new_id(), hold.worker, lease_until)
         return None
 
     def _release(self, hold: Hold) -> None:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 import threading
 import time
-import uuid
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
@@ -25,6 +24,7 @@ from interlock._kernel_support import (
     error_text,
     json_object,
     json_value,
+    new_id,
     outputs_to_artifacts,
 )
 from interlock.errors import ConflictError, LimitExceeded, UsageError
@@ -115,7 +115,7 @@ class Kernel(ContextMixin, FollowMixin):
         """
         topology = validate(pipeline, self.plugins)
         run_input = json_object(input or {}, "input")
-        run_id = run_id or uuid.uuid4().hex
+        run_id = run_id or new_id()
         now = self.clock.now()
         snapshot = topology.pipeline.to_dict()
         run = RunRecord(run_id, snapshot, run_input, RunState.RUNNING, len(topology.slugs),
@@ -200,7 +200,7 @@ class Kernel(ContextMixin, FollowMixin):
         won, the run is over, or the task is not due yet. Repeating with the same
         ``attempt_id`` returns the same claim."""
         context = self._context(run_id)
-        attempt_id = attempt_id or uuid.uuid4().hex
+        attempt_id = attempt_id or new_id()
         now = self.clock.now()
         lease_until = now + self._lease(context.topology, task_id)
         outcome, task = self.store.claim_task(run_id, task_id, attempt_id, worker, lease_until,
@@ -217,7 +217,7 @@ class Kernel(ContextMixin, FollowMixin):
         context = self._context(run_id)
         topology = context.topology
         leases = [self._lease(topology, t) for t in task_ids]
-        pairs = [(task_id, uuid.uuid4().hex) for task_id in task_ids]
+        pairs = [(task_id, new_id()) for task_id in task_ids]
         now = self.clock.now()
         lease_until = now + min(leases, default=self.lease_seconds)
         if self._batched:
