@@ -490,17 +490,18 @@ def _follow_through(tx: RunTransaction, transition: Transition, facts: tuple[Nod
 def _follow_facts(tx: RunTransaction, task_id: str, transition: Transition,
                   children: Sequence[int], parents: Sequence[Sequence[int]],
                   published: list[Artifact]) -> tuple[NodeFacts, ...]:
-    """The facts of the one node ``transition`` readied and of its parents, or (): the
-    completed node's artifacts are ``published`` when it had one task; any other completed
-    parent's are read in the step when the transaction can (an optional ``artifacts(index,
-    generation, limit)`` method, None past ``limit``), up to :data:`_FACTS_LIMIT` in all."""
+    """The facts of the one node ``transition`` readied and of its parents, or (). The node of
+    ``task_id`` published ``published`` in this step; the artifacts its other tasks and the
+    other completed parents published before are read in the step when the transaction can
+    (an optional ``stored_artifacts(index, generation, limit)``, None past ``limit``), up to
+    :data:`_FACTS_LIMIT` artifacts in all."""
     if not transition.applied or len(transition.ready) != 1 or transition.run_state is not None:
         return ()
     ready = transition.ready[0]
     task = tx.task(task_id)
     if task is None or ready not in children:
         return ()
-    read = getattr(tx, "artifacts", None)
+    read = getattr(tx, "stored_artifacts", None)
     facts = [NodeFacts(tx.node(ready))]
     budget = _FACTS_LIMIT
     for index in parents[list(children).index(ready)]:
@@ -508,13 +509,17 @@ def _follow_facts(tx: RunTransaction, task_id: str, transition: Transition,
         if parent.state is not NodeState.COMPLETED:
             facts.append(NodeFacts(parent))
             continue
-        artifacts: Sequence[Artifact] | None = published
-        if index != task.node_index or parent.total_tasks != 1:
-            artifacts = None if read is None else read(index, parent.generation, budget)
-        if artifacts is None:
+        mine = index == task.node_index
+        own = published if mine else []
+        stored: list[Artifact] | None = []
+        if not mine or parent.total_tasks != 1:
+            stored = None if read is None else read(index, parent.generation,
+                                                    budget - len(own))
+        if stored is None:
             return ()
+        artifacts = (*stored, *own)
         budget -= len(artifacts)
-        facts.append(NodeFacts(parent, tuple(artifacts)))
+        facts.append(NodeFacts(parent, artifacts))
     return tuple(facts)
 
 

@@ -140,15 +140,14 @@ class SqliteRunTransaction:
 
     # ---- artifacts and run -----------------------------------------------------------------------
 
-    def artifacts(self, node_index: int, generation: int, limit: int) -> list[Artifact] | None:
-        """The artifacts of ``node_index`` in ``generation`` by ``seq`` (stored, then added in
-        this step), or None when there are more than ``limit``."""
+    def stored_artifacts(self, node_index: int, generation: int, limit: int
+                         ) -> list[Artifact] | None:
+        """The artifacts of ``node_index`` in ``generation`` committed before this step, by
+        ``seq``, or None when there are more than ``limit``."""
         rows = self._conn.execute(codec.SELECT_ARTIFACTS + " LIMIT ?",
-                                  (self._run_id, node_index, generation, limit + 1)).fetchall()
-        out = [codec.decode_artifact(row) for row in rows]
-        out += [a for a in self._artifacts
-                if a.node_index == node_index and a.generation == generation]
-        return out if len(out) <= limit else None
+                                  (self._run_id, node_index, generation,
+                                   max(limit, -1) + 1)).fetchall()
+        return [codec.decode_artifact(row) for row in rows] if len(rows) <= limit else None
 
     def add_artifacts(self, artifacts: Sequence[Artifact]) -> None:
         self._artifacts.extend(artifacts)
@@ -176,13 +175,10 @@ class SqliteRunTransaction:
             _write(conn, codec.UPSERT_TASK, inserts)
         if updates:
             _write(conn, codec.UPDATE_TASK_STATE, updates)
-        artifacts = self._artifacts
-        if len(artifacts) == 1:
-            conn.execute(codec.INSERT_ARTIFACT, codec.artifact_params(run_id, artifacts[0]))
-        elif artifacts:
+        if self._artifacts:
             # a generator: a completion with many outputs never holds every row at once
             conn.executemany(codec.INSERT_ARTIFACT, (codec.artifact_params(run_id, a)
-                                                     for a in artifacts))
+                                                     for a in self._artifacts))
         run = self._put_run
         if run is not None:
             conn.execute(codec.UPDATE_RUN_STATE, codec.run_state_params(run))
