@@ -99,9 +99,8 @@ class TransactionalDagStore(abc.ABC):
 
     def _task_transaction(self, run_id: str, task_id: str
                           ) -> AbstractContextManager[RunTransaction | None]:
-        """:meth:`transaction` for a step whose first read is ``tx.task(task_id)``: a store
-        may read the run, the task and its node at once (SQLite: one statement, not three).
-        Same contract as :meth:`transaction`; by default it is :meth:`transaction`."""
+        """:meth:`transaction` of a step that reads ``tx.task(task_id)`` first (a store may read
+        the run, the task and its node at once); by default :meth:`transaction` itself."""
         return self.transaction(run_id)
 
     # ---- launch / settle ------------------------------------------------------------------
@@ -236,9 +235,8 @@ class TransactionalDagStore(abc.ABC):
         follow: Callable[[Sequence[NodeFacts]], FollowUp | None],
     ) -> Followed:
         """[complete.follow] ``complete_task``, and the follow-up launch (+ claim) planned by
-        ``follow`` inside the same transaction. Facts are offered when the completion readied
-        exactly one node: a one-task completed node's artifacts are this completion's outputs;
-        other parents' are read in the transaction when it can (see :func:`_follow_facts`)."""
+        ``follow`` inside the same transaction, when the completion readied exactly one node
+        whose facts the transaction can give (see :func:`_follow_facts`)."""
         with self._task_transaction(run_id, task_id) as tx:
             if tx is None:
                 return Followed(_STALE)
@@ -490,11 +488,9 @@ def _follow_through(tx: RunTransaction, transition: Transition, facts: tuple[Nod
 def _follow_facts(tx: RunTransaction, task_id: str, transition: Transition,
                   children: Sequence[int], parents: Sequence[Sequence[int]],
                   published: list[Artifact]) -> tuple[NodeFacts, ...]:
-    """The facts of the one node ``transition`` readied and of its parents, or (). The node of
-    ``task_id`` published ``published`` in this step; the artifacts its other tasks and the
-    other completed parents published before are read in the step when the transaction can
-    (an optional ``stored_artifacts(index, generation, limit)``, None past ``limit``), up to
-    :data:`_FACTS_LIMIT` artifacts in all."""
+    """The facts of the one node ``transition`` readied and of its parents, or (): besides
+    ``published`` (by ``task_id``, in this step), parents' artifacts are read in the step by an
+    optional ``tx.stored_artifacts(index, generation, limit)`` (None past ``limit``)."""
     if not transition.applied or len(transition.ready) != 1 or transition.run_state is not None:
         return ()
     ready = transition.ready[0]
