@@ -40,12 +40,12 @@ class SqliteRunTransaction:
         self._on_static_change = on_static_change
         self._put_run: RunRecord | None = None
         self._nodes: dict[int, NodeRecord] = {}  # current view: as read, then as written
+        self._node_row: Sequence[Any] | None = None  # a node read with the task, not decoded yet
         self._dirty_nodes: set[int] = set()
         self._all_nodes = False
         self._stored: dict[str, TaskRecord | None] = {}  # as stored at BEGIN (None: absent)
         self._written: dict[str, TaskRecord] = {}
         self._artifacts: list[Artifact] = []
-        self._node_row: Sequence[Any] | None = None  # a node read with the task, not decoded yet
 
     # ---- nodes -------------------------------------------------------------------------------
 
@@ -140,6 +140,12 @@ class SqliteRunTransaction:
 
     # ---- artifacts and run -----------------------------------------------------------------------
 
+    def add_artifacts(self, artifacts: Sequence[Artifact]) -> None:
+        self._artifacts.extend(artifacts)
+
+    def put_run(self, run: RunRecord) -> None:
+        self.run = self._put_run = run
+
     def stored_artifacts(self, node_index: int, generation: int, limit: int
                          ) -> list[Artifact] | None:
         """The artifacts of ``node_index`` in ``generation`` committed before this step, by
@@ -148,12 +154,6 @@ class SqliteRunTransaction:
                                   (self._run_id, node_index, generation,
                                    max(limit, -1) + 1)).fetchall()
         return [codec.decode_artifact(row) for row in rows] if len(rows) <= limit else None
-
-    def add_artifacts(self, artifacts: Sequence[Artifact]) -> None:
-        self._artifacts.extend(artifacts)
-
-    def put_run(self, run: RunRecord) -> None:
-        self.run = self._put_run = run
 
     # ---- commit ------------------------------------------------------------------------------
 
