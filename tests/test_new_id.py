@@ -6,7 +6,7 @@ import re
 
 from support import Harness
 
-from interlock._kernel_support import new_id
+from interlock._ids import new_id
 
 
 def test_ids_are_32_hex_digits_and_fresh() -> None:

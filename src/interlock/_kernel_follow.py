@@ -8,8 +8,9 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 
+from interlock._ids import new_id
 from interlock._kernel_launch import Hold, LaunchMixin, RunContext
-from interlock._kernel_support import new_id, task_records
+from interlock._kernel_support import task_records
 from interlock.graph import Topology
 from interlock.planning import Launch, Upstream, plan_node
 from interlock.protocols import ClaimRequest

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -17,19 +16,11 @@ from interlock.records import NewArtifact, NodeRecord, TaskRecord
 from interlock.states import TaskState
 from interlock.values import _OUTPUT_KEYS, Output
 
-__all__ = ["error_text", "json_object", "json_value", "new_id", "outputs_to_artifacts",
-           "task_records"]
+__all__ = ["error_text", "json_object", "json_value", "outputs_to_artifacts", "task_records"]
 
 # One encoder for every call: json.dumps with non-default options builds a JSONEncoder per
 # call. ``encode`` keeps no state between calls, so sharing it across threads is safe.
 _ENCODER = json.JSONEncoder(separators=(",", ":"), allow_nan=False)
-
-
-def new_id() -> str:
-    """A fresh random id (run and attempt ids): 32 lowercase hex digits of 128 random bits,
-    the shape of ``uuid.uuid4().hex`` without building a UUID (about 0.4 us instead of 1.8 us
-    here; every claim makes one)."""
-    return os.urandom(16).hex()
 
 
 def outputs_to_artifacts(

@@ -17,6 +17,7 @@ from typing import Any
 
 import attrs
 
+from interlock._ids import new_id
 from interlock._kernel_context import ContextMixin, fail_fast
 from interlock._kernel_follow import FollowMixin, accept_any
 from interlock._kernel_launch import Hold, RunContext
@@ -24,7 +25,6 @@ from interlock._kernel_support import (
     error_text,
     json_object,
     json_value,
-    new_id,
     outputs_to_artifacts,
 )
 from interlock.errors import ConflictError, LimitExceeded, UsageError
