@@ -386,9 +386,10 @@ class SqliteBatchedBackend:
 # ---- backend: Redis store + Redis Streams dispatcher + worker processes ----------------------
 
 
-def worker_command(url: str, mode: str) -> tuple[list[str], str]:
-    """The worker process command line: ``interlock worker`` if available, else the fallback
-    (``mode`` "batched:K": the prototype batched loop of e2e_support/batched.py)."""
+def worker_command(url: str, mode: str, concurrency: int = 1) -> tuple[list[str], str]:
+    """The worker process command line: ``interlock worker`` (with ``concurrency`` threads) if
+    available, else the fallback (``mode`` "batched:K": the prototype batched loop of
+    e2e_support/batched.py)."""
     plugins_args = ["--plugins", PLUGINS_MODULE]
     if mode.startswith("batched:"):
         k = int(mode.partition(":")[2])
@@ -400,8 +401,10 @@ def worker_command(url: str, mode: str) -> tuple[list[str], str]:
                                capture_output=True, text=True, cwd=ROOT, timeout=60,
                                env=_child_env())
         if probe.returncode == 0 and "--store" in probe.stdout:
+            threads = ["--concurrency", str(concurrency)] if concurrency != 1 else []
             return ([sys.executable, "-m", "interlock", "worker", "--store", url,
-                     *plugins_args], "interlock worker (CLI)")
+                     *threads, *plugins_args],
+                    f"interlock worker (CLI), {concurrency} thread(s) each")
         if mode == "cli":
             raise SystemExit("`python -m interlock worker --help` failed: "
                              + (probe.stderr.strip().splitlines() or ["?"])[-1])
@@ -420,7 +423,7 @@ class RedisBackend:
     name = "redis"
 
     def __init__(self, stack: ExitStack, workdir: Path, worker_mode: str,
-                 timed_ops: bool = False) -> None:
+                 timed_ops: bool = False, concurrency: int = 1) -> None:
         import redis
 
         if worker_mode.startswith("batched:"):
@@ -436,7 +439,9 @@ class RedisBackend:
         self.store = RedisStore(self.client)
         self.queue = RedisStreamsDispatcher(self.client)
         self.kernel = Kernel(self.store, self.queue, plugins=default_registry)
-        command, self.worker_kind = worker_command(self.server.url, worker_mode)
+        command, self.worker_kind = worker_command(self.server.url, worker_mode, concurrency)
+        # every thread of every worker process waits in XREADGROUP on its own connection
+        self.waiters = WORKERS * (concurrency if "CLI" in self.worker_kind else 1)
         self.title = (f"RedisStore + RedisStreamsDispatcher, {WORKERS} x {self.worker_kind}")
         self.stats_files = [str(workdir / f"worker-{i}.json") for i in range(WORKERS)]
         self.workers: list[subprocess.Popen[bytes]] = []
@@ -477,10 +482,10 @@ class RedisBackend:
             self.client_lists += 1
             blocked = sum(1 for c in clients
                           if c.get("cmd") == "xreadgroup" and "b" in c.get("flags", ""))
-            if blocked >= WORKERS:
+            if blocked >= self.waiters:
                 return
             if time.monotonic() > deadline:
-                raise RuntimeError(f"only {blocked} of {WORKERS} worker processes are waiting "
+                raise RuntimeError(f"only {blocked} of {self.waiters} worker threads are waiting "
                                    f"in XREADGROUP after {timeout:.0f}s")
             time.sleep(0.01)
 
@@ -739,7 +744,8 @@ def profile(args: argparse.Namespace, workdir: Path) -> int:
     if "redis" in args.backends:
         with ExitStack() as stack:
             mode = f"batched:{args.batched}" if args.batched else args.worker
-            backend2 = RedisBackend(stack, workdir, mode, timed_ops=True)
+            backend2 = RedisBackend(stack, workdir, mode, timed_ops=True,
+                                    concurrency=args.concurrency)
             for shape in shapes:
                 log(f"redis {shape.key}: operation timings ...")
                 m = backend2.run(shape)
@@ -894,6 +900,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--worker", default="auto",
                         help="Redis worker processes: auto, cli (`interlock worker`), fallback "
                              "(e2e_support/worker.py) or batched:K (e2e_support/batched.py)")
+    parser.add_argument("--concurrency", type=int, default=2, metavar="N",
+                        help="threads per `interlock worker` process (its --concurrency; "
+                             "default 2: one thread computes while the other waits for Redis)")
     parser.add_argument("--batched", type=int, default=None, metavar="K",
                         help="also run the prototype batched worker loop with K tasks per "
                              "batch on both stores (what-if rows sqlite-bK, redis-bK)")
@@ -1004,7 +1013,8 @@ def measure(args: argparse.Namespace, shapes: list[str], workdir: Path, started:
     if "redis" in args.backends and shipped:
         log("redis: starting a private redis-server and 2 worker processes ...")
         section("redis", ["interlock_redis", "redis"],
-                remote(lambda stack: RedisBackend(stack, workdir, args.worker)))
+                remote(lambda stack: RedisBackend(stack, workdir, args.worker,
+                                                  concurrency=args.concurrency)))
     if args.batched:
         k = args.batched
         if "sqlite" in args.backends:

@@ -127,7 +127,9 @@ def test_memory_store_passes_everything() -> None:
         MemoryStore, abilities=("threads", "batched", "handover", "follow"),
         stateful_settings=DETECT)
     assert report.ok, str(report)
-    # MemoryStore declares no 'prefetch' (reads are in-process): only that clause is skipped
-    assert [r.check for r in report.skipped] == ["complete.prefetch"], str(report)
+    # MemoryStore declares no 'prefetch' (reads are in-process) and no 'stream' (it holds the
+    # records anyway): only those clauses are skipped
+    assert [r.check for r in report.skipped] == ["complete.prefetch", "artifacts.stream"], \
+        str(report)
     assert "needs the ability 'prefetch'" in report.skipped[0].message
     assert {r.check for r in report.results} >= {"claim.cas", "claim.cas-race", "stateful-runs"}

@@ -134,22 +134,42 @@ def counts() -> Counter[str]:
 
 
 def _start_publisher(path: str) -> None:
-    """Write the counts to ``path`` now, at exit, and whenever SIGUSR1 arrives (the signal
-    handler runs in the main thread; no background thread, so nothing runs between requests)."""
+    """Write the counts to ``path`` now, at exit, and whenever SIGUSR1 arrives.
+
+    A Python signal handler only runs in the main thread, between bytecodes: a main thread
+    blocked in a wait that a signal does not interrupt, or one holding ``_lock`` when the
+    signal comes (a worker loop in the main thread), would never answer or would deadlock.
+    So SIGUSR1 is blocked here (threads started later inherit the mask) and a daemon thread
+    takes it with ``sigwait``: it sleeps in the kernel between requests and never holds a lock
+    when one arrives, however many worker threads the process runs. The Python handler stays
+    installed for threads started before, which have SIGUSR1 unblocked (its default action
+    would end the process)."""
     sequence = [0]
+    writing = threading.Lock()
 
     def write(*_: object) -> None:
-        sequence[0] += 1
-        data = {"pid": os.getpid(), "seq": sequence[0], "counts": dict(counts()),
-                "ops": optimer.snapshot() if optimer.enabled() else {}}
-        tmp = f"{path}.{os.getpid()}.tmp"
-        with open(tmp, "w") as fh:
-            json.dump(data, fh)
-        os.replace(tmp, path)
+        with writing:
+            sequence[0] += 1
+            data = {"pid": os.getpid(), "seq": sequence[0], "counts": dict(counts()),
+                    "ops": optimer.snapshot() if optimer.enabled() else {}}
+            tmp = f"{path}.{os.getpid()}.tmp"
+            with open(tmp, "w") as fh:
+                json.dump(data, fh)
+            os.replace(tmp, path)
+
+    def answer() -> None:
+        while True:
+            signal.sigwait({signal.SIGUSR1})
+            write()
 
     write()
-    signal.signal(signal.SIGUSR1, write)
     atexit.register(write)
+    if threading.current_thread() is not threading.main_thread():
+        return  # signal.signal() would raise: the counts are written at exit only
+    # (the handler hands the write to a thread: the main thread may hold ``_lock``)
+    signal.signal(signal.SIGUSR1, lambda *_: threading.Thread(target=write).start())
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGUSR1})
+    threading.Thread(target=answer, daemon=True, name="rtt-publisher").start()
 
 
 def request(pid: int, path: str, timeout: float = 10.0) -> dict[str, Any]:

@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
+from collections.abc import Sequence
 
 from interlock._kernel_launch import RunContext
+from interlock._kernel_support import read_artifacts
 from interlock.errors import UsageError
 from interlock.graph import Topology, validate
 from interlock.model import FailurePolicy
@@ -19,9 +21,11 @@ __all__ = ["ContextMixin", "fail_fast"]
 
 
 class ContextMixin:
-    """Needs ``store``, ``lease_seconds``, ``_contexts`` (an LRU of 256 runs) and ``_lock``."""
+    """Needs ``store``, ``lease_seconds``, ``_contexts`` (an LRU of 256 runs), ``_lock`` and
+    ``_stream`` (the store's declared ability)."""
 
     store: DagStore
+    _stream: bool
     lease_seconds: float
     _contexts: OrderedDict[str, RunContext]
     _lock: threading.Lock
@@ -30,10 +34,10 @@ class ContextMixin:
         node = context.topology.node(task.node_index)
         if "refs" not in task.plan:
             return TaskInput.from_task(task, node.slug, node.plugin, node.config)
-        run_id, store = task.run_id, self.store
+        run_id, store, stream = task.run_id, self.store, self._stream
 
-        def artifacts(index: int, generation: int) -> list[Artifact]:
-            return store.get_artifacts(run_id, index, generation)
+        def artifacts(index: int, generation: int) -> Sequence[Artifact]:
+            return read_artifacts(store, stream, run_id, index, generation)
 
         return TaskInput.from_task(task, node.slug, node.plugin, node.config, artifacts)
 

@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterable, Sequence
 
 import attrs
 
-from interlock._kernel_support import task_records
+from interlock._kernel_support import read_artifacts, task_records
 from interlock.graph import Topology
 from interlock.jsonvalues import JSON
 from interlock.limits import Limits
@@ -62,6 +62,7 @@ class LaunchMixin:
     clock: Clock
     _holds: threading.local
     _handover: bool
+    _stream: bool
 
     def _lease(self, topology: Topology, task_id: str) -> float:
         raise NotImplementedError
@@ -136,7 +137,8 @@ class LaunchMixin:
                 if index not in nodes:
                     nodes[index] = self.store.get_nodes(run_id, [index])[0]
                 node = nodes[index]
-                artifacts = (self.store.get_artifacts(run_id, index, node.generation)
+                artifacts = (read_artifacts(self.store, self._stream, run_id, index,
+                                            node.generation)
                              if node.state is NodeState.COMPLETED else [])
                 memo[index] = Upstream(node.state, artifacts)
             return memo[index]

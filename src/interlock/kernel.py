@@ -95,6 +95,7 @@ class Kernel(ContextMixin, FollowMixin):
         self._prefetch = "prefetch" in abilities
         self._handover = "handover" in abilities
         self._follow = "follow" in abilities
+        self._stream = "stream" in abilities
         self._contexts: OrderedDict[str, RunContext] = OrderedDict()
         self._lock = threading.Lock()
         self._holds = threading.local()

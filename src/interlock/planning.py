@@ -9,7 +9,8 @@ tests with dicts).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+import heapq
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import attrs
@@ -28,6 +29,7 @@ from interlock.model import (
     Node,
     TriggerRule,
 )
+from interlock.packed import PackedArtifacts, PublishedView, _Lazy
 from interlock.records import Artifact, OriginMode
 from interlock.states import NodeState
 
@@ -114,14 +116,12 @@ def plan_node(
     blocked = _trigger_blocks(topology, node, states)
     if blocked is not None:
         return Settle(NodeState.SKIPPED, blocked)
-    inputs: dict[str, list[Artifact]] = {}
+    inputs: dict[str, Sequence[Artifact]] = {}
     for parent in parents:
         slug = topology.slugs[parent]
         reaching = _collect(topology, parent, lookup)
         edge_filter = node.edge_filters.get(slug)
-        passed = reaching if edge_filter is None else [
-            a for a in reaching if edge_filter.matches(a.fields)
-        ]
+        passed = reaching if edge_filter is None else _filtered(reaching, edge_filter)
         if (reaching and not passed and node.fan_mode is FanMode.AGGREGATE
                 and node.trigger_rule is TriggerRule.ALL_SUCCESS):
             # the merged input would be incomplete: the aggregate is dead, and that cascades
@@ -168,6 +168,12 @@ def _refs(inputs: Mapping[str, Sequence[Artifact]], lookup: Lookup
         return None
     out: dict[str, list[ArtifactRef]] = {}
     for slug, arts in inputs.items():
+        if arts and isinstance(arts, _Lazy):
+            first = arts[0]
+            if lookup(first.node_index).artifacts is arts:
+                # every artifact of one node, kept as read (packed): one run, nothing to walk
+                out[slug] = [[first.node_index, first.generation, len(arts), [[0, len(arts)]]]]
+                continue
         refs: list[ArtifactRef] = []
         for source in dict.fromkeys(a.node_index for a in arts):
             stored = lookup(source).artifacts
@@ -191,13 +197,15 @@ def _refs(inputs: Mapping[str, Sequence[Artifact]], lookup: Lookup
 
 def resolve_refs(refs: Mapping[str, Sequence[ArtifactRef]],
                  artifacts: Callable[[int, int], Sequence[Artifact]]
-                 ) -> dict[str, list[Artifact]]:
+                 ) -> dict[str, Sequence[Artifact]]:
     """The inputs :attr:`TaskPlan.refs` stand for, read back with ``artifacts(node_index,
     generation)`` (the store's ``get_artifacts``): what planning saw, in the same order.
-    ValueError if a referenced node no longer has the artifacts it had when planned."""
-    out: dict[str, list[Artifact]] = {}
+    ValueError if a referenced node no longer has the artifacts it had when planned. A node
+    read packed (:class:`~interlock.packed.PackedArtifacts`) gives a packed input."""
+    out: dict[str, Sequence[Artifact]] = {}
     for slug, refs_of_slug in refs.items():
-        merged: list[Artifact] = []
+        parts: list[Iterator[Artifact]] = []
+        packed = False
         for source, generation, count, runs in refs_of_slug:
             assert isinstance(source, int) and isinstance(generation, int)
             assert isinstance(runs, list)
@@ -205,14 +213,24 @@ def resolve_refs(refs: Mapping[str, Sequence[ArtifactRef]],
             if len(stored) != count:
                 raise ValueError(f"node {source} generation {generation} has {len(stored)} "
                                  f"artifacts, {count} when the task was planned")
-            if len(refs_of_slug) == 1 and runs == [[0, count]] and isinstance(stored, list):
-                merged = stored  # the common case: every artifact of one node, no copy
-            else:
-                merged.extend(a for start, stop in runs for a in stored[start:stop])
-        if len(refs_of_slug) > 1:
-            merged.sort(key=_by_seq)
-        out[slug] = merged
+            if len(refs_of_slug) == 1 and runs == [[0, count]] and \
+                    isinstance(stored, (list, PackedArtifacts)):
+                out[slug] = stored  # the common case: every artifact of one node, no copy
+                break
+            packed = packed or isinstance(stored, _Lazy)
+            parts.append(_positions(stored, runs))
+        else:
+            # each part is in seq order (positions ascend in a seq-ordered list): merging them
+            # gives the seq order planning saw, without holding every record to sort them
+            merged = parts[0] if len(parts) == 1 else heapq.merge(*parts, key=_by_seq)
+            out[slug] = PackedArtifacts(merged) if packed else list(merged)
     return out
+
+
+def _positions(stored: Sequence[Artifact], runs: list[list[int]]) -> Iterator[Artifact]:
+    for start, stop in runs:
+        for position in range(start, stop):
+            yield stored[position]
 
 
 def _by_seq(artifact: Artifact) -> int:
@@ -245,13 +263,15 @@ def _trigger_blocks(
     return None
 
 
-def _collect(topology: Topology, parent: int, lookup: Lookup) -> list[Artifact]:
+def _collect(topology: Topology, parent: int, lookup: Lookup) -> Sequence[Artifact]:
     """Artifacts a dependency supplies, walking up through empty passthrough nodes."""
     upstream = lookup(parent)
     if upstream.state is not NodeState.COMPLETED:
         return []
     if upstream.artifacts or not topology.passthrough[parent]:
-        return list(upstream.artifacts)
+        arts = upstream.artifacts
+        # a lazy sequence is read-only and compact: kept as it is, not copied into records
+        return arts if isinstance(arts, _Lazy) else list(arts)
     # Passthrough walk: a routing node that completed empty hands over what reached it: its
     # own parents' artifacts, through its own edge filters; the first level with any wins.
     frontier = [parent]
@@ -276,14 +296,20 @@ def _collect(topology: Topology, parent: int, lookup: Lookup) -> list[Artifact]:
     return []
 
 
+def _filtered(reaching: Sequence[Artifact], edge_filter: EdgeFilter) -> Sequence[Artifact]:
+    """The artifacts ``edge_filter`` passes; packed again when they came packed."""
+    passed = (a for a in reaching if edge_filter.matches(a.fields))
+    return PackedArtifacts(passed) if isinstance(reaching, _Lazy) else list(passed)
+
+
 def _passing(artifacts: Sequence[Artifact], edge: EdgeFilter | None) -> list[Artifact]:
     return list(artifacts) if edge is None else [a for a in artifacts if edge.matches(a.fields)]
 
 
-Shape = tuple[dict[str, list[Artifact]], str | None, OriginMode]
+Shape = tuple[dict[str, Sequence[Artifact]], str | None, OriginMode]
 
 
-def _shape(node: Node, inputs: dict[str, list[Artifact]], has_parents: bool
+def _shape(node: Node, inputs: dict[str, Sequence[Artifact]], has_parents: bool
            ) -> Sequence[Shape]:
     """Split the inputs into tasks per fan mode: (inputs, origin, origin mode) each."""
     new = node.correlation == "new"
@@ -306,11 +332,11 @@ class _SingleShapes(Sequence[Shape]):
     """The tasks of a single-mode node, one per artifact in seq order, each shape built when
     asked for (a wide fan-out holds its artifacts, not a task per artifact)."""
 
-    def __init__(self, inputs: dict[str, list[Artifact]], mode: OriginMode) -> None:
+    def __init__(self, inputs: dict[str, Sequence[Artifact]], mode: OriginMode) -> None:
         self._mode = mode
         self._slug: str | None = None
         self._pairs: list[tuple[Artifact, str]] | None = None
-        self._arts: list[Artifact] = []
+        self._arts: Sequence[Artifact] = []
         self._released = 0
         if len(inputs) == 1:  # one dependency: no filtering of empty lists to do
             filled = list(inputs.items())
@@ -327,7 +353,13 @@ class _SingleShapes(Sequence[Shape]):
 
     def release(self, stop: int) -> None:
         """Forget the artifacts of the shapes before ``stop`` (they are not asked for again)."""
-        held: list[Any] = self._arts if self._pairs is None else self._pairs
+        held: Sequence[Any] = self._arts if self._pairs is None else self._pairs
+        if isinstance(held, PublishedView):
+            # a completion's outputs, which the kernel made and owns: let them go as written
+            held.forget(stop)
+            return
+        if not isinstance(held, list):
+            return  # another lazy sequence (read-only): compact already, nothing to drop
         for k in range(self._released, min(stop, len(held))):
             held[k] = None
         self._released = max(self._released, stop)
@@ -342,10 +374,12 @@ class _SingleShapes(Sequence[Shape]):
 
 
 def _ordered(arts: Sequence[Artifact]) -> bool:
+    if isinstance(arts, PublishedView):
+        return True  # one completion's outputs, seq ascending by construction
     return all(arts[i].seq < arts[i + 1].seq for i in range(len(arts) - 1))
 
 
-def _groups(node: Node, inputs: dict[str, list[Artifact]], new: bool) -> list[Shape]:
+def _groups(node: Node, inputs: dict[str, Sequence[Artifact]], new: bool) -> list[Shape]:
     """Grouped scatter-gather: one task per origin, broadcasts joined to every group.
 
     One pass buckets each dependency's artifacts by origin, so N groups over N artifacts cost
@@ -367,10 +401,11 @@ def _groups(node: Node, inputs: dict[str, list[Artifact]], new: bool) -> list[Sh
                 by_origin.setdefault(artifact.origin, []).append(artifact)
         buckets[slug] = by_origin
     if not order:
-        return [(broadcast, None, "self" if new else "broadcast")]
+        return [({**broadcast}, None, "self" if new else "broadcast")]
     shapes: list[Shape] = []
     for group in order:
-        per_dep = {slug: buckets[slug].get(group, []) + broadcast[slug] for slug in inputs}
+        per_dep: dict[str, Sequence[Artifact]] = {
+            slug: buckets[slug].get(group, []) + broadcast[slug] for slug in inputs}
         if node.group_join == "inner" and not all(per_dep.values()):
             continue
         shapes.append((per_dep, group, "self" if new else "inherit"))

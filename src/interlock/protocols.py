@@ -26,7 +26,7 @@ transaction primitive; most SQL-style stores only need to provide that primitive
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from typing import Protocol, runtime_checkable
 
 import attrs
@@ -57,6 +57,7 @@ __all__ = [
     "FollowingDagStore",
     "HandoverDagStore",
     "PrefetchingDagStore",
+    "StreamingDagStore",
     "TaskSource",
 ]
 
@@ -404,4 +405,20 @@ class FollowingDagStore(DagStore, Protocol):
         is applied there as ``launch_node`` (all its tasks, ``total_tasks = len(tasks)``) plus,
         if given and the launch applied, ``claim_task``. ``follow`` must not call the store;
         if it raises, nothing of the call is applied. Returns what was applied."""
+        ...
+
+
+@runtime_checkable
+class StreamingDagStore(DagStore, Protocol):
+    """The optional ability ``"stream"``: a node's artifacts read one at a time, so the kernel
+    can keep a wide node's artifacts packed (:class:`~interlock.packed.PackedArtifacts`, about
+    a fifth of the records' memory) instead of first holding every record at once."""
+
+    abilities: frozenset[str]
+
+    def iter_artifacts(self, run_id: str, node_index: int, generation: int
+                       ) -> Iterator[Artifact]:
+        """[artifacts.stream] Exactly what ``get_artifacts`` returns, in the same order (by
+        ``seq``), one record at a time, read from one committed snapshot. The caller consumes
+        the iterator before making any other call on the store from its thread."""
         ...

@@ -7,7 +7,7 @@ rows, hashes or documents. ``to_dict``/``from_dict`` give that JSON form once fo
 from __future__ import annotations
 
 import enum
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, Literal, TypeAlias
 
 import attrs
@@ -206,10 +206,12 @@ class Artifact:
 @attrs.frozen
 class NodeFacts:
     """A node record with the artifacts of its current generation (empty unless COMPLETED):
-    what planning needs to know about a node. Returned by the ``prefetch`` ability."""
+    what planning needs to know about a node. Returned by the ``prefetch`` ability. A store
+    may give the artifacts as any read-only sequence (a wide completion's are built on
+    access: :class:`interlock.packed.PublishedView`)."""
 
     node: NodeRecord
-    artifacts: tuple[Artifact, ...] = ()
+    artifacts: Sequence[Artifact] = ()
 
 
 @attrs.frozen

@@ -17,6 +17,7 @@ from typing import Protocol
 from interlock._evolve import evolve_node as _evolve_node
 from interlock._evolve import evolve_run as _evolve_run
 from interlock._evolve import evolve_task as _evolve_task
+from interlock.packed import PACK_MIN, PublishedView
 from interlock.protocols import ClaimRequest
 from interlock.records import (
     Artifact,
@@ -75,7 +76,8 @@ class RunTransaction(Protocol):
         ...
 
     def add_artifacts(self, artifacts: Sequence[Artifact]) -> None:
-        """Insert published artifacts."""
+        """Insert published artifacts. A wide completion's are a lazy sequence that builds
+        each record when read: keep the sequence (not a list of its records) until written."""
         ...
 
     def put_run(self, run: RunRecord) -> None:
@@ -240,7 +242,7 @@ class TransactionalDagStore(abc.ABC):
         with self._task_transaction(run_id, task_id) as tx:
             if tx is None:
                 return Followed(_STALE)
-            published: list[Artifact] = []
+            published: list[Sequence[Artifact]] = []
             transition = _complete(tx, task_id, attempt_id, outputs, children, now, published)
             facts = _follow_facts(tx, task_id, transition, children, parents, published)
             follow_up = follow(facts) if facts else None
@@ -431,10 +433,10 @@ def _complete(
     outputs: Sequence[NewArtifact],
     children: Sequence[int],
     now: float,
-    published: list[Artifact] | None = None,
+    published: list[Sequence[Artifact]] | None = None,
 ) -> Transition:
     """[complete.once] within an open transaction; the artifacts it publishes are appended to
-    ``published`` when given."""
+    ``published`` (as one sequence) when given."""
     task = tx.task(task_id)
     if task is None:
         return _STALE
@@ -445,7 +447,15 @@ def _complete(
     check("task", task.state, TaskState.COMPLETED)
     tx.put_task(_evolve_task(task, state=TaskState.COMPLETED, lease_until=None, updated_at=now))
     seq = tx.run.artifact_seq
-    if outputs:
+    if len(outputs) >= PACK_MIN:
+        # a wide completion: the records are built from the outputs when read (the store
+        # writes them one at a time), never all held besides the outputs
+        view = PublishedView(outputs, task.node_index, task.generation, task.task_id,
+                             seq + 1, task.origin_mode, task.origin)
+        tx.add_artifacts(view)
+        if published is not None:
+            published.append(view)
+    elif outputs:
         artifacts = [
             Artifact(o.artifact_id, task.node_index, task.generation, task.task_id,
                      seq + i + 1, o.fields, o.data, task.output_origin(o.artifact_id))
@@ -453,7 +463,7 @@ def _complete(
         ]
         tx.add_artifacts(artifacts)
         if published is not None:
-            published.extend(artifacts)
+            published.append(artifacts)
     seq += len(outputs)
     node = tx.node(task.node_index)
     if (node.generation == task.generation and node.state is NodeState.LAUNCHED
@@ -487,7 +497,7 @@ def _follow_through(tx: RunTransaction, transition: Transition, facts: tuple[Nod
 
 def _follow_facts(tx: RunTransaction, task_id: str, transition: Transition,
                   children: Sequence[int], parents: Sequence[Sequence[int]],
-                  published: list[Artifact]) -> tuple[NodeFacts, ...]:
+                  published: list[Sequence[Artifact]]) -> tuple[NodeFacts, ...]:
     """The facts of the one node ``transition`` readied and of its parents, or (): besides
     ``published`` (by ``task_id``, in this step), parents' artifacts are read in the step by an
     optional ``tx.stored_artifacts(index, generation, limit)`` (None past ``limit``)."""
@@ -506,16 +516,16 @@ def _follow_facts(tx: RunTransaction, task_id: str, transition: Transition,
             facts.append(NodeFacts(parent))
             continue
         mine = index == task.node_index
-        own = published if mine else []
-        stored: list[Artifact] | None = []
-        if not mine or parent.total_tasks != 1:
-            stored = None if read is None else read(index, parent.generation,
-                                                    budget - len(own))
+        own: Sequence[Artifact] = (published[0] if published else ()) if mine else ()
+        if mine and parent.total_tasks == 1:  # this completion's outputs are all there is
+            facts.append(NodeFacts(parent, own if isinstance(own, PublishedView) else tuple(own)))
+            continue
+        stored = None if read is None or isinstance(own, PublishedView) \
+            else read(index, parent.generation, budget)  # a wide view is never copied here
         if stored is None:
             return ()
-        artifacts = (*stored, *own)
-        budget -= len(artifacts)
-        facts.append(NodeFacts(parent, artifacts))
+        budget -= len(stored)
+        facts.append(NodeFacts(parent, (*stored, *own)))
     return tuple(facts)
 
 

@@ -44,7 +44,11 @@ class Output:
 class TaskInput:
     """Exactly what was planned for a task when its node launched.
 
-    ``inputs``: per dependency slug, the artifacts (ids, fields, data) that reached the task.
+    ``inputs``: per dependency slug, the artifacts (ids, fields, data) that reached the task,
+    in ``seq`` order, as a read-only sequence: a list, or — for 1,000 artifacts or more read
+    from a store with the ``stream`` ability — a :class:`~interlock.packed.PackedArtifacts`,
+    which holds them compactly and builds each record when read (equal to the list of the same
+    records; slicing gives a list; ``list(seq)`` materialises them all).
     ``bindings``: resolved bindings. ``resume``: the payload given to ``resume_task``, if any.
     """
 
@@ -53,7 +57,7 @@ class TaskInput:
     node: str
     plugin: str
     attempt_id: str | None
-    inputs: Mapping[str, list[Artifact]]
+    inputs: Mapping[str, Sequence[Artifact]]
     bindings: Mapping[str, JSON]
     config: Mapping[str, JSON]
     resume: JSON = None

@@ -16,6 +16,7 @@ from interlock.records import TaskRef
 from interlock.runtime import Worker
 from interlock.states import RunState
 from interlock_redis import RedisStore, RedisStreamsDispatcher
+from interlock_redis.dispatcher import SPREAD
 
 
 class FakeClock:
@@ -84,6 +85,41 @@ def test_dispatch_is_one_round_trip_per_batch(counting: Any, namespace: str) -> 
     queue.dispatch(_refs(50) + _refs(50, not_before=200.0))
     assert log.round_trips == 1
     assert dict(log.commands) == {"XADD": 50, "ZADD": 50}
+
+
+def test_a_large_dispatch_is_one_round_trip_in_order(counting: Any, namespace: str) -> None:
+    """Past the first SPREAD due refs (one XADD each) the rest go in one script call."""
+    counted, log = counting
+    queue = _queue(counted, namespace, "c", clock=FakeClock(100.0))
+    counted.ping()
+    queue.scripts.load()  # once per instance (else done by the first call that needs it)
+    log.reset()
+    queue.dispatch(_refs(SPREAD + 200) + _refs(5, not_before=200.0))
+    assert log.round_trips == 1
+    assert dict(log.commands) == {"XADD": SPREAD, "EVALSHA": 1, "ZADD": 5}
+    assert [d.ref for d in queue.receive(1000, 0)] == _refs(SPREAD + 200)
+
+
+def test_each_waiting_consumer_wakes_with_one_ref_of_a_burst(client: redis.Redis,
+                                                            namespace: str) -> None:
+    """Consumers blocked in XREADGROUP (asking for up to 50) each get one ref of a large
+    dispatch, not the first of them all: the first refs are XADDed one by one, and Redis
+    serves the blocked readers after each command."""
+    receivers = [_queue(client, namespace, f"r{k}") for k in range(3)]
+    receivers[0].ensure_group()
+    got: list[list[Delivery]] = [[], [], []]
+    threads = [threading.Thread(target=lambda k=k: got[k].extend(receivers[k].receive(50, 30)))
+               for k in range(3)]
+    for thread in threads:
+        thread.start()
+    deadline = time.monotonic() + 10
+    while sum(1 for c in client.client_list()
+              if c.get("cmd") == "xreadgroup" and "b" in c.get("flags", "")) < 3:
+        assert time.monotonic() < deadline, "the receivers never blocked in XREADGROUP"
+    _queue(client, namespace, "sender").dispatch(_refs(SPREAD + 100))
+    for thread in threads:
+        thread.join(timeout=10)
+    assert sorted(len(deliveries) for deliveries in got) == [1, 1, 1]
 
 
 def test_receive_blocks_in_one_xreadgroup_until_a_message_arrives(

@@ -29,6 +29,7 @@ from interlock.records import (
     NodeRecord,
     RunRecord,
     TaskRecord,
+    TaskRef,
     Transition,
 )
 from interlock.states import IllegalTransition, NodeState, RunState, TaskState
@@ -140,6 +141,46 @@ def test_awkward_values_round_trip_through_every_script(store: RedisStore) -> No
     assert failed is not None and failed.error == error
     node = store.get_nodes("r", [0])[0]
     assert node.state is NodeState.FAILED and node.reason == f"task a.0.1 failed: {error}"
+
+
+@pytest.mark.parametrize("decode", [False, True], ids=["bytes", "str"])
+@pytest.mark.parametrize("parser", ["python", "hiredis"])
+def test_every_reply_decodes_the_same_with_either_parser_and_decoding(
+        redis_url: str, namespace: str, parser: str, decode: bool) -> None:
+    """redis-py parses replies in Python, or in C with hiredis when it is installed (the
+    ``interlock-redis[hiredis]`` extra), as bytes or as str (``decode_responses``): the
+    records, the batched claims (decoded together) and the queue's refs come back exact."""
+    from redis._parsers import _HiredisParser, _RESP2Parser  # RESP2: upgraded for RESP3
+
+    if parser == "hiredis":
+        pytest.importorskip("hiredis")
+    parser_class = _HiredisParser if parser == "hiredis" else _RESP2Parser
+    client = redis.Redis.from_url(redis_url, parser_class=parser_class,
+                                  decode_responses=decode)
+    try:
+        connection = client.connection_pool.get_connection()
+        used = type(connection._parser)  # type: ignore[union-attr]
+        client.connection_pool.release(connection)
+        assert (used is _HiredisParser) == (parser == "hiredis")
+        store = RedisStore(client, namespace)
+        test_awkward_values_round_trip_through_every_script(store)
+        plan = {"inputs": {"up": [AWKWARD]}, "bindings": AWKWARD}
+        store.launch_node("r", 1, 0, [_task(f"b.0.{k}", plan, node=1) for k in range(3)], 3,
+                          10.0)
+        claimed = store.claim_tasks("r", [("b.0.0", "x0"), ("b.0.9", "x9"), ("b.0.2", "x2")],
+                                    "w \u00e9", 99.5, 11.0)
+        assert [outcome for outcome, _ in claimed] == ["applied", "stale", "applied"]
+        assert [task for _, task in claimed] == [store.get_task("r", "b.0.0"), None,
+                                                 store.get_task("r", "b.0.2")]
+        assert claimed[0][1] is not None and claimed[0][1].plan == plan
+        assert store.list_tasks("r", node_index=1) == [
+            store.get_task("r", f"b.0.{k}") for k in range(3)]
+        queue = RedisStreamsDispatcher(client, namespace)
+        refs = [TaskRef("r \u00e9", f"b.0.{k}", "plugin \U0001f600") for k in range(3)]
+        queue.dispatch(refs)
+        assert [d.ref for d in queue.receive(10, 1.0)] == refs
+    finally:
+        client.close()
 
 
 @settings(max_examples=40, deadline=None,

@@ -17,7 +17,7 @@ from interlock_sqlite import SqliteStore
 
 
 class TestSqliteConformance(DagStoreConformance):
-    abilities = frozenset({"threads", "processes", "batched", "handover", "follow"})
+    abilities = frozenset({"threads", "processes", "batched", "handover", "follow", "stream"})
 
     @pytest.fixture(autouse=True)
     def _database_dir(self, tmp_path: Path) -> None:

@@ -235,3 +235,27 @@ def check_launch_claim(h: Harness) -> None:
                                  ("n1.7.0", "c", "w", now + 60))
     expect_eq(old, ("stale", ("stale", None)), c, "a launch of another generation")
     expect_eq(sc.tasks(1), [], c, "tasks written by a stale launch_and_claim")
+
+
+def check_artifacts_stream(h: Harness) -> None:
+    """[artifacts.stream]"""
+    c = "artifacts.stream"
+    store = h.store
+    expect("stream" in getattr(store, "abilities", frozenset()), c,
+           "the test class declares the ability 'stream' but the store's abilities attribute "
+           "does not, so the kernel would never read artifacts one at a time")
+    sc = Scenario(h, "stream", [[], [0]])
+    t0, t1, t2 = sc.start(0, 3)
+    sc.complete(t1, f"{t1}@1", outputs_for(t1, 3))
+    sc.complete(t0, f"{t0}@1", outputs_for(t0, 2, note="é\u2603"))
+    sc.complete(t2, f"{t2}@1", ())
+
+    def stream(node: int, generation: int = 0, run_id: str = sc.run_id) -> list[Any]:
+        return list(store.iter_artifacts(run_id, node, generation))  # type: ignore[attr-defined]
+
+    expected = sc.artifacts(0)
+    expect_eq(len(expected), 5, c, "artifacts published by the node (get_artifacts)")
+    expect_eq(stream(0), expected, c, "iter_artifacts of a node, against get_artifacts")
+    expect_eq(stream(1), [], c, "iter_artifacts of a node that published nothing")
+    expect_eq(stream(0, 1), [], c, "iter_artifacts of a generation that published nothing")
+    expect_eq(stream(0, 0, "no-such-run"), [], c, "iter_artifacts of a run that does not exist")

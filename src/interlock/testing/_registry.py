@@ -71,6 +71,7 @@ CHECKS: tuple[Check, ...] = (
     _clause("complete.prefetch", batch.check_complete_prefetch, "prefetch"),
     _clause("launch.claim", batch.check_launch_claim, "handover"),
     _clause("complete.follow", follow.check_complete_follow, "follow"),
+    _clause("artifacts.stream", batch.check_artifacts_stream, "stream"),
     _race("launch.atomic", races.race_launch_atomic),
     _race("settle.once", races.race_settle_once),
     _race("claim.cas", races.race_claim_cas),

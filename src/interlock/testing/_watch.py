@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import threading
 from collections import Counter
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from typing import cast
 
 import attrs
@@ -97,6 +97,11 @@ class Watched:
 
     def get_artifacts(self, run_id: str, node_index: int, generation: int) -> list[Artifact]:
         return self.inner.get_artifacts(run_id, node_index, generation)
+
+    def iter_artifacts(self, run_id: str, node_index: int, generation: int
+                       ) -> Iterator[Artifact]:
+        return self.inner.iter_artifacts(  # type: ignore[attr-defined,no-any-return]
+            run_id, node_index, generation)
 
     def list_expired(self, now: float, limit: int) -> list[TaskRecord]:
         return self.inner.list_expired(now, limit)

@@ -92,6 +92,9 @@ CLAUSES: dict[str, Clause] = {
     "complete.follow": Clause(
         "0.2", "complete_and_follow (ability 'follow') is complete_task plus, in the same "
                "atomic step, the launch and claim its callback plans from the facts offered"),
+    "artifacts.stream": Clause(
+        "0.2", "iter_artifacts (ability 'stream') yields exactly what get_artifacts returns, "
+               "in the same order, from one committed snapshot"),
     "artifacts.origin": Clause(
         "0.1", "the store derives each artifact's origin from the task's origin_mode and keeps "
                "fields and data exactly"),
@@ -106,6 +109,8 @@ ABILITIES: dict[str, str] = {
               "'follow' in its abilities attribute (the kernel then uses it)",
     "handover": "the store implements launch_and_claim (HandoverDagStore) and lists "
                 "'handover' in its abilities attribute (the kernel then uses it)",
+    "stream": "the store implements iter_artifacts (StreamingDagStore) and lists 'stream' "
+              "in its abilities attribute (the kernel then reads wide nodes packed)",
     "threads": "one store object may be called from several threads at once (races run with "
                "threads sharing it)",
     "processes": "several store objects made by make_store() in one test share their data, as "

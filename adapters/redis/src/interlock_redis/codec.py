@@ -12,15 +12,16 @@ from __future__ import annotations
 import enum
 import json
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import attrs
 
 from interlock.records import TaskRecord
+from interlock.states import TaskState
 from interlock_redis.scripts import text
 
-__all__ = ["decode_jmap", "dumps", "encode_jmap", "task_parts", "task_record"]
+__all__ = ["decode_jmap", "dumps", "encode_jmap", "task_parts", "task_record", "task_records"]
 
 _ENCODER = json.JSONEncoder(ensure_ascii=True, separators=(",", ":"))
 _encode_str: Callable[[str], str] = json.encoder.encode_basestring_ascii
@@ -99,3 +100,26 @@ def task_record(raw: str | bytes, plan: str | bytes | None) -> TaskRecord:
     data = decode_jmap(raw, plan=plan)
     data.setdefault("plan", {})
     return TaskRecord.from_dict(data)
+
+
+def _joined(raws: Sequence[str | bytes]) -> str:
+    """The JSON array text of several JSON texts (one parse for all of them)."""
+    return "[" + ",".join([text(raw) for raw in raws]) + "]"
+
+
+def task_records(items: Sequence[tuple[str | bytes, str | bytes | None]]) -> list[TaskRecord]:
+    """``task_record`` of each (jmap, plan) pair, in two JSON parses for the whole list (a
+    batch of claims): what ``task_record`` gives for each, with less per-record work."""
+    if not items:
+        return []
+    heads: list[dict[str, str]] = json.loads(_joined([raw for raw, _ in items]))
+    objects = []
+    for texts, (_, plan) in zip(heads, items, strict=True):
+        members = [f"{_key(key)}:{value}" for key, value in texts.items()]
+        members.append('"plan":' + ("{}" if plan is None else text(plan)))
+        objects.append("{" + ",".join(members) + "}")
+    out = []
+    for data in json.loads("[" + ",".join(objects) + "]"):
+        data["state"] = TaskState(data["state"])
+        out.append(TaskRecord(**data))
+    return out

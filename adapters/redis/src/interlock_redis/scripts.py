@@ -35,7 +35,7 @@ STORE_SCRIPTS = (
     "cancel_run",
     "reopen_run",
 )
-QUEUE_SCRIPTS = ("promote_delayed",)
+QUEUE_SCRIPTS = ("promote_delayed", "dispatch")
 
 Arg = str | bytes | int | float
 

@@ -34,7 +34,14 @@ from interlock.records import (
     Transition,
 )
 from interlock.states import IllegalTransition, NodeState, RunState, TaskState
-from interlock_redis.codec import decode_jmap, dumps, encode_jmap, task_parts, task_record
+from interlock_redis.codec import (
+    decode_jmap,
+    dumps,
+    encode_jmap,
+    task_parts,
+    task_record,
+    task_records,
+)
 from interlock_redis.keys import Keys
 from interlock_redis.scripts import STORE_SCRIPTS, Arg, Scripts, lua_source, text
 
@@ -196,12 +203,16 @@ class RedisStore:
         for start in range(0, len(heads), step):
             pipe.hmget(key, [task_id for task_id, _ in heads[start:start + step]])
         plans = [plan for chunk in pipe.execute() for plan in chunk]
-        return [task_record(raw, plan) for (_, raw), plan in zip(heads, plans, strict=True)]
+        return task_records([(raw, plan) for (_, raw), plan in zip(heads, plans, strict=True)])
 
     @_reachable
     def get_artifacts(self, run_id: str, node_index: int, generation: int) -> list[Artifact]:
         raws = self.client.lrange(self.keys.artifacts(run_id, node_index, generation), 0, -1)
-        return [Artifact.from_dict(json.loads(raw)) for raw in raws]
+        if not raws:
+            return []
+        # one parse for the list (an aggregate reads every artifact of a wide node)
+        items = json.loads("[" + ",".join([text(raw) for raw in raws]) + "]")
+        return [Artifact.from_dict(item) for item in items]
 
     @_reachable
     def list_expired(self, now: float, limit: int) -> list[TaskRecord]:
@@ -389,7 +400,7 @@ class RedisStore:
             replies = self._call("claim_tasks", run_id, args)
         else:
             replies = self._call_leased("claim_tasks", run_id, args)
-        return [_task_reply(reply) for reply in replies]
+        return _task_replies(replies)
 
     @_reachable
     def heartbeat(self, run_id: str, task_id: str, attempt_id: str, lease_until: float) -> bool:
@@ -556,6 +567,14 @@ def _launch_triples(tasks: Sequence[TaskRecord]) -> tuple[list[Arg], bool]:
         args += [task.task_id, head, plan]
         leased = leased or (task.state is TaskState.RUNNING and task.lease_until is not None)
     return args, leased
+
+
+def _task_replies(replies: Sequence[Any]) -> list[tuple[Outcome, TaskRecord | None]]:
+    """``_task_reply`` of each reply (claim_tasks.lua's), the records decoded together."""
+    records = iter(task_records([(reply[1], reply[2] if len(reply) > 2 else None)
+                                 for reply in replies if len(reply) >= 2]))
+    return [(_outcome(reply[0]), next(records) if len(reply) >= 2 else None)
+            for reply in replies]
 
 
 def _task_reply(reply: Any) -> tuple[Outcome, TaskRecord | None]:

@@ -28,7 +28,7 @@ import os
 import sqlite3
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from typing import Any
 from urllib.parse import quote, urlencode
 
@@ -60,6 +60,8 @@ class SqliteStore(TransactionalDagStore):
     ``on_connect`` is called with each new connection after it is configured (e.g. to install
     a ``set_trace_callback`` that counts statements); it must not start a transaction.
     """
+
+    abilities: frozenset[str] = TransactionalDagStore.abilities | {"stream"}
 
     def __init__(self, path: str | os.PathLike[str], *, busy_timeout_ms: int = 30_000,
                  synchronous: str = "NORMAL",
@@ -200,10 +202,14 @@ class SqliteStore(TransactionalDagStore):
         return [codec.decode_task(row) for row in rows]
 
     def get_artifacts(self, run_id: str, node_index: int, generation: int) -> list[Artifact]:
-        # decoded row by row from the cursor: a large node's rows and records are never all
-        # held at once (the single statement still reads one committed snapshot)
+        return list(self.iter_artifacts(run_id, node_index, generation))
+
+    def iter_artifacts(self, run_id: str, node_index: int, generation: int
+                       ) -> Iterator[Artifact]:
+        """[artifacts.stream] Decoded row by row from the cursor of one statement (one
+        committed snapshot): a wide node's rows are never all held at once."""
         cursor = self._conn().execute(codec.SELECT_ARTIFACTS, (run_id, node_index, generation))
-        return [codec.decode_artifact(row) for row in cursor]
+        return map(codec.decode_artifact, cursor)
 
     def list_expired(self, now: float, limit: int) -> list[TaskRecord]:
         if limit <= 0:

@@ -45,7 +45,7 @@ class SqliteRunTransaction:
         self._all_nodes = False
         self._stored: dict[str, TaskRecord | None] = {}  # as stored at BEGIN (None: absent)
         self._written: dict[str, TaskRecord] = {}
-        self._artifacts: list[Artifact] = []
+        self._artifacts: list[Sequence[Artifact]] = []  # as given: a wide one is lazy
 
     # ---- nodes -------------------------------------------------------------------------------
 
@@ -141,7 +141,7 @@ class SqliteRunTransaction:
     # ---- artifacts and run -----------------------------------------------------------------------
 
     def add_artifacts(self, artifacts: Sequence[Artifact]) -> None:
-        self._artifacts.extend(artifacts)
+        self._artifacts.append(artifacts)
 
     def put_run(self, run: RunRecord) -> None:
         self.run = self._put_run = run
@@ -178,7 +178,8 @@ class SqliteRunTransaction:
         if self._artifacts:
             # a generator: a completion with many outputs never holds every row at once
             conn.executemany(codec.INSERT_ARTIFACT, (codec.artifact_params(run_id, a)
-                                                     for a in self._artifacts))
+                                                     for arts in self._artifacts
+                                                     for a in arts))
         run = self._put_run
         if run is not None:
             conn.execute(codec.UPDATE_RUN_STATE, codec.run_state_params(run))

@@ -1,0 +1,51 @@
+"""A wide completion (its outputs packed by the kernel) and a wide aggregate on Redis: the
+store publishes the packed outputs exactly, and the aggregate's input is the list of them."""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Sequence
+from typing import Any
+
+from interlock import Kernel, Limits, RunState, TaskInput, TaskRef
+from interlock.packed import PACK_MIN
+from interlock_redis import RedisStore
+
+N = PACK_MIN + 300
+
+
+def test_wide_fan_out_and_aggregate(store: RedisStore) -> None:
+    queue: deque[str] = deque()
+
+    class Queue:
+        def dispatch(self, tasks: Sequence[TaskRef]) -> None:
+            queue.extend(t.task_id for t in tasks)
+
+    kernel = Kernel(store, Queue(), limits=Limits(max_outputs_per_task=N))
+    kernel.start_run({"name": "p", "nodes": [
+        {"slug": "src", "plugin": "list"},
+        {"slug": "each", "plugin": "work", "depends_on": ["src"]},
+        {"slug": "agg", "plugin": "reduce", "depends_on": ["each"], "fan_mode": "aggregate"},
+    ]}, run_id="r")
+    seen: dict[str, TaskInput] = {}
+    while queue:
+        claim = kernel.claim_task("r", queue.popleft())
+        assert claim is not None
+        task = claim.input
+        seen[task.node] = task
+        outputs: Any = []
+        if task.node == "src":  # a generator: the kernel reads and packs it as it goes
+            outputs = ({"fields": {"i": i, "s": "é"}, "data": {"n": [i]}} for i in range(N))
+        elif task.node == "each":
+            (art,) = task.inputs["src"]
+            outputs = [{"fields": {"i": art.fields["i"]}, "data": art.origin}]
+        kernel.on_task_complete("r", claim.task_id, claim.attempt_id, outputs)
+    run = store.get_run("r")
+    assert run is not None and run.state is RunState.COMPLETED
+    src = store.get_artifacts("r", 0, 0)
+    assert [(a.artifact_id, a.seq, a.fields, a.data, a.origin) for a in src] == [
+        (f"src.0.0/{i}", i + 1, {"i": i, "s": "é"}, {"n": [i]}, f"src.0.0/{i}")
+        for i in range(N)]
+    each = store.get_artifacts("r", 1, 0)
+    assert [a.data for a in each] == [f"src.0.0/{i}" for i in range(N)]
+    assert seen["agg"].inputs["each"] == each
