@@ -108,3 +108,37 @@ def test_past_the_read_bound_the_release_is_launched_after_the_step(
     released, agg = _run(store, FAN, "agg")
     assert released == ["complete_and_follow", "launch_node"]
     assert [a.fields["from"] for a in agg.inputs["each"]] == [f"each.0.{i}" for i in range(5)]
+
+
+WIDE = {"name": "wide", "nodes": [
+    {"slug": "src", "plugin": "p"},
+    {"slug": "each", "plugin": "p", "depends_on": ["src"]},
+    {"slug": "agg", "plugin": "p", "depends_on": ["each"], "fan_mode": "aggregate"},
+]}
+
+
+def test_a_wide_completion_of_a_many_task_parent_is_not_copied_into_facts(store: Calls) -> None:
+    """The last of two tasks publishing PACK_MIN outputs each: its outputs are a lazy view that
+    the step never copies to join the other task's, so the aggregate is launched after it."""
+    from interlock.packed import PACK_MIN
+
+    h = Harness(store=store)
+    h.kernel.start_run(WIDE, run_id="r")
+    released: list[list[str]] = []
+    seen: dict[str, TaskInput] = {}
+
+    def behaviour(task: TaskInput) -> list[Output]:
+        seen[task.task_id] = task
+        store.names.clear()
+        if task.task_id.startswith("src"):
+            return [Output(fields={"i": i}) for i in range(2)]
+        return [Output(fields={"by": task.task_id, "k": k}) for k in range(PACK_MIN)]
+
+    while h.dispatcher.refs:
+        h.work(behaviour, max_steps=1)
+        if any(ref.task_id.startswith("agg") for ref in h.dispatcher.refs) and not released:
+            released.append(list(store.names))
+    assert released == [["complete_and_follow", "launch_node"]]
+    (agg,) = [t for i, t in seen.items() if i.startswith("agg")]
+    assert len(agg.inputs["each"]) == 2 * PACK_MIN
+    assert [a.fields["by"] for a in agg.inputs["each"]][::PACK_MIN] == ["each.0.0", "each.0.1"]
