@@ -6,9 +6,9 @@ step. Mixed into :class:`interlock.kernel.Kernel` with
 from __future__ import annotations
 
 import logging
-import uuid
 from collections.abc import Callable, Sequence
 
+from interlock._ids import new_id
 from interlock._kernel_launch import Hold, LaunchMixin, RunContext
 from interlock._kernel_support import task_records
 from interlock.graph import Topology
@@ -58,7 +58,7 @@ class FollowMixin(LaunchMixin):
                           task.not_before)
             if hold.takes(ref, now):
                 lease_until = now + self._lease(topology, ref.task_id)
-                return ref, (ref.task_id, uuid.uuid4().hex, hold.worker, lease_until)
+                return ref, (ref.task_id, new_id(), hold.worker, lease_until)
         return None
 
     def _release(self, hold: Hold) -> None:

@@ -85,12 +85,24 @@ class LaunchMixin:
         if isinstance(facts, list):
             facts.clear()  # handed over (see _complete_one): ``known`` holds them from here
         work = list(ready)
+        # several nodes readied together: read them and their parents in one call, and each
+        # parent's artifacts once (parents are settled: what one of them planned with holds
+        # for the others); nodes readied later in this loop are read when planned, as usual
+        together = {i for i in work if not all(p in known for p in (i, *topology.parents[i]))}
+        read: dict[int, NodeRecord] = {}
+        shared: dict[int, Upstream] = {}
+        if len(together) > 1:
+            read = {n.index: n for n in self.store.get_nodes(
+                run_id, sorted({p for i in together for p in (i, *topology.parents[i])}))}
         while work:
             index = work.pop(0)
             wanted = [index, *topology.parents[index]]
             if all(i in known for i in wanted):
                 nodes = {i: known[i].node for i in wanted}
                 memo = {i: Upstream(known[i].node.state, known[i].artifacts) for i in wanted}
+            elif index in together and read:
+                together.discard(index)
+                nodes, memo = {i: read[i] for i in wanted}, shared
             else:
                 nodes = {n.index: n for n in self.store.get_nodes(run_id, wanted)}
                 memo = {}

@@ -11,13 +11,13 @@ from __future__ import annotations
 import logging
 import threading
 import time
-import uuid
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import attrs
 
+from interlock._ids import new_id
 from interlock._kernel_context import ContextMixin, fail_fast
 from interlock._kernel_follow import FollowMixin, accept_any
 from interlock._kernel_launch import Hold, RunContext
@@ -116,7 +116,7 @@ class Kernel(ContextMixin, FollowMixin):
         """
         topology = validate(pipeline, self.plugins)
         run_input = json_object(input or {}, "input")
-        run_id = run_id or uuid.uuid4().hex
+        run_id = run_id or new_id()
         now = self.clock.now()
         snapshot = topology.pipeline.to_dict()
         run = RunRecord(run_id, snapshot, run_input, RunState.RUNNING, len(topology.slugs),
@@ -201,7 +201,7 @@ class Kernel(ContextMixin, FollowMixin):
         won, the run is over, or the task is not due yet. Repeating with the same
         ``attempt_id`` returns the same claim."""
         context = self._context(run_id)
-        attempt_id = attempt_id or uuid.uuid4().hex
+        attempt_id = attempt_id or new_id()
         now = self.clock.now()
         lease_until = now + self._lease(context.topology, task_id)
         outcome, task = self.store.claim_task(run_id, task_id, attempt_id, worker, lease_until,
@@ -218,7 +218,7 @@ class Kernel(ContextMixin, FollowMixin):
         context = self._context(run_id)
         topology = context.topology
         leases = [self._lease(topology, t) for t in task_ids]
-        pairs = [(task_id, uuid.uuid4().hex) for task_id in task_ids]
+        pairs = [(task_id, new_id()) for task_id in task_ids]
         now = self.clock.now()
         lease_until = now + min(leases, default=self.lease_seconds)
         if self._batched:

@@ -12,10 +12,11 @@ from __future__ import annotations
 import abc
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager
-from typing import Any, Protocol, TypeVar
+from typing import Protocol
 
-import attrs
-
+from interlock._evolve import evolve_node as _evolve_node
+from interlock._evolve import evolve_run as _evolve_run
+from interlock._evolve import evolve_task as _evolve_task
 from interlock.packed import PACK_MIN, PublishedView
 from interlock.protocols import ClaimRequest
 from interlock.records import (
@@ -38,38 +39,8 @@ __all__ = ["RunTransaction", "TransactionalDagStore"]
 _UNFINISHED = (TaskState.QUEUED, TaskState.RUNNING, TaskState.WAITING)
 _STALE = Transition("stale")
 _APPLIED = Transition("applied")  # records are frozen: one shared value for the common result
+_FACTS_LIMIT = 1_000  # artifacts a completion step may read to hand its follow-up facts
 
-_R = TypeVar("_R", RunRecord, NodeRecord, TaskRecord)
-_KEEP: Any = object()
-
-
-def _make_evolver(cls: type[_R]) -> Callable[..., _R]:
-    """Compile ``evolve(record, *, field=..., ...)`` for one record class: ``attrs.evolve``
-    without its per-call walk over ``attrs.fields`` (a ``getattr`` and a keyword argument per
-    field), about 3x faster — and a task cycle rebuilds six to eight records. The constructor
-    is called positionally (every field is a plain ``init`` argument without an alias, in
-    declaration order); unknown names raise TypeError, as with ``attrs.evolve``. A subclass
-    instance goes through ``attrs.evolve``. Generated code, as attrs generates ``__init__``."""
-    names = tuple(a.name for a in attrs.fields(cls))
-    assert not {"record", "cls", "_KEEP", "attrs"} & set(names)
-    params = ", ".join(f"{n}=_KEEP" for n in names)
-    args = ", ".join(f"record.{n} if {n} is _KEEP else {n}" for n in names)
-    changed = ", ".join(f"{n!r}: {n}" for n in names)
-    source = (f"def evolve(record, *, {params}):\n"
-              f"    if type(record) is not cls:\n"
-              f"        changes = {{{changed}}}\n"
-              f"        return attrs.evolve(record, **{{k: v for k, v in changes.items()\n"
-              f"                                       if v is not _KEEP}})\n"
-              f"    return cls({args})\n")
-    namespace: dict[str, Any] = {"cls": cls, "_KEEP": _KEEP, "attrs": attrs}
-    exec(compile(source, f"<interlock.storekit evolve {cls.__name__}>", "exec"), namespace)
-    evolve: Callable[..., _R] = namespace["evolve"]
-    return evolve
-
-
-_evolve_run = _make_evolver(RunRecord)
-_evolve_node = _make_evolver(NodeRecord)
-_evolve_task = _make_evolver(TaskRecord)
 
 
 class RunTransaction(Protocol):
@@ -127,6 +98,12 @@ class TransactionalDagStore(abc.ABC):
         Must serialise with every other transaction on the same run, commit on normal exit and
         roll back when the block raises.
         """
+
+    def _task_transaction(self, run_id: str, task_id: str
+                          ) -> AbstractContextManager[RunTransaction | None]:
+        """:meth:`transaction` of a step that reads ``tx.task(task_id)`` first (a store may read
+        the run, the task and its node at once); by default :meth:`transaction` itself."""
+        return self.transaction(run_id)
 
     # ---- launch / settle ------------------------------------------------------------------
 
@@ -204,7 +181,7 @@ class TransactionalDagStore(abc.ABC):
         lease_until: float | None,
         now: float,
     ) -> tuple[Outcome, TaskRecord | None]:
-        with self.transaction(run_id) as tx:
+        with self._task_transaction(run_id, task_id) as tx:
             if tx is None:
                 return "stale", None
             return _claim(tx, task_id, attempt_id, worker, lease_until, now)
@@ -227,7 +204,7 @@ class TransactionalDagStore(abc.ABC):
                     for task_id, attempt_id in claims]
 
     def heartbeat(self, run_id: str, task_id: str, attempt_id: str, lease_until: float) -> bool:
-        with self.transaction(run_id) as tx:
+        with self._task_transaction(run_id, task_id) as tx:
             task = None if tx is None else tx.task(task_id)
             if tx is None or task is None or not _current(task, attempt_id):
                 return False
@@ -243,7 +220,7 @@ class TransactionalDagStore(abc.ABC):
         children: Sequence[int],
         now: float,
     ) -> Transition:
-        with self.transaction(run_id) as tx:
+        with self._task_transaction(run_id, task_id) as tx:
             if tx is None:
                 return _STALE
             return _complete(tx, task_id, attempt_id, outputs, children, now)
@@ -260,10 +237,9 @@ class TransactionalDagStore(abc.ABC):
         follow: Callable[[Sequence[NodeFacts]], FollowUp | None],
     ) -> Followed:
         """[complete.follow] ``complete_task``, and the follow-up launch (+ claim) planned by
-        ``follow`` inside the same transaction. Facts are offered when the completion readied
-        exactly one node whose only parent is the completed node, and that node had one task
-        (its artifacts are then exactly this completion's outputs: no read needed)."""
-        with self.transaction(run_id) as tx:
+        ``follow`` inside the same transaction, when the completion readied exactly one node
+        whose facts the transaction can give (see :func:`_follow_facts`)."""
+        with self._task_transaction(run_id, task_id) as tx:
             if tx is None:
                 return Followed(_STALE)
             published: list[Sequence[Artifact]] = []
@@ -298,7 +274,7 @@ class TransactionalDagStore(abc.ABC):
         fail_run: RunState | None,
         now: float,
     ) -> Transition:
-        with self.transaction(run_id) as tx:
+        with self._task_transaction(run_id, task_id) as tx:
             task = None if tx is None else tx.task(task_id)
             if tx is None or task is None:
                 return _STALE
@@ -332,7 +308,7 @@ class TransactionalDagStore(abc.ABC):
     def suspend_task(
         self, run_id: str, task_id: str, attempt_id: str, reason: str, now: float
     ) -> Outcome:
-        with self.transaction(run_id) as tx:
+        with self._task_transaction(run_id, task_id) as tx:
             task = None if tx is None else tx.task(task_id)
             if tx is None or task is None:
                 return "stale"
@@ -348,7 +324,7 @@ class TransactionalDagStore(abc.ABC):
     def resume_task(
         self, run_id: str, task_id: str, payload: object, now: float
     ) -> tuple[Outcome, TaskRecord | None]:
-        with self.transaction(run_id) as tx:
+        with self._task_transaction(run_id, task_id) as tx:
             task = None if tx is None else tx.task(task_id)
             if tx is None or task is None:
                 return "stale", None
@@ -417,6 +393,8 @@ def _launch(tx: RunTransaction, node_index: int, generation: int,
         outcome = "duplicate"
     else:
         return "stale"
+    if outcome == "duplicate":  # a later batch (or a repeat): which tasks exist, in one read
+        _preload(tx, [task.task_id for task in tasks])
     for task in tasks:
         if outcome == "applied" or tx.task(task.task_id) is None:
             tx.put_task(task)
@@ -520,22 +498,35 @@ def _follow_through(tx: RunTransaction, transition: Transition, facts: tuple[Nod
 def _follow_facts(tx: RunTransaction, task_id: str, transition: Transition,
                   children: Sequence[int], parents: Sequence[Sequence[int]],
                   published: list[Sequence[Artifact]]) -> tuple[NodeFacts, ...]:
-    """The facts of the one node ``transition`` readied and of its only parent, the node of
-    ``task_id``, when that node had one task (whose outputs are ``published``); else ()."""
+    """The facts of the one node ``transition`` readied and of its parents, or (): besides
+    ``published`` (by ``task_id``, in this step), parents' artifacts are read in the step by an
+    optional ``tx.stored_artifacts(index, generation, limit)`` (None past ``limit``)."""
     if not transition.applied or len(transition.ready) != 1 or transition.run_state is not None:
         return ()
     ready = transition.ready[0]
     task = tx.task(task_id)
     if task is None or ready not in children:
         return ()
-    if tuple(parents[list(children).index(ready)]) != (task.node_index,):
-        return ()
-    parent = tx.node(task.node_index)
-    if parent.total_tasks != 1 or parent.state is not NodeState.COMPLETED:
-        return ()
-    artifacts = published[0] if published else ()
-    return NodeFacts(tx.node(ready)), NodeFacts(parent, artifacts if isinstance(
-        artifacts, PublishedView) else tuple(artifacts))
+    read = getattr(tx, "stored_artifacts", None)
+    facts = [NodeFacts(tx.node(ready))]
+    budget = _FACTS_LIMIT
+    for index in parents[list(children).index(ready)]:
+        parent = tx.node(index)
+        if parent.state is not NodeState.COMPLETED:
+            facts.append(NodeFacts(parent))
+            continue
+        mine = index == task.node_index
+        own: Sequence[Artifact] = (published[0] if published else ()) if mine else ()
+        if mine and parent.total_tasks == 1:  # this completion's outputs are all there is
+            facts.append(NodeFacts(parent, own if isinstance(own, PublishedView) else tuple(own)))
+            continue
+        stored = None if read is None or isinstance(own, PublishedView) \
+            else read(index, parent.generation, budget)  # a wide view is never copied here
+        if stored is None:
+            return ()
+        budget -= len(stored)
+        facts.append(NodeFacts(parent, (*stored, *own)))
+    return tuple(facts)
 
 
 def _current(task: TaskRecord, attempt_id: str) -> bool:

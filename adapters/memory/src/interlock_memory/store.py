@@ -73,6 +73,13 @@ class _Tx:
                     and (node_index is None or task.node_index == node_index)):
                 yield task
 
+    def stored_artifacts(self, node_index: int, generation: int, limit: int
+                         ) -> list[Artifact] | None:
+        """The artifacts of ``node_index`` in ``generation`` committed before this step, by
+        ``seq``, or None when there are more than ``limit``."""
+        stored = self._data.artifacts.get((node_index, generation), ())
+        return list(stored) if len(stored) <= limit else None
+
     def add_artifacts(self, artifacts: Sequence[Artifact]) -> None:
         self._artifacts.extend(artifacts)
 

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from interlock.records import Artifact, NodeRecord, RunRecord, TaskRecord
+from interlock.states import NodeState, RunState, TaskState
 
 # ---- column lists (table column names; the record field is the same except nodes.idx) -------
 
@@ -75,6 +76,17 @@ UPDATE_TASK_STATE = (f"UPDATE tasks SET {', '.join(f'{c} = ?' for c in TASK_MUTA
 UNFINISHED = "state IN ('queued', 'running', 'waiting')"
 """Spelled once: the unfinished task states, as the SQL predicate every query uses."""
 
+SELECT_RUN_TASK_NODE = (
+    f"SELECT {', '.join(f'r.{c}' for c in RUN_STATE_COLUMNS)}, "
+    f"{', '.join(f't.{c}' for c in TASK_COLUMNS)}, {', '.join(f'n.{c}' for c in NODE_COLUMNS)} "
+    "FROM runs AS r LEFT JOIN tasks AS t ON t.run_id = r.run_id AND t.task_id = ? "
+    "LEFT JOIN nodes AS n ON n.run_id = r.run_id AND n.idx = t.node_index WHERE r.run_id = ?")
+"""A run's state, one of its tasks and that task's node in one statement (primary-key lookups);
+the task's and the node's columns are NULL when the task does not exist. Parameters: task id,
+run id. Rows split with :data:`TASK_SLICE` and :data:`NODE_SLICE`."""
+TASK_SLICE = slice(len(RUN_STATE_COLUMNS), len(RUN_STATE_COLUMNS) + len(TASK_COLUMNS))
+NODE_SLICE = slice(TASK_SLICE.stop, None)
+
 SELECT_ARTIFACTS = (f"SELECT {_names(ARTIFACT_COLUMNS)} FROM artifacts "
                     "WHERE run_id = ? AND node_index = ? AND generation = ? ORDER BY seq")
 INSERT_ARTIFACT = (f"INSERT INTO artifacts (run_id, {_names(ARTIFACT_COLUMNS)}) "
@@ -82,15 +94,24 @@ INSERT_ARTIFACT = (f"INSERT INTO artifacts (run_id, {_names(ARTIFACT_COLUMNS)}) 
 
 # ---- values ------------------------------------------------------------------------------------
 
+# One encoder for every call: json.dumps with non-default options builds a JSONEncoder per call.
+# ``encode`` keeps no state between calls, so sharing it across threads is safe.
+_ENCODER = json.JSONEncoder(separators=(",", ":"))
+_RUN_STATES = {s.value: s for s in RunState}
+_NODE_STATES = {s.value: s for s in NodeState}
+_TASK_STATES = {s.value: s for s in TaskState}
+# Records are read and written field by field below (not through to_dict/from_dict, which build
+# a dict per record): a claim and a completion each read and write several records.
+
 
 def dumps(value: Any) -> str:
     """Compact JSON text."""
-    return json.dumps(value, separators=(",", ":"))
+    return _ENCODER.encode(value)
 
 
 def dumps_nullable(value: Any) -> str | None:
     """Compact JSON text, or SQL NULL for a JSON null."""
-    return None if value is None else dumps(value)
+    return None if value is None else _ENCODER.encode(value)
 
 
 def loads_nullable(text: str | None) -> Any:
@@ -102,21 +123,21 @@ def loads_nullable(text: str | None) -> Any:
 
 def run_params(run: RunRecord) -> tuple[Any, ...]:
     """Values for :data:`RUN_COLUMNS`."""
-    data = run.to_dict()
-    return (*(data[c] for c in RUN_STATE_COLUMNS), dumps(data["pipeline"]), dumps(data["input"]))
+    return (run.run_id, *run_state_params(run)[:-1], dumps(run.pipeline), dumps(run.input))
 
 
 def run_state_params(run: RunRecord) -> tuple[Any, ...]:
     """Values for :data:`UPDATE_RUN_STATE` (the state columns, then ``run_id``)."""
-    data = run.to_dict()
-    return (*(data[c] for c in RUN_STATE_COLUMNS[1:]), run.run_id)
+    return (run.state.value, run.node_count, run.unsettled, run.failed_nodes, run.retries,
+            run.artifact_seq, run.created_at, run.updated_at, run.reason, run.run_id)
 
 
 def decode_run(row: Sequence[Any], pipeline: dict[str, Any], input: dict[str, Any]
                ) -> RunRecord:
     """A run from a :data:`RUN_STATE_COLUMNS` row plus its (decoded) static JSON."""
-    return RunRecord.from_dict({**dict(zip(RUN_STATE_COLUMNS, row, strict=True)),
-                                "pipeline": pipeline, "input": input})
+    return RunRecord(run_id=row[0], pipeline=pipeline, input=input, state=_RUN_STATES[row[1]],
+                     node_count=row[2], unsettled=row[3], failed_nodes=row[4], retries=row[5],
+                     artifact_seq=row[6], created_at=row[7], updated_at=row[8], reason=row[9])
 
 
 # ---- nodes -------------------------------------------------------------------------------------
@@ -124,12 +145,13 @@ def decode_run(row: Sequence[Any], pipeline: dict[str, Any], input: dict[str, An
 
 def node_params(run_id: str, node: NodeRecord) -> tuple[Any, ...]:
     """Values for :data:`UPSERT_NODE`."""
-    data = node.to_dict()
-    return (run_id, *(data[f] for f in NODE_FIELDS))
+    return (run_id, node.index, node.generation, node.state.value, node.remaining_parents,
+            node.total_tasks, node.remaining_tasks, node.reason)
 
 
 def decode_node(row: Sequence[Any]) -> NodeRecord:
-    return NodeRecord.from_dict(dict(zip(NODE_FIELDS, row, strict=True)))
+    """A node from a :data:`NODE_COLUMNS` row (the record's fields, in order)."""
+    return NodeRecord(row[0], row[1], _NODE_STATES[row[2]], row[3], row[4], row[5], row[6])
 
 
 # ---- tasks -------------------------------------------------------------------------------------
@@ -137,17 +159,17 @@ def decode_node(row: Sequence[Any]) -> NodeRecord:
 
 def task_params(task: TaskRecord) -> tuple[Any, ...]:
     """Values for :data:`UPSERT_TASK`."""
-    data = task.to_dict()
-    data["plan"] = dumps(data["plan"])
-    data["resume"] = dumps_nullable(data["resume"])
-    return tuple(data[c] for c in TASK_COLUMNS)
+    return (task.run_id, task.task_id, task.node_index, task.generation, task.seq,
+            task.state.value, task.origin, task.origin_mode, task.attempt, task.attempt_id,
+            task.worker, task.lease_until, task.not_before, task.error, task.updated_at,
+            dumps(task.plan), dumps_nullable(task.resume))
 
 
 def task_state_params(task: TaskRecord) -> tuple[Any, ...]:
     """Values for :data:`UPDATE_TASK_STATE` (the mutable columns, then the key)."""
-    data = task.to_dict()
-    data["resume"] = dumps_nullable(data["resume"])
-    return (*(data[c] for c in TASK_MUTABLE), task.run_id, task.task_id)
+    return (task.state.value, task.attempt, task.attempt_id, task.worker, task.lease_until,
+            task.not_before, task.error, task.updated_at, dumps_nullable(task.resume),
+            task.run_id, task.task_id)
 
 
 def same_launch(stored: TaskRecord, new: TaskRecord) -> bool:
@@ -163,10 +185,14 @@ def same_launch(stored: TaskRecord, new: TaskRecord) -> bool:
 
 
 def decode_task(row: Sequence[Any]) -> TaskRecord:
-    data = dict(zip(TASK_COLUMNS, row, strict=True))
-    data["plan"] = json.loads(data["plan"])
-    data["resume"] = loads_nullable(data["resume"])
-    return TaskRecord.from_dict(data)
+    """A task from a :data:`TASK_COLUMNS` row."""
+    resume = row[16]
+    return TaskRecord(
+        run_id=row[0], task_id=row[1], node_index=row[2], generation=row[3], seq=row[4],
+        state=_TASK_STATES[row[5]], plan=json.loads(row[15]), origin=row[6],
+        origin_mode=row[7], attempt=row[8], attempt_id=row[9], worker=row[10],
+        lease_until=row[11], not_before=row[12], error=row[13],
+        resume=None if resume is None else json.loads(resume), updated_at=row[14])
 
 
 # ---- artifacts ---------------------------------------------------------------------------------

@@ -29,7 +29,6 @@ import sqlite3
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Collection, Iterator, Sequence
-from contextlib import contextmanager
 from typing import Any
 from urllib.parse import quote, urlencode
 
@@ -46,6 +45,8 @@ __all__ = ["SqliteStore"]
 _STATIC_CACHE_SIZE = 1024  # runs whose decoded pipeline/input are kept per store instance
 _IN_CHUNK = 500  # bound on ``?`` placeholders per statement (old SQLite builds allow 999)
 _Static = tuple[dict[str, Any], dict[str, Any]]
+_CREATED_AT = codec.RUN_STATE_COLUMNS.index("created_at")
+_RUN_WIDTH = len(codec.RUN_STATE_COLUMNS)
 
 
 class SqliteStore(TransactionalDagStore):
@@ -122,24 +123,14 @@ class SqliteStore(TransactionalDagStore):
 
     # ---- the transaction primitive ----------------------------------------------------------
 
-    @contextmanager
-    def transaction(self, run_id: str) -> Iterator[SqliteRunTransaction | None]:
+    def transaction(self, run_id: str) -> _Step:
         """One ``BEGIN IMMEDIATE ... COMMIT`` on ``run_id``; rolled back if the block raises."""
-        conn = self._conn()
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            run = self._read_run(conn, run_id)
-            if run is None:
-                yield None
-            else:
-                tx = SqliteRunTransaction(conn, run, self._forget_static)
-                yield tx
-                tx.flush()
-            conn.execute("COMMIT")
-        except BaseException:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            raise
+        return _Step(self, run_id, None)
+
+    def _task_transaction(self, run_id: str, task_id: str) -> _Step:
+        """:meth:`transaction` that reads the run, the task and the task's node in one
+        statement (the first reads of a claim or a completion)."""
+        return _Step(self, run_id, task_id)
 
     # ---- create -----------------------------------------------------------------------------
 
@@ -235,10 +226,13 @@ class SqliteStore(TransactionalDagStore):
 
     def _read_run(self, conn: sqlite3.Connection, run_id: str) -> RunRecord | None:
         rows = conn.execute(codec.SELECT_RUN_STATE, (run_id,)).fetchall()
-        if not rows:
-            return None
-        row = rows[0]
-        key = (run_id, float(row[codec.RUN_STATE_COLUMNS.index("created_at")]))
+        return self._decode_run(conn, run_id, rows[0]) if rows else None
+
+    def _decode_run(self, conn: sqlite3.Connection, run_id: str, row: Sequence[Any]
+                    ) -> RunRecord:
+        """The run from its state columns (``row`` starts with them) and the cached static
+        JSON, read on a cache miss."""
+        key = (run_id, float(row[_CREATED_AT]))
         with self._static_lock:
             static = self._static.get(key)
             if static is not None:
@@ -250,9 +244,63 @@ class SqliteStore(TransactionalDagStore):
                 self._static[key] = static
                 while len(self._static) > _STATIC_CACHE_SIZE:
                     self._static.popitem(last=False)
-        return codec.decode_run(row, *static)
+        return codec.decode_run(row[:_RUN_WIDTH], *static)
 
     def _forget_static(self, run_id: str) -> None:
         with self._static_lock:
             for key in [k for k in self._static if k[0] == run_id]:
                 del self._static[key]
+
+
+class _Step:
+    """The context manager of :meth:`SqliteStore.transaction` (a class, not a generator: it
+    runs twice per task). With ``task_id``, the first read also fetches that task and its node
+    (:data:`~interlock_sqlite.codec.SELECT_RUN_TASK_NODE`) and seeds the transaction with them."""
+
+    __slots__ = ("_conn", "_run_id", "_store", "_task_id", "_tx")
+
+    def __init__(self, store: SqliteStore, run_id: str, task_id: str | None) -> None:
+        self._store, self._run_id, self._task_id = store, run_id, task_id
+        self._conn: sqlite3.Connection | None = None
+        self._tx: SqliteRunTransaction | None = None
+
+    def __enter__(self) -> SqliteRunTransaction | None:
+        store, run_id = self._store, self._run_id
+        conn = self._conn = store._conn()
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            if self._task_id is None:
+                run = store._read_run(conn, run_id)
+                if run is not None:
+                    self._tx = SqliteRunTransaction(conn, run, store._forget_static)
+            else:
+                rows = conn.execute(codec.SELECT_RUN_TASK_NODE,
+                                    (self._task_id, run_id)).fetchall()
+                if rows:
+                    row = rows[0]
+                    tx = self._tx = SqliteRunTransaction(
+                        conn, store._decode_run(conn, run_id, row), store._forget_static)
+                    tx.seed(self._task_id, row[codec.TASK_SLICE], row[codec.NODE_SLICE])
+        except BaseException:
+            self._rollback()
+            raise
+        return self._tx
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 traceback: object) -> None:
+        if exc_type is not None:
+            self._rollback()
+            return
+        try:
+            if self._tx is not None:
+                self._tx.flush()
+            assert self._conn is not None
+            self._conn.execute("COMMIT")
+        except BaseException:
+            self._rollback()
+            raise
+
+    def _rollback(self) -> None:
+        conn = self._conn
+        if conn is not None and conn.in_transaction:
+            conn.execute("ROLLBACK")

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Callable, Iterator, Sequence
+from typing import Any
 
 from interlock.records import Artifact, NodeRecord, RunRecord, TaskRecord
 from interlock.states import TaskState
@@ -39,6 +40,7 @@ class SqliteRunTransaction:
         self._on_static_change = on_static_change
         self._put_run: RunRecord | None = None
         self._nodes: dict[int, NodeRecord] = {}  # current view: as read, then as written
+        self._node_row: Sequence[Any] | None = None  # a node read with the task, not decoded yet
         self._dirty_nodes: set[int] = set()
         self._all_nodes = False
         self._stored: dict[str, TaskRecord | None] = {}  # as stored at BEGIN (None: absent)
@@ -47,9 +49,24 @@ class SqliteRunTransaction:
 
     # ---- nodes -------------------------------------------------------------------------------
 
+    def seed(self, task_id: str, task_row: Sequence[Any], node_row: Sequence[Any]) -> None:
+        """Take the task ``task_id`` (``task_row``: :data:`~interlock_sqlite.codec.TASK_COLUMNS`,
+        all NULL if it does not exist) and its node (:data:`~interlock_sqlite.codec.
+        NODE_COLUMNS`) as read in this transaction; the node is decoded when first asked for."""
+        if task_row[0] is None:
+            self._stored[task_id] = None
+            return
+        self._stored[task_id] = codec.decode_task(task_row)
+        self._node_row = node_row
+
     def node(self, index: int) -> NodeRecord:
         node = self._nodes.get(index)
         if node is None:
+            row = self._node_row
+            if row is not None and row[0] == index:
+                self._node_row = None
+                node = self._nodes[index] = codec.decode_node(row)
+                return node
             rows = self._conn.execute(codec.SELECT_NODES + " AND idx = ?",
                                       (self._run_id, index)).fetchall()
             if not rows:
@@ -129,14 +146,23 @@ class SqliteRunTransaction:
     def put_run(self, run: RunRecord) -> None:
         self.run = self._put_run = run
 
+    def stored_artifacts(self, node_index: int, generation: int, limit: int
+                         ) -> list[Artifact] | None:
+        """The artifacts of ``node_index`` in ``generation`` committed before this step, by
+        ``seq``, or None when there are more than ``limit``."""
+        rows = self._conn.execute(codec.SELECT_ARTIFACTS + " LIMIT ?",
+                                  (self._run_id, node_index, generation,
+                                   max(limit, -1) + 1)).fetchall()
+        return [codec.decode_artifact(row) for row in rows] if len(rows) <= limit else None
+
     # ---- commit ------------------------------------------------------------------------------
 
     def flush(self) -> None:
         """Write every buffered change (the store commits right after)."""
         conn, run_id = self._conn, self._run_id
         if self._dirty_nodes:
-            conn.executemany(codec.UPSERT_NODE, [codec.node_params(run_id, self._nodes[i])
-                                                 for i in sorted(self._dirty_nodes)])
+            _write(conn, codec.UPSERT_NODE, [codec.node_params(run_id, self._nodes[i])
+                                             for i in sorted(self._dirty_nodes)])
         inserts: list[tuple[object, ...]] = []
         updates: list[tuple[object, ...]] = []
         for task_id, task in self._written.items():
@@ -146,9 +172,9 @@ class SqliteRunTransaction:
             else:
                 inserts.append(codec.task_params(task))  # new, or replaced wholesale
         if inserts:
-            conn.executemany(codec.UPSERT_TASK, inserts)
+            _write(conn, codec.UPSERT_TASK, inserts)
         if updates:
-            conn.executemany(codec.UPDATE_TASK_STATE, updates)
+            _write(conn, codec.UPDATE_TASK_STATE, updates)
         if self._artifacts:
             # a generator: a completion with many outputs never holds every row at once
             conn.executemany(codec.INSERT_ARTIFACT, (codec.artifact_params(run_id, a)
@@ -163,3 +189,11 @@ class SqliteRunTransaction:
                 conn.execute(codec.UPDATE_RUN_STATIC, (codec.dumps(run.pipeline),
                                                        codec.dumps(run.input), run_id))
                 self._on_static_change(run_id)
+
+
+def _write(conn: sqlite3.Connection, sql: str, rows: list[tuple[object, ...]]) -> None:
+    """``executemany``, or ``execute`` for the common single row (no iteration machinery)."""
+    if len(rows) == 1:
+        conn.execute(sql, rows[0])
+    else:
+        conn.executemany(sql, rows)
