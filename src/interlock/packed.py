@@ -234,6 +234,28 @@ class PublishedView(_Lazy[Artifact]):
         if isinstance(self._outputs, PackedOutputs):
             self._outputs.forget(stop)
 
+    @property
+    def node_index(self) -> int:
+        """The node of every artifact in the view."""
+        return self._node
+
+    @property
+    def generation(self) -> int:
+        """The generation of every artifact in the view."""
+        return self._generation
+
+    def detached(self) -> PublishedView | None:
+        """A copy of this view that the owner's :meth:`forget` does not reach (a store may
+        keep it instead of the records: its own lists of ids, field texts and data, the texts
+        and data shared), or None when the outputs are not packed or some were forgotten."""
+        outputs = self._outputs
+        if not isinstance(outputs, PackedOutputs) or outputs._gone:
+            return None
+        own = PackedOutputs(outputs._prefix[:-1], list(outputs._ids), list(outputs._fields),
+                            list(outputs._data))
+        return PublishedView(own, self._node, self._generation, self._task, self._first,
+                             self._mode, self._origin)
+
     def _item(self, k: int) -> Artifact:
         o = self._outputs[k]
         mode = self._mode

@@ -10,6 +10,7 @@ import threading
 from collections.abc import Collection, Iterator, Sequence
 from types import TracebackType
 
+from interlock.packed import PublishedView
 from interlock.records import Artifact, NodeRecord, RunRecord, TaskRecord
 from interlock.states import TaskState
 from interlock.storekit import TransactionalDagStore
@@ -19,8 +20,24 @@ __all__ = ["MemoryStore", "from_url"]
 _UNFINISHED = frozenset({TaskState.QUEUED, TaskState.RUNNING, TaskState.WAITING})
 
 
+_Stored = Artifact | PublishedView
+"""What a node generation's artifacts are stored as, in seq order: records, and the wide
+publications of single completions kept packed (a detached :class:`PublishedView`: strings the
+cyclic GC does not track, instead of a record per artifact)."""
+
+
+def _flat(stored: Sequence[_Stored]) -> list[Artifact]:
+    out: list[Artifact] = []
+    for item in stored:
+        if isinstance(item, Artifact):
+            out.append(item)
+        else:
+            out.extend(item)
+    return out
+
+
 class _RunData:
-    __slots__ = ("artifacts", "by_node", "lock", "nodes", "run", "tasks", "unfinished")
+    __slots__ = ("artifacts", "by_node", "lock", "nodes", "run", "tasks", "unfinished", "wide")
 
     def __init__(self, run: RunRecord, nodes: Sequence[NodeRecord]) -> None:
         self.run = run
@@ -28,8 +45,19 @@ class _RunData:
         self.tasks: dict[str, TaskRecord] = {}
         self.by_node: dict[int, list[str]] = {}
         self.unfinished: dict[int, dict[str, None]] = {}
-        self.artifacts: dict[tuple[int, int], list[Artifact]] = {}
+        self.artifacts: dict[tuple[int, int], list[_Stored]] = {}
+        self.wide: dict[tuple[int, int], int] = {}
+        """Per node generation holding packed publications: its number of artifacts."""
         self.lock = threading.Lock()
+
+    def read(self, node_index: int, generation: int, limit: int | None) -> list[Artifact] | None:
+        """The artifacts of a node generation by seq, or None when more than ``limit``."""
+        key = (node_index, generation)
+        stored = self.artifacts.get(key, ())
+        count = self.wide.get(key)
+        if count is None:
+            return list(stored) if limit is None or len(stored) <= limit else None  # type: ignore[arg-type]
+        return _flat(stored) if limit is None or count <= limit else None
 
 
 class _Tx:
@@ -40,7 +68,7 @@ class _Tx:
         self.run = data.run
         self._nodes: dict[int, NodeRecord] = {}
         self._tasks: dict[str, TaskRecord] = {}
-        self._artifacts: list[Artifact] = []
+        self._artifacts: list[_Stored] = []
 
     def node(self, index: int) -> NodeRecord:
         return self._nodes.get(index) or self._data.nodes[index]
@@ -77,10 +105,14 @@ class _Tx:
                          ) -> list[Artifact] | None:
         """The artifacts of ``node_index`` in ``generation`` committed before this step, by
         ``seq``, or None when there are more than ``limit``."""
-        stored = self._data.artifacts.get((node_index, generation), ())
-        return list(stored) if len(stored) <= limit else None
+        return self._data.read(node_index, generation, limit)
 
     def add_artifacts(self, artifacts: Sequence[Artifact]) -> None:
+        if isinstance(artifacts, PublishedView):
+            kept = artifacts.detached()
+            if kept is not None:
+                self._artifacts.append(kept)
+                return
         self._artifacts.extend(artifacts)
 
     def put_run(self, run: RunRecord) -> None:
@@ -100,9 +132,13 @@ class _Tx:
                 pending[task_id] = None
             else:
                 pending.pop(task_id, None)
-        for artifact in self._artifacts:
-            key = (artifact.node_index, artifact.generation)
-            data.artifacts.setdefault(key, []).append(artifact)
+        for item in self._artifacts:
+            key = (item.node_index, item.generation)
+            data.artifacts.setdefault(key, []).append(item)
+            if isinstance(item, PublishedView):
+                data.wide[key] = data.wide.get(key, len(data.artifacts[key]) - 1) + len(item)
+            elif key in data.wide:
+                data.wide[key] += 1
 
 
 class _Transaction:
@@ -197,7 +233,7 @@ class MemoryStore(TransactionalDagStore):
         if data is None:
             return []
         with data.lock:
-            return list(data.artifacts.get((node_index, generation), []))
+            return data.read(node_index, generation, None) or []
 
     def list_expired(self, now: float, limit: int) -> list[TaskRecord]:
         out: list[TaskRecord] = []
