@@ -22,7 +22,7 @@ from interlock.records import (
     Transition,
 )
 from interlock.states import IllegalTransition, NodeState, RunState, TaskState
-from interlock_redis.codec import decode_jmap, dumps, task_parts, task_record, task_records
+from interlock_redis.codec import decode_jmap, dumps, task_record, task_records, tasks_parts
 from interlock_redis.scripts import Arg, text
 
 _ENUMS: Mapping[str, Any] = {"run": RunState, "node": NodeState, "task": TaskState}
@@ -103,8 +103,7 @@ def launch_args(tasks: Sequence[TaskRecord]) -> tuple[list[Arg], bool]:
     task is written RUNNING with a lease (the run must then join the leased-runs set)."""
     args: list[Arg] = []
     leased = False
-    for task in tasks:
-        head, plan = task_parts(task)
+    for task, (head, plan) in zip(tasks, tasks_parts(tasks), strict=True):
         args += [task.task_id, head, plan]
         leased = leased or (task.state is TaskState.RUNNING and task.lease_until is not None)
     return args, leased
