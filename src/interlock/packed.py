@@ -170,10 +170,21 @@ class PackedOutputs(_Lazy[NewArtifact]):
         return f"{self._prefix}{k if local is None else local}"
 
     def _item(self, k: int) -> NewArtifact:
+        return NewArtifact(self.artifact_id(k), _DECODE(self.fields_text(k)), self._data[k])
+
+    def fields_text(self, k: int) -> str:
+        """The JSON text of output ``k``'s fields as validated (compact separators, ASCII
+        only): a store may write it as it is instead of decoding the item and encoding again."""
         text = self._fields[k]
         if text is _GONE:
             raise LookupError(f"output {k} was forgotten by its owner")
-        return NewArtifact(self.artifact_id(k), _DECODE(text), self._data[k])
+        return text
+
+    def data(self, k: int) -> JSON:
+        """Output ``k``'s data (no decode of its fields)."""
+        if self._fields[k] is _GONE:
+            raise LookupError(f"output {k} was forgotten by its owner")
+        return self._data[k]
 
     def forget(self, stop: int) -> None:
         """Drop what outputs ``0 .. stop-1`` hold. Only for the owner of the sequence (the

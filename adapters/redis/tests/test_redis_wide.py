@@ -49,3 +49,30 @@ def test_wide_fan_out_and_aggregate(store: RedisStore) -> None:
     each = store.get_artifacts("r", 1, 0)
     assert [a.data for a in each] == [f"src.0.0/{i}" for i in range(N)]
     assert seen["agg"].inputs["each"] == each
+
+
+def test_packed_output_args_are_the_texts_of_the_decoded_outputs() -> None:
+    """output_args writes a PackedOutputs' fields texts as they are: the same arguments as
+    encoding each decoded output, and a forgotten output is refused."""
+    import pytest
+
+    from interlock._kernel_support import outputs_to_artifacts
+    from interlock.packed import PackedOutputs
+    from interlock_redis.codec import dumps
+    from interlock_redis.replies import output_args
+
+    outputs = [{"id": None if i % 3 else f"o{i}",
+                "fields": {"i": i, "é": "ü\n\"", "f": 1.5e-300, "n": None, "z": {"b": [2.0]}},
+                "data": {"p": [i]} if i % 2 else f"x/{i}"} for i in range(N)]
+    packed = outputs_to_artifacts("src.0.0", outputs, Limits(max_outputs_per_task=N))
+    assert isinstance(packed, PackedOutputs)
+    expected: list[object] = []
+    for output in packed:
+        body = dumps({"fields": output.fields, "data": output.data})
+        expected += [dumps(output.artifact_id), body[1:-1]]
+    assert output_args(packed) == expected
+    packed.forget(1)
+    with pytest.raises(LookupError):
+        packed.fields_text(0)
+    with pytest.raises(LookupError):
+        packed.data(0)

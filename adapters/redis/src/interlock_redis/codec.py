@@ -12,6 +12,7 @@ from __future__ import annotations
 import enum
 import json
 import math
+import operator
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -21,7 +22,8 @@ from interlock.records import TaskRecord
 from interlock.states import TaskState
 from interlock_redis.scripts import text
 
-__all__ = ["decode_jmap", "dumps", "encode_jmap", "task_parts", "task_record", "task_records"]
+__all__ = ["decode_jmap", "dumps", "encode_jmap", "task_parts", "task_record", "task_records",
+           "tasks_parts"]
 
 _ENCODER = json.JSONEncoder(ensure_ascii=True, separators=(",", ":"))
 _encode_str: Callable[[str], str] = json.encoder.encode_basestring_ascii
@@ -76,23 +78,39 @@ def decode_jmap(raw: str | bytes, **extra: str | bytes | None) -> dict[str, Any]
     return result
 
 
-# TaskRecord's attributes but the plan, in declaration order (the order to_dict gives), each
-# with the JSON text of its key and ':' (the key part of a jmap member)
-_TASK_HEADS: tuple[tuple[str, str], ...] = tuple(
-    (field.name, _encode_str(field.name) + ":")
-    for field in attrs.fields(TaskRecord) if field.name != "plan")
+# TaskRecord's attributes but the plan, in declaration order (the order to_dict gives): one
+# getter for all of them, and the JSON text of each key with ':' (the key part of a jmap member)
+_TASK_NAMES: tuple[str, ...] = tuple(
+    field.name for field in attrs.fields(TaskRecord) if field.name != "plan")
+_TASK_VALUES = operator.attrgetter(*_TASK_NAMES)
+_TASK_HEADS: tuple[str, ...] = tuple(_encode_str(name) + ":" for name in _TASK_NAMES)
+_UNSET = object()
 
 
 def task_parts(task: TaskRecord) -> tuple[str, str]:
     """The task's jmap without its plan, and the plan's JSON text: the text
     ``encode_jmap`` of ``task.to_dict()`` minus ``plan`` gives, without the dict."""
-    members = []
-    for name, head in _TASK_HEADS:
-        value = getattr(task, name)
-        if isinstance(value, enum.Enum):
-            value = value.value
-        members.append(head + _encode_str(dumps(value)))
-    return "{" + ",".join(members) + "}", dumps(task.plan)
+    return tasks_parts([task])[0]
+
+
+def tasks_parts(tasks: Sequence[TaskRecord]) -> list[tuple[str, str]]:
+    """``task_parts`` of each task. The tasks of a launch share most attribute values (the
+    same run id, node, generation, state, timestamps: the very objects), so a member whose
+    value is the object the previous task had is reused, not encoded again."""
+    heads = _TASK_HEADS
+    last: list[object] = [_UNSET] * len(heads)
+    memo = [""] * len(heads)
+    out = []
+    for task in tasks:
+        members = []
+        for k, value in enumerate(_TASK_VALUES(task)):
+            if value is not last[k]:
+                text_ = dumps(value.value if isinstance(value, enum.Enum) else value)
+                last[k] = value
+                memo[k] = heads[k] + _encode_str(text_)
+            members.append(memo[k])
+        out.append(("{" + ",".join(members) + "}", dumps(task.plan)))
+    return out
 
 
 def task_record(raw: str | bytes, plan: str | bytes | None) -> TaskRecord:

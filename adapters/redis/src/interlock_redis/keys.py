@@ -19,6 +19,7 @@ class Keys:
             raise ValueError(f"namespace must be non-empty and free of '{{' and '}}': "
                              f"{namespace!r}")
         self.namespace = namespace
+        self._encoded: dict[str, tuple[bytes, ...]] = {}
 
     def prefix(self, run_id: str) -> str:
         """``<ns>:{<run_id>}``: the prefix (and hash tag) of every key of the run."""
@@ -28,6 +29,17 @@ class Keys:
         """KEYS of every operation script: run, nodes, tasks, plans, leases."""
         p = self.prefix(run_id)
         return f"{p}:run", f"{p}:nodes", f"{p}:tasks", f"{p}:plans", f"{p}:leases"
+
+    def run_keys_bytes(self, run_id: str) -> tuple[bytes, ...]:
+        """``run_keys`` encoded (UTF-8), kept for the last runs used: the client then sends
+        them as they are (each script call names all five)."""
+        cached = self._encoded.get(run_id)
+        if cached is None:
+            if len(self._encoded) >= 1024:
+                self._encoded.clear()
+            cached = tuple(key.encode() for key in self.run_keys(run_id))
+            self._encoded[run_id] = cached
+        return cached
 
     def run(self, run_id: str) -> str:
         return f"{self.prefix(run_id)}:run"

@@ -11,6 +11,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from interlock.errors import UsageError
+from interlock.packed import PackedOutputs
 from interlock.records import (
     Artifact,
     NewArtifact,
@@ -22,7 +23,7 @@ from interlock.records import (
     Transition,
 )
 from interlock.states import IllegalTransition, NodeState, RunState, TaskState
-from interlock_redis.codec import decode_jmap, dumps, task_parts, task_record, task_records
+from interlock_redis.codec import decode_jmap, dumps, task_record, task_records, tasks_parts
 from interlock_redis.scripts import Arg, text
 
 _ENUMS: Mapping[str, Any] = {"run": RunState, "node": NodeState, "task": TaskState}
@@ -72,6 +73,11 @@ def output_args(outputs: Sequence[NewArtifact]) -> list[Arg]:
     """Per output: its id (JSON text) and the members after "artifact_id" ('"fields":...,
     "data":...'); the completion scripts add node, generation, task, seq and origin."""
     args: list[Arg] = []
+    if isinstance(outputs, PackedOutputs):  # a wide completion: its fields texts as they are
+        for k in range(len(outputs)):
+            args += [dumps(outputs.artifact_id(k)),
+                     f'"fields":{outputs.fields_text(k)},"data":{dumps(outputs.data(k))}']
+        return args
     for output in outputs:
         body = dumps({"fields": output.fields, "data": output.data})
         args += [dumps(output.artifact_id), body[1:-1]]
@@ -85,7 +91,9 @@ def decode_facts(flat: Sequence[Any]) -> list[NodeFacts]:
     while i < len(flat):
         node = decode_node(flat[i + 1])
         count = int(flat[i + 2])
-        arts = tuple(Artifact.from_dict(json.loads(raw)) for raw in flat[i + 3:i + 3 + count])
+        # one parse for all of the node's artifacts (a fan-out source: thousands)
+        arts = tuple([Artifact(**data) for data in json.loads(
+            "[" + ",".join([text(raw) for raw in flat[i + 3:i + 3 + count]]) + "]")])
         facts.append(NodeFacts(node, arts))
         i += 3 + count
     return facts
@@ -103,8 +111,7 @@ def launch_args(tasks: Sequence[TaskRecord]) -> tuple[list[Arg], bool]:
     task is written RUNNING with a lease (the run must then join the leased-runs set)."""
     args: list[Arg] = []
     leased = False
-    for task in tasks:
-        head, plan = task_parts(task)
+    for task, (head, plan) in zip(tasks, tasks_parts(tasks), strict=True):
         args += [task.task_id, head, plan]
         leased = leased or (task.state is TaskState.RUNNING and task.lease_until is not None)
     return args, leased

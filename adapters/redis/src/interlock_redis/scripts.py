@@ -62,6 +62,7 @@ class Scripts:
         self.sources = {name: prelude + lua_source(name) for name in names}
         self.shas = {name: hashlib.sha1(src.encode("utf-8")).hexdigest()
                      for name, src in self.sources.items()}
+        self._sha_bytes = {name: sha.encode() for name, sha in self.shas.items()}
         self._loaded = False
         self._lock = threading.Lock()
 
@@ -76,15 +77,16 @@ class Scripts:
                 raise RuntimeError("redis returned unexpected script SHA1 digests")
             self._loaded = True
 
-    def call(self, name: str, keys: Sequence[str], args: Sequence[Arg]) -> Any:
+    def call(self, name: str, keys: Sequence[str | bytes], args: Sequence[Arg]) -> Any:
         """EVALSHA the script: one round trip."""
         if not self._loaded:
             self.load()
+        sha = self._sha_bytes[name]
         try:
-            return self._client.evalsha(self.shas[name], len(keys), *keys, *args)
+            return self._client.evalsha(sha, len(keys), *keys, *args)  # type: ignore[arg-type]
         except NoScriptError:
             self.load()
-            return self._client.evalsha(self.shas[name], len(keys), *keys, *args)
+            return self._client.evalsha(sha, len(keys), *keys, *args)  # type: ignore[arg-type]
 
     def queue(self, pipe: Any, name: str, keys: Sequence[str], args: Sequence[Arg]) -> None:
         """Add an EVALSHA of the script to a pipeline being built."""

@@ -272,7 +272,7 @@ class RedisStore:
     # ---- mutations -----------------------------------------------------------------------
 
     def _call(self, name: str, run_id: str, args: Sequence[Arg]) -> Any:
-        return checked(self.scripts.call(name, self.keys.run_keys(run_id), args), run_id)
+        return checked(self.scripts.call(name, self.keys.run_keys_bytes(run_id), args), run_id)
 
     def _call_leased(self, name: str, run_id: str, args: Sequence[Arg]) -> Any:
         """The script, then SADD of the run to the namespace's leased-runs set, pipelined in

@@ -253,6 +253,15 @@ local function claim_one(id, attempt_id, worker, lease_until, now, run_state)
   return {'applied', raw, redis.call('HGET', K_PLANS, id)}
 end
 
+-- ``command key items...`` in calls of at most 1,000 items (unpack's stack limit); items
+-- pair up (field value, score member) for HSET and ZADD, so the chunks are even. No call
+-- when there are no items.
+local function variadic(command, key, items)
+  for i = 1, #items, 1000 do
+    redis.call(command, key, unpack(items, i, math.min(i + 999, #items)))
+  end
+end
+
 -- [launch.atomic] claim WAITING node ``index`` of ``generation`` and write the tasks given as
 -- (id, jmap without plan, plan JSON) triples in ARGV[first ..]: 'applied', 'duplicate' (node
 -- already LAUNCHED: only tasks not stored yet are written), 'stale', or a {'illegal'|'nonode'}
@@ -284,16 +293,56 @@ local function launch(index, generation, total, first)
   else
     return 'stale'
   end
+  -- the tasks to write, each id once with its last triple (as writing them one by one would
+  -- leave them); 'duplicate' skips ids stored before this call
+  local ids, at = {}, {}
   for i = first, #ARGV, 3 do
     local id = ARGV[i]
-    if outcome == 'applied' or redis.call('HEXISTS', K_TASKS, id) == 0 then
-      local t = cjson.decode(ARGV[i + 1])
-      redis.call('HSET', K_TASKS, id, ARGV[i + 1])
-      redis.call('HSET', K_PLANS, id, ARGV[i + 2])
-      redis.call('SADD', PREFIX .. ':ntasks:' .. t.node_index, id)
-      index_task(id, t)
+    if at[id] then
+      if outcome == 'applied' then
+        at[id] = i
+      end
+    elseif outcome == 'applied' or redis.call('HEXISTS', K_TASKS, id) == 0 then
+      ids[#ids + 1] = id
+      at[id] = i
     end
   end
+  -- then variadic writes, a few per batch instead of five per task
+  local tasks, plans, sets, zadd, zrem = {}, {}, {}, {}, {}
+  for _, id in ipairs(ids) do
+    local i = at[id]
+    local t = cjson.decode(ARGV[i + 1])
+    tasks[#tasks + 1] = id
+    tasks[#tasks + 1] = ARGV[i + 1]
+    plans[#plans + 1] = id
+    plans[#plans + 1] = ARGV[i + 2]
+    local node_sets = sets[t.node_index]
+    if node_sets == nil then
+      node_sets = {all = {}, add = {}, rem = {}}
+      sets[t.node_index] = node_sets
+    end
+    node_sets.all[#node_sets.all + 1] = id
+    if unfinished(t.state) then
+      node_sets.add[#node_sets.add + 1] = id
+    else
+      node_sets.rem[#node_sets.rem + 1] = id
+    end
+    if t.state == TS.running and t.lease_until ~= NULL then
+      zadd[#zadd + 1] = t.lease_until
+      zadd[#zadd + 1] = id
+    else
+      zrem[#zrem + 1] = id
+    end
+  end
+  variadic('HSET', K_TASKS, tasks)
+  variadic('HSET', K_PLANS, plans)
+  for node_index, node_sets in pairs(sets) do
+    variadic('SADD', PREFIX .. ':ntasks:' .. node_index, node_sets.all)
+    variadic('SADD', PREFIX .. ':unfin:' .. node_index, node_sets.add)
+    variadic('SREM', PREFIX .. ':unfin:' .. node_index, node_sets.rem)
+  end
+  variadic('ZADD', K_LEASES, zadd)
+  variadic('ZREM', K_LEASES, zrem)
   flush_nodes()
   return outcome
 end

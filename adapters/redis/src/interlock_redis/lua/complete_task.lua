@@ -21,8 +21,8 @@ end
 for i = 5 + 2 * count, #ARGV do
   children[#children + 1] = ARGV[i]
 end
-local missing = complete_precheck(ARGV[1], children, false)
+local missing, read = complete_precheck(ARGV[1], children, false)
 if missing then
   return missing
 end
-return complete_one(ARGV[1], ARGV[2], outputs, children, ARGV[3])
+return complete_one(ARGV[1], ARGV[2], outputs, children, ARGV[3], nil, read)

@@ -32,11 +32,11 @@ for c = 1, nchildren do
   children[c] = child
   parents_of[child] = parents
 end
-local missing = complete_precheck(ARGV[1], children, false)
+local missing, read = complete_precheck(ARGV[1], children, false)
 if missing then
   return missing
 end
-local reply = complete_one(ARGV[1], ARGV[2], outputs, children, ARGV[3])
+local reply = complete_one(ARGV[1], ARGV[2], outputs, children, ARGV[3], nil, read)
 
 local facts, seen = {}, {}
 local function add(index)
