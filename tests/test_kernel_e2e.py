@@ -347,7 +347,7 @@ def test_output_limit_fails_the_task_naming_the_limit() -> None:
 
 
 def test_large_launch_is_written_in_bounded_batches() -> None:
-    h = Harness(limits=Limits(launch_batch_size=100))
+    h = Harness(limits=Limits(launch_batch_size=100, launch_first_batch=10))
     calls: list[int] = []
     original = h.store.launch_node
 
@@ -361,8 +361,9 @@ def test_large_launch_is_written_in_bounded_batches() -> None:
         {"slug": "agg", "plugin": "x", "depends_on": ["each"], "fan_mode": "aggregate"}]},
         run_id="r")
     h.work(lambda t: emit(1050) if t.node == "src" else [])
-    # src: 1 task; each: 1,050 tasks in batches of at most 100; agg: filtered (no launch)
-    assert calls == [1, *([100] * 10), 50]
+    # src: 1 task; each: 1,050 tasks in batches ramping up from 10 by doubling to at most
+    # 100; agg: filtered (no launch)
+    assert calls == [1, 10, 20, 40, 80, *([100] * 9)]
     assert h.store.get_run("r").state is RunState.COMPLETED  # type: ignore[union-attr]
 
 

@@ -115,7 +115,8 @@ def test_large_aggregate_through_a_passthrough_gate_keeps_seq_order(store: Any) 
 def test_reconcile_repairs_a_large_launch_cut_short(store: Any) -> None:
     """A crash after the first batches of a launch: reconcile_run writes the missing tasks
     (the same ids, deterministic planning) and the run completes with every task once."""
-    h = Harness(store=store, limits=Limits(max_outputs_per_task=N, launch_batch_size=200))
+    h = Harness(store=store, limits=Limits(max_outputs_per_task=N, launch_batch_size=200,
+                                           launch_first_batch=50))
     pipeline = {"name": "p", "nodes": [
         {"slug": "src", "plugin": "list"},
         {"slug": "each", "plugin": "work", "depends_on": ["src"]},
@@ -144,7 +145,8 @@ def test_reconcile_repairs_a_large_launch_cut_short(store: Any) -> None:
         h.kernel.on_task_complete("r", ref.task_id, claim.attempt_id,
                                   [{"id": f"a{i}", "fields": {"i": i}} for i in range(N)])
     del h.store.launch_node
-    assert len(h.store.list_tasks("r", node_index=1)) == 400
+    # the two batches written before the crash: 50, then 100 (the ramp doubles up to 200)
+    assert len(h.store.list_tasks("r", node_index=1)) == 150
     (each,) = h.store.get_nodes("r", [1])
     assert each.state is NodeState.LAUNCHED and each.total_tasks == N
     h.dispatcher.refs.clear()

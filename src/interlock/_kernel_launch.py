@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 
 import attrs
 
@@ -19,9 +19,26 @@ from interlock.protocols import Clock, DagStore, Dispatcher
 from interlock.records import NodeFacts, NodeRecord, Outcome, TaskRecord, TaskRef, Transition
 from interlock.states import NodeState, RunState
 
-__all__ = ["Hold", "LaunchMixin", "RunContext"]
+__all__ = ["Hold", "LaunchMixin", "RunContext", "launch_batches"]
 
 log = logging.getLogger("interlock")
+
+
+def launch_batches(count: int, limits: Limits, *, ramp: bool = True
+                   ) -> Iterator[tuple[int, int]]:
+    """The ``(start, end)`` task ranges a launch of ``count`` tasks is written in: with
+    ``ramp``, ``launch_first_batch`` tasks first, then doubling up to ``launch_batch_size``
+    (a launch that fits one full batch is ramped too); otherwise ``launch_batch_size`` each."""
+    size = max(1, limits.launch_batch_size)
+    step = min(limits.launch_first_batch, size) if ramp else size
+    if count <= step or step <= 0:
+        step = size
+    start = 0
+    while start < count:
+        end = min(start + step, count)
+        yield start, end
+        start = end
+        step = min(step * 2, size)
 
 
 @attrs.frozen
@@ -169,14 +186,14 @@ class LaunchMixin:
 
     def _write_batches(self, run_id: str, topology: Topology, node: NodeRecord,
                        decision: Launch, total: int, *, claim: bool) -> None:
-        """``launch_node`` per batch of ``launch_batch_size`` tasks. With ``claim`` (a new
-        launch) stop when someone else holds the node or the run ended, and dispatch each
-        batch after it commits; without (a repair) append whatever is missing."""
-        size = max(1, self.limits.launch_batch_size)
-        for start in range(0, decision.count, size):
+        """``launch_node`` per batch (:func:`launch_batches`). With ``claim`` (a new launch)
+        the batches ramp up from ``launch_first_batch``; stop when someone else holds the node
+        or the run ended, and dispatch each batch after it commits, so workers start on it
+        while the rest is written. Without (a repair, nothing dispatched) append whatever is
+        missing in full ``launch_batch_size`` batches."""
+        for start, end in launch_batches(decision.count, self.limits, ramp=claim):
             # planned here, batch by batch: a wide launch never holds every task at once
-            batch = task_records(run_id, topology, node,
-                                 decision.plans(start, min(start + size, decision.count)),
+            batch = task_records(run_id, topology, node, decision.plans(start, end),
                                  self.clock.now())
             outcome = self._launch_and_claim(run_id, topology, node, batch, total) \
                 if claim and start == 0 else None

@@ -17,6 +17,12 @@ class Limits:
     - ``max_fields_bytes``: size of one artifact's ``fields`` as compact JSON (routing metadata).
     - ``max_tasks_per_node``: tasks one node launch may create (a runaway guard, not a design cap).
     - ``launch_batch_size``: tasks written (and dispatched) per store call of a large launch.
+    - ``launch_first_batch``: tasks in the first batch of a launch wider than it; each next
+      batch doubles, up to ``launch_batch_size``. Each batch is dispatched as soon as it is
+      written, so workers start on the first tasks while the launching worker writes the rest
+      (a ramp). ``0``, or a value ``>= launch_batch_size``, writes every batch at
+      ``launch_batch_size`` (no ramp). A store with the ``follow`` ability still writes a
+      launch that fits one ``launch_batch_size`` batch with the completion, in one step.
     - ``expression``: step and size budget of one expression evaluation.
     """
 
@@ -24,6 +30,7 @@ class Limits:
     max_fields_bytes: int = 64 * 1024
     max_tasks_per_node: int = 1_000_000
     launch_batch_size: int = 1_000
+    launch_first_batch: int = 64
     expression: Budget = attrs.field(factory=Budget)
 
 
