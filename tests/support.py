@@ -63,3 +63,21 @@ class Harness:
                 continue
             self.kernel.on_task_complete(ref.run_id, ref.task_id, claim.attempt_id, result or [])
         return steps
+
+
+class Calls:
+    """Wraps a store and records the names of the mutations called (abilities pass through)."""
+
+    def __init__(self, store: Any) -> None:
+        self._store = store
+        self.abilities = store.abilities
+        self.names: list[str] = []
+
+    def __getattr__(self, name: str) -> Any:
+        attribute = getattr(self._store, name)
+        if name.startswith(("launch", "claim", "complete", "settle")):
+            def call(*args: Any) -> Any:
+                self.names.append(name)
+                return attribute(*args)
+            return call
+        return attribute

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from support import Harness
+from support import Calls, Harness
 
 from interlock import Output, RunState, StoreUnavailable, TaskInput, TaskState
 from interlock.plugins import PluginRegistry
@@ -134,24 +134,6 @@ def test_a_claim_that_raises_dispatches_the_task_it_held() -> None:
     assert [ref.task_id for ref in h.dispatcher.refs] == ["c1.0.0"]  # not lost
     record = store.get_task("r", task_id)
     assert record is not None and record.state is TaskState.COMPLETED
-
-
-class Calls:
-    """Wraps a store and records the names of the mutations called (abilities pass through)."""
-
-    def __init__(self, store: Any) -> None:
-        self._store = store
-        self.abilities = store.abilities
-        self.names: list[str] = []
-
-    def __getattr__(self, name: str) -> Any:
-        attribute = getattr(self._store, name)
-        if name.startswith(("launch", "claim", "complete", "settle")):
-            def call(*args: Any) -> Any:
-                self.names.append(name)
-                return attribute(*args)
-            return call
-        return attribute
 
 
 @pytest.mark.parametrize(("abilities", "calls"), [

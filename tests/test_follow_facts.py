@@ -9,29 +9,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from support import Harness
+from support import Calls, Harness
 
 from interlock import Output, RunState, TaskInput, storekit
 from interlock_memory import MemoryStore
 from interlock_sqlite import SqliteStore
-
-
-class Calls:
-    """Wraps a store and records the names of the mutations called."""
-
-    def __init__(self, store: Any) -> None:
-        self._store = store
-        self.abilities = store.abilities
-        self.names: list[str] = []
-
-    def __getattr__(self, name: str) -> Any:
-        attribute = getattr(self._store, name)
-        if name.startswith(("launch", "claim", "complete", "settle")):
-            def call(*args: Any) -> Any:
-                self.names.append(name)
-                return attribute(*args)
-            return call
-        return attribute
 
 
 @pytest.fixture(params=["memory", "sqlite"])
