@@ -14,7 +14,7 @@ from interlock.testing._races import THREADS, modes, run_concurrently
 from interlock.testing._support import (
     Harness,
     Scenario,
-    expect,
+    expect_ability,
     expect_eq,
     outputs_for,
     pipeline,
@@ -23,9 +23,7 @@ from interlock.testing._support import (
 
 def _batched(h: Harness, clause: str) -> Any:
     store = h.store
-    expect("batched" in getattr(store, "abilities", frozenset()), clause,
-           "the test class declares the ability 'batched' but the store's abilities attribute "
-           "does not, so the kernel would never take the batched path")
+    expect_ability(store, "batched", clause, "take the batched path")
     return store
 
 
@@ -174,9 +172,7 @@ def check_complete_prefetch(h: Harness) -> None:
     """[complete.prefetch]"""
     c = "complete.prefetch"
     store = h.store
-    expect("prefetch" in getattr(store, "abilities", frozenset()), c,
-           "the test class declares the ability 'prefetch' but the store's abilities attribute "
-           "does not, so the kernel would never take the prefetching path")
+    expect_ability(store, "prefetch", c, "take the prefetching path")
     # n0 -> n1, n0 -> n2, n1 -> n2 : completing n0's last task readies n1 only
     sc = Scenario(h, "prefetch", [[], [0], [0, 1]])
     t0, t1 = sc.start(0, 2)
@@ -205,9 +201,7 @@ def check_launch_claim(h: Harness) -> None:
     """[launch.claim]"""
     c = "launch.claim"
     store = h.store
-    expect("handover" in getattr(store, "abilities", frozenset()), c,
-           "the test class declares the ability 'handover' but the store's abilities attribute "
-           "does not, so the kernel would never take the handing-over path")
+    expect_ability(store, "handover", c, "take the handing-over path")
     store = cast(HandoverDagStore, store)
     sc = Scenario(h, "handover", [[], [0]])
     tasks = sc.new_tasks(0, range(3))
@@ -241,9 +235,7 @@ def check_artifacts_stream(h: Harness) -> None:
     """[artifacts.stream]"""
     c = "artifacts.stream"
     store = h.store
-    expect("stream" in getattr(store, "abilities", frozenset()), c,
-           "the test class declares the ability 'stream' but the store's abilities attribute "
-           "does not, so the kernel would never read artifacts one at a time")
+    expect_ability(store, "stream", c, "read artifacts one at a time")
     sc = Scenario(h, "stream", [[], [0]])
     t0, t1, t2 = sc.start(0, 3)
     sc.complete(t1, f"{t1}@1", outputs_for(t1, 3))

@@ -11,7 +11,14 @@ import attrs
 from interlock.protocols import FollowingDagStore
 from interlock.records import FollowUp, NodeFacts
 from interlock.states import NodeState, TaskState
-from interlock.testing._support import Harness, Scenario, expect, expect_eq, outputs_for
+from interlock.testing._support import (
+    Harness,
+    Scenario,
+    expect,
+    expect_ability,
+    expect_eq,
+    outputs_for,
+)
 
 __all__ = ["check_complete_follow"]
 
@@ -21,9 +28,7 @@ class _Boom(Exception):
 
 
 def _store(h: Harness, clause: str) -> FollowingDagStore:
-    expect("follow" in getattr(h.store, "abilities", frozenset()), clause,
-           "the test class declares the ability 'follow' but the store's abilities attribute "
-           "does not, so the kernel would never take the following path")
+    expect_ability(h.store, "follow", clause, "take the following path")
     return cast(FollowingDagStore, h.store)
 
 

@@ -33,6 +33,7 @@ __all__ = [
     "RecordingDispatcher",
     "Scenario",
     "expect",
+    "expect_ability",
     "expect_eq",
     "first_difference",
     "observe",
@@ -45,6 +46,14 @@ def expect(ok: bool, clause: str, message: str) -> None:
     """Fail with the clause id in the message (works under ``python -O`` too)."""
     if not ok:
         raise AssertionError(f"[{clause}] {message}")
+
+
+def expect_ability(store: object, ability: str, clause: str, path: str) -> None:
+    """Fail unless ``store`` declares ``ability`` (the test class declared it, so the checks of
+    its clauses run; a store that does not say so would never be used that way)."""
+    expect(ability in getattr(store, "abilities", frozenset()), clause,
+           f"the test class declares the ability {ability!r} but the store's abilities "
+           f"attribute does not, so the kernel would never {path}")
 
 
 def expect_eq(actual: object, expected: object, clause: str, what: str) -> None:
