@@ -13,7 +13,6 @@ from typing import Any
 from interlock.errors import UsageError
 from interlock.packed import PackedOutputs
 from interlock.records import (
-    Artifact,
     NewArtifact,
     NodeFacts,
     NodeRecord,
@@ -23,7 +22,14 @@ from interlock.records import (
     Transition,
 )
 from interlock.states import IllegalTransition, NodeState, RunState, TaskState
-from interlock_redis.codec import decode_jmap, dumps, task_record, task_records, tasks_parts
+from interlock_redis.codec import (
+    artifacts,
+    decode_jmap,
+    dumps,
+    task_record,
+    task_records,
+    tasks_parts,
+)
 from interlock_redis.scripts import Arg, text
 
 _ENUMS: Mapping[str, Any] = {"run": RunState, "node": NodeState, "task": TaskState}
@@ -91,9 +97,7 @@ def decode_facts(flat: Sequence[Any]) -> list[NodeFacts]:
     while i < len(flat):
         node = decode_node(flat[i + 1])
         count = int(flat[i + 2])
-        # one parse for all of the node's artifacts (a fan-out source: thousands)
-        arts = tuple([Artifact(**data) for data in json.loads(
-            "[" + ",".join([text(raw) for raw in flat[i + 3:i + 3 + count]]) + "]")])
+        arts = tuple(artifacts(flat[i + 3:i + 3 + count]))
         facts.append(NodeFacts(node, arts))
         i += 3 + count
     return facts

@@ -35,6 +35,7 @@ from interlock.records import (
 )
 from interlock.states import NodeState, RunState, TaskState
 from interlock_redis.codec import (
+    artifacts,
     decode_jmap,
     dumps,
     encode_jmap,
@@ -202,12 +203,8 @@ class RedisStore:
 
     @_reachable
     def get_artifacts(self, run_id: str, node_index: int, generation: int) -> list[Artifact]:
-        raws = self.client.lrange(self.keys.artifacts(run_id, node_index, generation), 0, -1)
-        if not raws:
-            return []
-        # one parse for the list (an aggregate reads every artifact of a wide node)
-        items = json.loads("[" + ",".join([text(raw) for raw in raws]) + "]")
-        return [Artifact.from_dict(item) for item in items]
+        return artifacts(self.client.lrange(
+            self.keys.artifacts(run_id, node_index, generation), 0, -1))
 
     @_reachable
     def list_expired(self, now: float, limit: int) -> list[TaskRecord]:
