@@ -255,6 +255,28 @@ class SqlCounter:
         return out
 
 
+TIMELINE = False
+"""``--timeline``: print when each phase of a fan-out run ended (see :func:`timeline`)."""
+
+
+def timeline(store: Any, run_id: str, t0: float, shape: Shape) -> None:
+    """The serial and parallel phases of a fan-out run, from its tasks' ``updated_at`` (their
+    completion times): the source's completion (taken before it publishes and launches), the
+    first / 10th / 50th / 90th percentile / last of the N work tasks, and the aggregate's."""
+    if not TIMELINE or shape.kind != "fan":
+        return
+    done = sorted((t.node_index, t.updated_at - t0) for t in store.list_tasks(run_id))
+    work = [at for node, at in done if node == 1]
+    source, agg = done[0][1], done[-1][1]
+
+    def at(q: float) -> str:
+        return f"{work[round(q * (len(work) - 1))] * 1e3:,.0f}"
+
+    log(f"  timeline {shape.key} (ms after start_run): source completes {source * 1e3:,.0f}; "
+        f"work completions first {at(0)}, p10 {at(.1)}, p50 {at(.5)}, p90 {at(.9)}, last "
+        f"{at(1)}; aggregate {agg * 1e3:,.0f}")
+
+
 class SqliteBackend:
     name = "sqlite"
     title = "SQLite store, LocalRunner(mode='processes', workers=2)"
@@ -297,6 +319,7 @@ class SqliteBackend:
         arts = self.store.get_artifacts(run_id, last, 0)
         ok, check = _check(shape, arts[-1].fields if arts else None)
         ok = ok and result.state.value == "completed"
+        timeline(self.store, run_id, run.created_at, shape)
         cpu = {"runner process (kernel+store+threads)": me1 - me0,
                "plugin processes": kids1 - kids0 + desc1 - desc0}
         return Measurement(
@@ -544,6 +567,8 @@ class RedisBackend:
             arts = self.store.get_artifacts(run_id, last, 0)
         ok, check = _check(shape, arts[-1].fields if arts else None)
         ok = ok and run.state.value == "completed"
+        with rtt.paused():
+            timeline(self.store, run_id, t0, shape)
         workers = sum(cpu1.get(p, 0.0) - cpu0.get(p, 0.0) for p in self.worker_pids())
         cpu = {"start_run (this process)": start_cpu,
                "worker processes": workers,
@@ -919,7 +944,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--costs", action="store_true",
                         help="instead of the table: single-threaded cost probes of the store "
                              "calls, per task and batched (see e2e_support/costs.py)")
+    parser.add_argument("--timeline", action="store_true",
+                        help="also print when each phase of a fan-out run ended (source, "
+                             "work percentiles, aggregate): its serial parts")
     args = parser.parse_args(argv)
+    global TIMELINE
+    TIMELINE = args.timeline
     args.backends = [b.strip() for b in args.backends.split(",") if b.strip()]
     shapes = [s.strip() for s in args.shapes.split(",")] if args.shapes else list(
         QUICK if args.quick else FULL)

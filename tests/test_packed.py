@@ -3,6 +3,7 @@ and the kernel uses them for a wide completion's outputs and a wide aggregate's 
 
 from __future__ import annotations
 
+import json
 import pickle
 import tracemalloc
 from collections.abc import Iterator, Sequence
@@ -14,7 +15,14 @@ from support import Harness
 
 from interlock import Kernel, Limits, RunState, TaskInput, TaskRef
 from interlock.errors import LimitExceeded, UsageError
-from interlock.packed import PACK_MIN, PackedArtifacts, PackedOutputs, PublishedView
+from interlock.packed import (
+    PACK_MIN,
+    ArtifactTexts,
+    PackedArtifacts,
+    PackedOutputs,
+    PublishedView,
+    pack_if_wide,
+)
 from interlock.planning import resolve_refs
 from interlock.records import Artifact, NewArtifact
 
@@ -59,6 +67,35 @@ def test_packed_artifacts_behave_like_the_list_of_their_records() -> None:
     assert packed[0] == records[0]
     assert pickle.loads(pickle.dumps(packed)) == records
     assert repr(PackedArtifacts(records[:2])) == f"PackedArtifacts({records[:2]!r})"
+
+
+def _texts(records: Sequence[Artifact], as_bytes: bool) -> list[Any]:
+    """The JSON object texts a store (Redis) keeps for each record."""
+    texts = [json.dumps(a.to_dict(), separators=(",", ":")) for a in records]
+    return [t.encode() for t in texts] if as_bytes else texts
+
+
+@pytest.mark.parametrize("as_bytes", [False, True])
+def test_artifact_texts_behave_like_the_list_of_their_records(as_bytes: bool) -> None:
+    records = [_artifact(i) for i in range(600)]  # iteration parses chunks of 256 texts
+    texts = ArtifactTexts(_texts(records, as_bytes))
+    assert len(texts) == 600 and not ArtifactTexts([])
+    assert texts[0] == records[0] and texts[-1] == records[-1] and texts[300] == records[300]
+    assert type(texts[3]) is Artifact and type(texts[3].fields) is dict
+    with pytest.raises(IndexError):
+        texts[600]
+    assert list(texts) == records and list(reversed(texts)) == records[::-1]
+    assert list(ArtifactTexts(_texts(records[:256], as_bytes))) == records[:256]
+    assert list(ArtifactTexts(_texts(records[:257], as_bytes))) == records[:257]
+    assert texts == records and records == texts and texts == PackedArtifacts(records)
+    assert texts != records[::-1] and texts != records[:-1]
+    assert texts[2:9] == records[2:9] and type(texts[2:9]) is list
+    texts[0].fields["i"] = -1  # a new record per read
+    assert texts[0] == records[0]
+    assert pickle.loads(pickle.dumps(texts)) == records
+    assert type(pickle.loads(pickle.dumps(texts))) is ArtifactTexts
+    # already packed: the kernel keeps it as it is (no decode, no re-encode)
+    assert pack_if_wide(texts) is texts
 
 
 def test_packed_outputs_and_published_view_build_records_on_access() -> None:

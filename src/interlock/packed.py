@@ -10,6 +10,9 @@ and build the record when it is asked for:
 - :class:`PackedArtifacts`: any artifacts, one compact JSON text per artifact (about 150
   bytes for the benchmark's). What ``TaskInput.inputs`` holds for a large aggregate read from
   a store with the ``stream`` ability.
+- :class:`ArtifactTexts`: any artifacts, as the JSON object text (``Artifact.to_dict``) a
+  store already holds for each (Redis keeps them so): the store hands over what it read, and
+  no record is built until one is read.
 - :class:`PackedOutputs`: a task's validated outputs (``NewArtifact``), the fields kept as the
   JSON text their validation produced.
 - :class:`PublishedView`: the artifacts a completion publishes, derived from its outputs
@@ -35,8 +38,8 @@ from typing import Any, TypeVar, overload
 from interlock.jsonvalues import JSON
 from interlock.records import Artifact, NewArtifact, OriginMode
 
-__all__ = ["PACK_MIN", "PackedArtifacts", "PackedOutputs", "PublishedView", "pack_if_wide",
-           "same_items"]
+__all__ = ["PACK_MIN", "ArtifactTexts", "PackedArtifacts", "PackedOutputs", "PublishedView",
+           "pack_if_wide", "same_items"]
 
 PACK_MIN = 1000
 """The kernel packs a task's outputs, and reads a node's artifacts packed, from this many on:
@@ -44,6 +47,7 @@ below it plain lists cost less time and the memory does not matter."""
 
 _ENCODER = json.JSONEncoder(separators=(",", ":"), check_circular=False)
 _DECODE = json.JSONDecoder().decode
+_CHUNK = 256  # texts parsed together when an ArtifactTexts is iterated
 _T = TypeVar("_T")
 _GONE = ""  # what a forgotten output's fields text becomes (no valid text is empty)
 
@@ -141,6 +145,44 @@ class PackedArtifacts(_Lazy[Artifact]):
     __hash__ = None  # __eq__ without __hash__: unhashable, like the base
 
 
+class ArtifactTexts(_Lazy[Artifact]):
+    """An immutable sequence of :class:`Artifact` held as the JSON object texts (``str`` or
+    UTF-8 ``bytes``, the members of :meth:`Artifact.to_dict`) a store read them as.
+
+    A store that keeps artifacts as such texts returns a wide node's artifacts this way (the
+    ``stream`` ability's ``iter_artifacts``, the ``prefetch`` ability's facts): reading them
+    costs the transfer, and each record is built when read — planning a 1,000-way launch
+    builds the records batch by batch, planning an aggregate by reference builds one. The
+    texts are not validated here: a store hands over only texts it wrote itself, in ``seq``
+    order (a node generation's artifacts, as ``get_artifacts`` returns them).
+    """
+
+    __slots__ = ("_texts",)
+
+    def __init__(self, texts: Sequence[str | bytes]) -> None:
+        self._texts = texts
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return ArtifactTexts, (list(self._texts),)
+
+    def __len__(self) -> int:
+        return len(self._texts)
+
+    def _item(self, k: int) -> Artifact:
+        raw = self._texts[k]
+        return Artifact(**_DECODE(raw.decode() if isinstance(raw, bytes) else raw))
+
+    def __iter__(self) -> Iterator[Artifact]:
+        # read in order (what a plugin does with its input): one JSON parse per chunk of
+        # texts costs less per record than one per text
+        texts = self._texts
+        for start in range(0, len(texts), _CHUNK):
+            chunk = [raw.decode() if isinstance(raw, bytes) else raw
+                     for raw in texts[start:start + _CHUNK]]
+            for data in _DECODE("[" + ",".join(chunk) + "]"):
+                yield Artifact(**data)
+
+
 class PackedOutputs(_Lazy[NewArtifact]):
     """A task's validated outputs: per output its local id (None for the default, its
     position), its fields as JSON text, and its data. Item ``k`` is the
@@ -200,7 +242,10 @@ class PackedOutputs(_Lazy[NewArtifact]):
 
 def pack_if_wide(artifacts: Iterable[Artifact]) -> Sequence[Artifact]:
     """The artifacts as a list when fewer than :data:`PACK_MIN`, else packed as they are read
-    (a stream of records is then never held whole)."""
+    (a stream of records is then never held whole). Artifacts already packed
+    (:class:`PackedArtifacts`, :class:`ArtifactTexts`) are kept as they are."""
+    if isinstance(artifacts, (PackedArtifacts, ArtifactTexts)):
+        return artifacts
     iterator = iter(artifacts)
     head = list(islice(iterator, PACK_MIN))
     if len(head) < PACK_MIN:

@@ -29,7 +29,7 @@ from interlock.model import (
     Node,
     TriggerRule,
 )
-from interlock.packed import PackedArtifacts, PublishedView, _Lazy
+from interlock.packed import ArtifactTexts, PackedArtifacts, PublishedView, _Lazy
 from interlock.records import Artifact, OriginMode
 from interlock.states import NodeState
 
@@ -214,7 +214,7 @@ def resolve_refs(refs: Mapping[str, Sequence[ArtifactRef]],
                 raise ValueError(f"node {source} generation {generation} has {len(stored)} "
                                  f"artifacts, {count} when the task was planned")
             if len(refs_of_slug) == 1 and runs == [[0, count]] and \
-                    isinstance(stored, (list, PackedArtifacts)):
+                    isinstance(stored, (list, PackedArtifacts, ArtifactTexts)):
                 out[slug] = stored  # the common case: every artifact of one node, no copy
                 break
             packed = packed or isinstance(stored, _Lazy)
@@ -374,8 +374,10 @@ class _SingleShapes(Sequence[Shape]):
 
 
 def _ordered(arts: Sequence[Artifact]) -> bool:
-    if isinstance(arts, PublishedView):
-        return True  # one completion's outputs, seq ascending by construction
+    if isinstance(arts, (PublishedView, ArtifactTexts)):
+        # one completion's outputs, or a node generation's as a store read them: seq
+        # ascending by construction (checking would build every record, twice)
+        return True
     return all(arts[i].seq < arts[i + 1].seq for i in range(len(arts) - 1))
 
 

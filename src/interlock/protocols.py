@@ -26,7 +26,7 @@ transaction primitive; most SQL-style stores only need to provide that primitive
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from typing import Protocol, runtime_checkable
 
 import attrs
@@ -417,8 +417,10 @@ class StreamingDagStore(DagStore, Protocol):
     abilities: frozenset[str]
 
     def iter_artifacts(self, run_id: str, node_index: int, generation: int
-                       ) -> Iterator[Artifact]:
+                       ) -> Iterable[Artifact]:
         """[artifacts.stream] Exactly what ``get_artifacts`` returns, in the same order (by
-        ``seq``), one record at a time, read from one committed snapshot. The caller consumes
-        the iterator before making any other call on the store from its thread."""
+        ``seq``), one record at a time, read from one committed snapshot: an iterator, or a
+        packed sequence (:class:`~interlock.packed.ArtifactTexts`,
+        :class:`~interlock.packed.PackedArtifacts`) that the kernel keeps as it is. The caller
+        consumes an iterator before making any other call on the store from its thread."""
         ...

@@ -46,9 +46,10 @@ class TaskInput:
 
     ``inputs``: per dependency slug, the artifacts (ids, fields, data) that reached the task,
     in ``seq`` order, as a read-only sequence: a list, or — for 1,000 artifacts or more read
-    from a store with the ``stream`` ability — a :class:`~interlock.packed.PackedArtifacts`,
-    which holds them compactly and builds each record when read (equal to the list of the same
-    records; slicing gives a list; ``list(seq)`` materialises them all).
+    from a store with the ``stream`` ability — a :class:`~interlock.packed.PackedArtifacts` (or
+    :class:`~interlock.packed.ArtifactTexts`), which holds them compactly and builds each
+    record when read (equal to the list of the same records; slicing gives a list;
+    ``list(seq)`` materialises them all).
     ``bindings``: resolved bindings. ``resume``: the payload given to ``resume_task``, if any.
     """
 

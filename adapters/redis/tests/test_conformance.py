@@ -14,9 +14,10 @@ from interlock_redis import RedisStore
 
 class TestRedisConformance(DagStoreConformance):
     # one store object is thread-safe; separate store objects (separate clients, as in
-    # separate worker processes) on one namespace share their data; batched claim/complete
+    # separate worker processes) on one namespace share their data; batched claim/complete;
+    # prefetch, handover, stream
     abilities: ClassVar[frozenset[str]] = frozenset(
-        {"threads", "processes", "batched", "prefetch", "handover"})
+        {"threads", "processes", "batched", "prefetch", "handover", "stream"})
 
     @pytest.fixture(autouse=True)
     def _redis(self, redis_url: str) -> None:

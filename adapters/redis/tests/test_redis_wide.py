@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from interlock import Kernel, Limits, RunState, TaskInput, TaskRef
-from interlock.packed import PACK_MIN
+from interlock.packed import PACK_MIN, ArtifactTexts
 from interlock_redis import RedisStore
 
 N = PACK_MIN + 300
@@ -48,7 +48,33 @@ def test_wide_fan_out_and_aggregate(store: RedisStore) -> None:
         for i in range(N)]
     each = store.get_artifacts("r", 1, 0)
     assert [a.data for a in each] == [f"src.0.0/{i}" for i in range(N)]
+    # the wide input came as the stored texts ('stream'), records built as the plugin reads
+    assert isinstance(seen["agg"].inputs["each"], ArtifactTexts)
     assert seen["agg"].inputs["each"] == each
+    assert isinstance(store.iter_artifacts("r", 1, 0), ArtifactTexts)
+    assert store.iter_artifacts("r", 2, 0) == store.get_artifacts("r", 2, 0)  # narrow: a list
+
+
+def test_prefetched_facts_of_a_wide_node_are_its_stored_texts(store: RedisStore) -> None:
+    """complete_task_prefetch hands over a wide node's artifacts as the texts it read: equal
+    to get_artifacts, each record built when read."""
+    from interlock.records import NewArtifact
+
+    kernel = Kernel(store, None, limits=Limits(max_outputs_per_task=N))
+    kernel.start_run({"name": "p", "nodes": [
+        {"slug": "src", "plugin": "list"},
+        {"slug": "each", "plugin": "work", "depends_on": ["src"]},
+    ]}, run_id="r")
+    (task,) = store.list_tasks("r")
+    claim = kernel.claim_task("r", task.task_id)
+    assert claim is not None
+    outputs = [NewArtifact(f"{task.task_id}/{i}", {"i": i}, None) for i in range(N)]
+    transition, facts = store.complete_task_prefetch(
+        "r", task.task_id, claim.attempt_id, outputs, [1], [[0]], 1.0)
+    assert transition.ready == (1,)
+    by_node = {f.node.index: f.artifacts for f in facts}
+    assert isinstance(by_node[0], ArtifactTexts) and by_node[0] == store.get_artifacts("r", 0, 0)
+    assert by_node[1] == ()
 
 
 def test_packed_output_args_are_the_texts_of_the_decoded_outputs() -> None:

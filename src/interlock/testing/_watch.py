@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import threading
 from collections import Counter
-from collections.abc import Callable, Collection, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from typing import cast
 
 import attrs
@@ -99,7 +99,7 @@ class Watched:
         return self.inner.get_artifacts(run_id, node_index, generation)
 
     def iter_artifacts(self, run_id: str, node_index: int, generation: int
-                       ) -> Iterator[Artifact]:
+                       ) -> Iterable[Artifact]:
         return self.inner.iter_artifacts(  # type: ignore[attr-defined,no-any-return]
             run_id, node_index, generation)
 

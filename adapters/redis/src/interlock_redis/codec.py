@@ -18,12 +18,13 @@ from typing import Any
 
 import attrs
 
+from interlock.packed import PACK_MIN, ArtifactTexts
 from interlock.records import Artifact, TaskRecord
 from interlock.states import TaskState
 from interlock_redis.scripts import text
 
 __all__ = ["artifacts", "decode_jmap", "dumps", "encode_jmap", "task_parts", "task_record",
-           "task_records", "tasks_parts"]
+           "task_records", "tasks_parts", "wide_artifacts"]
 
 _ENCODER = json.JSONEncoder(ensure_ascii=True, separators=(",", ":"))
 _encode_str: Callable[[str], str] = json.encoder.encode_basestring_ascii
@@ -129,6 +130,15 @@ def artifacts(raws: Sequence[str | bytes]) -> list[Artifact]:
     """The artifacts of their stored JSON texts, in one parse for the list (an aggregate, or a
     fan-out source's facts, reads thousands)."""
     return [Artifact(**data) for data in json.loads(_joined(raws))] if raws else []
+
+
+def wide_artifacts(raws: Sequence[str | bytes]) -> Sequence[Artifact]:
+    """``artifacts(raws)``, or from :data:`~interlock.packed.PACK_MIN` texts on, the texts as
+    they came (:class:`~interlock.packed.ArtifactTexts`: each record is built when read — the
+    planning of a wide launch, or by reference, reads few or reads them batch by batch)."""
+    if len(raws) >= PACK_MIN:
+        return ArtifactTexts(raws)
+    return artifacts(raws)
 
 
 def task_records(items: Sequence[tuple[str | bytes, str | bytes | None]]) -> list[TaskRecord]:

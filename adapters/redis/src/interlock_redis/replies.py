@@ -23,12 +23,12 @@ from interlock.records import (
 )
 from interlock.states import IllegalTransition, NodeState, RunState, TaskState
 from interlock_redis.codec import (
-    artifacts,
     decode_jmap,
     dumps,
     task_record,
     task_records,
     tasks_parts,
+    wide_artifacts,
 )
 from interlock_redis.scripts import Arg, text
 
@@ -97,8 +97,8 @@ def decode_facts(flat: Sequence[Any]) -> list[NodeFacts]:
     while i < len(flat):
         node = decode_node(flat[i + 1])
         count = int(flat[i + 2])
-        arts = tuple(artifacts(flat[i + 3:i + 3 + count]))
-        facts.append(NodeFacts(node, arts))
+        arts = wide_artifacts(flat[i + 3:i + 3 + count])
+        facts.append(NodeFacts(node, tuple(arts) if isinstance(arts, list) else arts))
         i += 3 + count
     return facts
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import functools
 import json
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from typing import Any, ParamSpec, TypeVar
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -41,6 +41,7 @@ from interlock_redis.codec import (
     encode_jmap,
     task_record,
     task_records,
+    wide_artifacts,
 )
 from interlock_redis.keys import Keys
 from interlock_redis.replies import (
@@ -101,10 +102,11 @@ class RedisStore:
     Thread-safe: the client's connection pool serialises nothing but sockets; every mutation
     is one atomic script on the server. Declares the ``batched`` ability
     (:class:`~interlock.protocols.BatchedDagStore`): ``claim_tasks`` and ``complete_tasks``
-    are one script each too.
+    are one script each too; ``prefetch``, ``handover`` and ``stream`` (a wide node's
+    artifacts handed over as the stored texts, :class:`~interlock.packed.ArtifactTexts`).
     """
 
-    abilities: frozenset[str] = frozenset({"batched", "prefetch", "handover"})
+    abilities: frozenset[str] = frozenset({"batched", "prefetch", "handover", "stream"})
 
     def __init__(self, client: redis.Redis | str, namespace: str = "interlock") -> None:
         if isinstance(client, str):
@@ -204,6 +206,15 @@ class RedisStore:
     @_reachable
     def get_artifacts(self, run_id: str, node_index: int, generation: int) -> list[Artifact]:
         return artifacts(self.client.lrange(
+            self.keys.artifacts(run_id, node_index, generation), 0, -1))
+
+    @_reachable
+    def iter_artifacts(self, run_id: str, node_index: int, generation: int
+                       ) -> Iterable[Artifact]:
+        """[artifacts.stream] ``get_artifacts``, read in one LRANGE; from
+        :data:`~interlock.packed.PACK_MIN` artifacts on as the stored texts
+        (:class:`~interlock.packed.ArtifactTexts`), each record built when read."""
+        return wide_artifacts(self.client.lrange(
             self.keys.artifacts(run_id, node_index, generation), 0, -1))
 
     @_reachable
