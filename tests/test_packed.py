@@ -98,6 +98,17 @@ def test_artifact_texts_behave_like_the_list_of_their_records(as_bytes: bool) ->
     assert pack_if_wide(texts) is texts
 
 
+def test_packed_artifacts_from_texts_and_plus() -> None:
+    records = [_artifact(i) for i in range(20)]
+    rows = [json.dumps([a.artifact_id, a.node_index, a.generation, a.task_id, a.seq, a.fields,
+                        a.data, a.origin], separators=(",", ":")) for a in records]
+    packed = PackedArtifacts.from_texts(rows[:15])
+    assert packed == records[:15] and pack_if_wide(packed) is packed
+    more = packed.plus(iter(records[15:]))
+    assert more == records and packed == records[:15]  # a new sequence; this one unchanged
+    assert PackedArtifacts().plus([]) == []
+
+
 def test_packed_outputs_and_published_view_build_records_on_access() -> None:
     outputs = PackedOutputs("t.0.0", [None, "b", None], ['{"i":0}', '{"i":1}', "{}"],
                             [None, "d", [1]])

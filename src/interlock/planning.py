@@ -374,9 +374,10 @@ class _SingleShapes(Sequence[Shape]):
 
 
 def _ordered(arts: Sequence[Artifact]) -> bool:
-    if isinstance(arts, (PublishedView, ArtifactTexts)):
-        # one completion's outputs, or a node generation's as a store read them: seq
-        # ascending by construction (checking would build every record, twice)
+    if isinstance(arts, (PublishedView, ArtifactTexts, PackedArtifacts)):
+        # one completion's outputs, or a node generation's as a store read them (packed: by
+        # the kernel from a store's read, or by the store): seq ascending by construction,
+        # and checking would build every record twice
         return True
     return all(arts[i].seq < arts[i + 1].seq for i in range(len(arts) - 1))
 

@@ -17,7 +17,7 @@ from typing import Protocol
 from interlock._evolve import evolve_node as _evolve_node
 from interlock._evolve import evolve_run as _evolve_run
 from interlock._evolve import evolve_task as _evolve_task
-from interlock.packed import PACK_MIN, PublishedView
+from interlock.packed import PACK_MIN, PackedArtifacts, PublishedView
 from interlock.protocols import ClaimRequest
 from interlock.records import (
     Artifact,
@@ -525,7 +525,9 @@ def _follow_facts(tx: RunTransaction, task_id: str, transition: Transition,
         if stored is None:
             return ()
         budget -= len(stored)
-        facts.append(NodeFacts(parent, (*stored, *own)))
+        # packed stays packed (own, published in this step, follows by seq)
+        facts.append(NodeFacts(parent, stored.plus(own) if isinstance(stored, PackedArtifacts)
+                               else (*stored, *own)))
     return tuple(facts)
 
 

@@ -6,7 +6,10 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
-from interlock.records import NodeRecord, RunRecord, TaskRecord
+import pytest
+
+from interlock.packed import PACK_MIN, PackedArtifacts
+from interlock.records import Artifact, NodeRecord, RunRecord, TaskRecord
 from interlock.states import NodeState, RunState, TaskState
 from interlock_sqlite import SqliteStore, codec
 
@@ -70,3 +73,41 @@ def test_task_transaction_reads_run_task_and_node_once(tmp_path: Path) -> None:
         assert tx is not None and tx.task("nope") is None
     with store._task_transaction("missing", "t.3.0") as tx:
         assert tx is None
+
+
+def _artifacts(n: int, node: int = 1, first_seq: int = 1) -> list[Artifact]:
+    """Artifacts with what JSON text can hold: non-ASCII, escapes, floats, nesting, nulls."""
+    return [Artifact(f"t.{node}.{i}/o\u00e9\"{i}", node, 0, f"t.{node}.{i}", first_seq + i,
+                     {"i": i, "f": 1.5e-300 * i, "s": "\u2603\\\n\"", "big": 2 ** 70, "n": None,
+                      "z": {"l": [1.0, True, None]}},
+                     None if i % 3 == 0 else {"uri": f"s3://b/{i}"} if i % 3 == 1 else [i],
+                     None if i % 2 else f"o/{i}")
+            for i in range(n)]
+
+
+@pytest.mark.parametrize("json1", [True, False])
+def test_artifact_reads_with_and_without_json1_give_the_same_records(
+        tmp_path: Path, json1: bool) -> None:
+    """SQLite builds each artifact's packed text (JSON1) or Python decodes the columns: the
+    same records either way; a wide node is handed over packed, a narrow one as records."""
+    store = SqliteStore(tmp_path / "s.db")
+    assert store._json1  # this SQLite has JSON1: the fallback is the test's switch
+    store._json1 = json1
+    store.create_run(RUN, [NodeRecord(i, 0, NodeState.WAITING, 0) for i in range(3)])
+    wide, narrow = _artifacts(PACK_MIN + 5), _artifacts(70, node=2, first_seq=PACK_MIN + 6)
+    conn = sqlite3.connect(tmp_path / "s.db")
+    conn.executemany(codec.INSERT_ARTIFACT, [codec.artifact_params("r", a)
+                                             for a in [*wide, *narrow]])
+    conn.commit()
+    streamed = store.iter_artifacts("r", 1, 0)
+    assert isinstance(streamed, PackedArtifacts) is json1
+    assert list(streamed) == wide and store.get_artifacts("r", 1, 0) == wide
+    assert list(store.iter_artifacts("r", 2, 0)) == narrow
+    assert isinstance(store.iter_artifacts("r", 2, 0), list) is json1
+    assert list(store.iter_artifacts("r", 0, 0)) == [] and store.get_artifacts("x", 1, 0) == []
+    # inside a step: a completion's follow-up facts, packed from _PACK_FACTS on
+    with store.transaction("r") as tx:
+        assert tx is not None
+        facts = tx.stored_artifacts(2, 0, 1000)
+        assert facts == narrow and isinstance(facts, PackedArtifacts) is json1
+        assert tx.stored_artifacts(2, 0, 69) is None and tx.stored_artifacts(0, 0, 5) == []

@@ -9,9 +9,11 @@ surrogate) then encodes to valid UTF-8 for SQLite.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+import sqlite3
+from collections.abc import Iterable, Sequence
 from typing import Any
 
+from interlock.packed import PACK_MIN, PackedArtifacts
 from interlock.records import Artifact, NodeRecord, RunRecord, TaskRecord
 from interlock.states import NodeState, RunState, TaskState
 
@@ -89,6 +91,14 @@ NODE_SLICE = slice(TASK_SLICE.stop, None)
 
 SELECT_ARTIFACTS = (f"SELECT {_names(ARTIFACT_COLUMNS)} FROM artifacts "
                     "WHERE run_id = ? AND node_index = ? AND generation = ? ORDER BY seq")
+# Per artifact the JSON array text PackedArtifacts holds, built by SQLite from the stored
+# columns (JSON1's json_quote; fields and data are stored as JSON text already): a wide read
+# decodes nothing in Python.
+SELECT_ARTIFACT_TEXTS = (
+    "SELECT '[' || json_quote(artifact_id) || ',' || node_index || ',' || generation || ','"
+    " || json_quote(task_id) || ',' || seq || ',' || fields || ',' || coalesce(data, 'null')"
+    " || ',' || json_quote(origin) || ']' FROM artifacts"
+    " WHERE run_id = ? AND node_index = ? AND generation = ? ORDER BY seq")
 INSERT_ARTIFACT = (f"INSERT INTO artifacts (run_id, {_names(ARTIFACT_COLUMNS)}) "
                    f"VALUES (?, {_marks(ARTIFACT_COLUMNS)})")
 
@@ -97,6 +107,7 @@ INSERT_ARTIFACT = (f"INSERT INTO artifacts (run_id, {_names(ARTIFACT_COLUMNS)}) 
 # One encoder for every call: json.dumps with non-default options builds a JSONEncoder per call.
 # ``encode`` keeps no state between calls, so sharing it across threads is safe.
 _ENCODER = json.JSONEncoder(separators=(",", ":"))
+_DECODE = json.JSONDecoder().decode
 _RUN_STATES = {s.value: s for s in RunState}
 _NODE_STATES = {s.value: s for s in NodeState}
 _TASK_STATES = {s.value: s for s in TaskState}
@@ -204,6 +215,26 @@ def artifact_params(run_id: str, artifact: Artifact) -> tuple[Any, ...]:
     data["fields"] = dumps(data["fields"])
     data["data"] = dumps_nullable(data["data"])
     return (run_id, *(data[c] for c in ARTIFACT_COLUMNS))
+
+
+def has_json1(conn: sqlite3.Connection) -> bool:
+    """Whether this SQLite has the JSON functions (built in since 3.38; optional before)."""
+    try:
+        conn.execute("SELECT json_quote('x')").fetchone()
+    except sqlite3.OperationalError:
+        return False
+    return True
+
+
+def artifact_texts(cursor: Iterable[Sequence[Any]], pack_from: int = PACK_MIN
+                   ) -> Sequence[Artifact]:
+    """The artifacts of a :data:`SELECT_ARTIFACT_TEXTS` cursor: from ``pack_from`` on packed
+    as the texts came (no record built), fewer decoded. The texts are taken one row at a time
+    (a wide read never holds every row tuple)."""
+    texts = [row[0] for row in cursor]
+    if len(texts) >= pack_from:
+        return PackedArtifacts.from_texts(texts)
+    return [Artifact(*_DECODE(text)) for text in texts]
 
 
 def decode_artifact(row: Sequence[Any]) -> Artifact:

@@ -28,7 +28,7 @@ import os
 import sqlite3
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Collection, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from typing import Any
 from urllib.parse import quote, urlencode
 
@@ -90,6 +90,7 @@ class SqliteStore(TransactionalDagStore):
         self._static_lock = threading.Lock()
         try:
             self.schema_version = schema.migrate(self._conn(), filename)
+            self._json1 = codec.has_json1(self._conn())
         except sqlite3.DatabaseError as exc:  # not a database, unreadable, locked for too long
             self._pool.close()
             raise UsageError(f"cannot open SQLite store {filename!r}: {exc}") from exc
@@ -205,11 +206,16 @@ class SqliteStore(TransactionalDagStore):
         return list(self.iter_artifacts(run_id, node_index, generation))
 
     def iter_artifacts(self, run_id: str, node_index: int, generation: int
-                       ) -> Iterator[Artifact]:
-        """[artifacts.stream] Decoded row by row from the cursor of one statement (one
-        committed snapshot): a wide node's rows are never all held at once."""
-        cursor = self._conn().execute(codec.SELECT_ARTIFACTS, (run_id, node_index, generation))
-        return map(codec.decode_artifact, cursor)
+                       ) -> Iterable[Artifact]:
+        """[artifacts.stream] One statement (one committed snapshot). With JSON1, SQLite
+        builds each artifact's packed text from its columns: from
+        :data:`~interlock.packed.PACK_MIN` artifacts on they are handed over as a
+        :class:`~interlock.packed.PackedArtifacts` of those texts (no record built until
+        read), fewer are decoded. Without JSON1, decoded row by row from the cursor."""
+        params = (run_id, node_index, generation)
+        if self._json1:
+            return codec.artifact_texts(self._conn().execute(codec.SELECT_ARTIFACT_TEXTS, params))
+        return map(codec.decode_artifact, self._conn().execute(codec.SELECT_ARTIFACTS, params))
 
     def list_expired(self, now: float, limit: int) -> list[TaskRecord]:
         if limit <= 0:
@@ -272,14 +278,16 @@ class _Step:
             if self._task_id is None:
                 run = store._read_run(conn, run_id)
                 if run is not None:
-                    self._tx = SqliteRunTransaction(conn, run, store._forget_static)
+                    self._tx = SqliteRunTransaction(conn, run, store._forget_static,
+                                                    texts=store._json1)
             else:
                 rows = conn.execute(codec.SELECT_RUN_TASK_NODE,
                                     (self._task_id, run_id)).fetchall()
                 if rows:
                     row = rows[0]
                     tx = self._tx = SqliteRunTransaction(
-                        conn, store._decode_run(conn, run_id, row), store._forget_static)
+                        conn, store._decode_run(conn, run_id, row), store._forget_static,
+                        texts=store._json1)
                     tx.seed(self._task_id, row[codec.TASK_SLICE], row[codec.NODE_SLICE])
         except BaseException:
             self._rollback()

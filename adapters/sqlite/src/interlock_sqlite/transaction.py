@@ -19,6 +19,9 @@ from interlock.records import Artifact, NodeRecord, RunRecord, TaskRecord
 from interlock.states import TaskState
 from interlock_sqlite import codec
 
+_PACK_FACTS = 64
+"""Stored artifacts a completion's step reads packed from this many on (fewer: records)."""
+
 __all__ = ["SqliteRunTransaction"]
 
 _UNFINISHED = frozenset({TaskState.QUEUED, TaskState.RUNNING, TaskState.WAITING})
@@ -32,8 +35,9 @@ class SqliteRunTransaction:
     """
 
     def __init__(self, conn: sqlite3.Connection, run: RunRecord,
-                 on_static_change: Callable[[str], None]) -> None:
+                 on_static_change: Callable[[str], None], *, texts: bool = False) -> None:
         self.run = run
+        self._texts = texts  # JSON1: read artifacts as packed texts built by SQLite
         self._conn = conn
         self._run_id = run.run_id
         self._read_run = run
@@ -147,12 +151,17 @@ class SqliteRunTransaction:
         self.run = self._put_run = run
 
     def stored_artifacts(self, node_index: int, generation: int, limit: int
-                         ) -> list[Artifact] | None:
+                         ) -> Sequence[Artifact] | None:
         """The artifacts of ``node_index`` in ``generation`` committed before this step, by
-        ``seq``, or None when there are more than ``limit``."""
-        rows = self._conn.execute(codec.SELECT_ARTIFACTS + " LIMIT ?",
-                                  (self._run_id, node_index, generation,
-                                   max(limit, -1) + 1)).fetchall()
+        ``seq``, or None when there are more than ``limit`` (with JSON1 and from
+        :data:`_PACK_FACTS` on, packed: planning an aggregate by reference then decodes one,
+        and it happens under the write lock)."""
+        params = (self._run_id, node_index, generation, max(limit, -1) + 1)
+        if self._texts:
+            cursor = self._conn.execute(codec.SELECT_ARTIFACT_TEXTS + " LIMIT ?", params)
+            rows = cursor.fetchall()
+            return codec.artifact_texts(rows, _PACK_FACTS) if len(rows) <= limit else None
+        rows = self._conn.execute(codec.SELECT_ARTIFACTS + " LIMIT ?", params).fetchall()
         return [codec.decode_artifact(row) for row in rows] if len(rows) <= limit else None
 
     # ---- commit ------------------------------------------------------------------------------
