@@ -233,6 +233,19 @@ def test_a_wide_completion_holds_its_outputs_packed(tmp_path: Path) -> None:
     assert peak / n < 420, f"{peak / n:.0f} bytes an output"
 
 
+def test_a_wide_list_of_outputs_is_packed_from_its_first_output() -> None:
+    outputs = [{"id": None if i % 7 else f"o{i}", "fields": {"i": i, "s": "\u00e9"},
+                "data": [i] if i % 2 else None} for i in range(PACK_MIN + 3)]
+    from interlock._kernel_support import outputs_to_artifacts
+
+    packed = outputs_to_artifacts("t", outputs, Limits(max_outputs_per_task=PACK_MIN + 3))
+    assert isinstance(packed, PackedOutputs)
+    assert packed == outputs_to_artifacts("t", iter(outputs),
+                                          Limits(max_outputs_per_task=PACK_MIN + 3))
+    assert packed[7] == NewArtifact("t/o7", {"i": 7, "s": "\u00e9"}, [7])
+    assert isinstance(outputs_to_artifacts("t", outputs[:PACK_MIN - 1], Limits()), list)
+
+
 def test_outputs_are_counted_and_checked_as_they_are_read() -> None:
     h = Harness(limits=Limits(max_outputs_per_task=3))
     h.kernel.start_run({"name": "p", "nodes": [{"slug": "src", "plugin": "list"}]}, run_id="r")
@@ -261,17 +274,19 @@ def test_outputs_are_counted_and_checked_as_they_are_read() -> None:
     ([{}, {"id": "1"}] + [{}] * PACK_MIN + [{"id": "1"}], PACK_MIN + 2),
     ([{}] * PACK_MIN + [{"id": str(PACK_MIN)}, {"id": "07"}, {}], None),
 ])
+@pytest.mark.parametrize("feed", [list, iter], ids=["list", "generator"])
 def test_output_ids_repeat_as_qualified_ids(outputs: list[dict[str, Any]],
-                                            repeated: int | None) -> None:
+                                            repeated: int | None, feed: Any) -> None:
+    # a wide list is packed from its first output, a generator once PACK_MIN were read
     h = Harness()
     h.kernel.start_run({"name": "p", "nodes": [{"slug": "src", "plugin": "list"}]}, run_id="r")
     claim = h.kernel.claim_task("r", h.dispatcher.refs.pop(0).task_id)
     assert claim is not None
     if repeated is None:
-        h.kernel.on_task_complete("r", claim.task_id, claim.attempt_id, outputs)
+        h.kernel.on_task_complete("r", claim.task_id, claim.attempt_id, feed(outputs))
         ids = [a.artifact_id for a in h.store.get_artifacts("r", 0, 0)]
         assert ids == [f"src.0.0/{o.get('id', k)}" for k, o in enumerate(outputs)]
         assert len(set(ids)) == len(outputs)
     else:
         with pytest.raises(UsageError, match=f"output {repeated} has an empty or repeated id"):
-            h.kernel.on_task_complete("r", claim.task_id, claim.attempt_id, outputs)
+            h.kernel.on_task_complete("r", claim.task_id, claim.attempt_id, feed(outputs))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence, Sized
 from typing import Any
 
 from interlock.errors import LimitExceeded, UsageError
@@ -39,7 +39,9 @@ def outputs_to_artifacts(
     max_bytes, max_outputs = limits.max_fields_bytes, limits.max_outputs_per_task
     out: list[NewArtifact] = []
     seen: set[str] = set()  # the qualified ids, while ``out`` is a list
-    packing: _Packing | None = None
+    # a list known to be wide is packed from its first output (no record to pack again later)
+    packing = _Packing(task_id, []) if isinstance(outputs, Sized) and \
+        len(outputs) >= PACK_MIN else None
     iterator = iter(outputs)
     try:
         for k, output in enumerate(iterator):
