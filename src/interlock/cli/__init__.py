@@ -125,8 +125,8 @@ def build_parser() -> argparse.ArgumentParser:
     worker.add_argument("--queue", metavar="URL",
                         help="queue URL (interlock.queues entry points; default: the store URL)")
     _plugins_option(worker)
-    worker.add_argument("--batch", type=int, default=16, metavar="N",
-                        help="claim and complete up to N fast tasks per store call (default 16; "
+    worker.add_argument("--batch", type=int, default=64, metavar="N",
+                        help="claim and complete up to N fast tasks per store call (default 64; "
                              "1 = one at a time)")
     worker.add_argument("--concurrency", type=int, default=1, metavar="N",
                         help="worker threads (default: %(default)s)")
