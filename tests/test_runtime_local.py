@@ -451,3 +451,43 @@ def test_worker_runs_each_task_once_under_duplicate_deliveries(store: SqliteStor
     statuses = [o.status for o in outcomes]
     assert statuses.count("lost") == 3 and statuses.count("completed") == 1 + 4 + 1
     assert numbers.calls == 4
+
+
+def test_a_run_that_ends_while_the_idle_check_reads_is_not_called_stuck(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """The queue went idle while the last task ran as a continuation (it holds no delivery);
+    that task completed the run between the idle check's reads: no "cannot progress"
+    warning, and the execution ends."""
+    from interlock.runtime.local import _Execution
+
+    store = SqliteStore(tmp_path / "runs.db")
+    runner = LocalRunner(store, PluginRegistry())
+    kernel = Kernel(store, QueueDispatcher())
+    kernel.start_run({"name": "p", "nodes": [{"slug": "a", "plugin": "x"}]}, run_id="r")
+    (task,) = store.list_tasks("r")
+    claim = kernel.claim_task("r", task.task_id)
+    assert claim is not None
+
+    class EndsDuringTheReads:
+        """The store, where the run's last task completes right after the RUNNING list."""
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(store, name)
+
+        def list_tasks(self, run_id: str, **kwargs: Any) -> Any:
+            tasks = store.list_tasks(run_id, **kwargs)
+            if kwargs.get("states") == [TaskState.RUNNING] and tasks:
+                assert claim is not None
+                kernel.on_task_complete("r", claim.task_id, claim.attempt_id, [])
+                return []  # read before the completion
+            return tasks
+
+    execution = _Execution(runner, "r")
+    execution.store = EndsDuringTheReads()  # type: ignore[assignment]
+    execution._begun = True
+    with caplog.at_level("WARNING", logger="interlock.runtime.local"):
+        execution._on_idle()
+    assert execution.done.is_set() and execution.waiting == ()
+    assert "cannot progress" not in caplog.text
+    run = store.get_run("r")
+    assert run is not None and run.state is RunState.COMPLETED

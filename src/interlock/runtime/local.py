@@ -438,6 +438,12 @@ class _Execution:
         if self.store.list_tasks(self.run_id, states=[TaskState.RUNNING]):
             return  # held elsewhere: the lease sweep recovers them if their holder is gone
         waiting = self.store.list_tasks(self.run_id, states=[TaskState.WAITING])
+        run = self.store.get_run(self.run_id)
+        if run is None or run.state.terminal:
+            # it ended while the lists were read: its last task ran as a continuation (which
+            # holds no delivery, so the queue was idle) and completed the run in between
+            self.done.set()
+            return
         self.waiting = tuple(t.task_id for t in waiting)
         log.warning("run %s cannot progress: %d task(s) waiting for a human, %d queued",
                     self.run_id, len(waiting), len(queued))
