@@ -14,6 +14,14 @@ from collections.abc import Callable, Sequence
 
 import attrs
 
+from interlock._storekit_steps import (
+    _claim,
+    _complete,
+    _follow_facts,
+    _follow_through,
+    _launch,
+    _settle,
+)
 from interlock.protocols import ClaimRequest
 from interlock.records import (
     Artifact,
@@ -26,14 +34,6 @@ from interlock.records import (
     Transition,
 )
 from interlock.states import NodeState, RunState, TaskState
-from interlock.storekit import (
-    _claim,
-    _complete,
-    _follow_facts,
-    _follow_through,
-    _launch,
-    _settle,
-)
 from interlock_memory import MemoryStore
 
 Handed = tuple[Outcome, tuple[Outcome, TaskRecord | None]]

@@ -47,8 +47,8 @@ from interlock.protocols import Clock, Delivery
 from interlock.records import TaskRef
 from interlock_redis.codec import dumps
 from interlock_redis.keys import Keys
+from interlock_redis.reach import split_url
 from interlock_redis.scripts import QUEUE_SCRIPTS, Scripts, text
-from interlock_redis.store import split_url
 
 __all__ = ["RedisStreamsDispatcher", "queue_from_url"]
 

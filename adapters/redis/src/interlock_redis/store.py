@@ -12,15 +12,12 @@ number or a user value: what Python wrote is what Python reads back.
 
 from __future__ import annotations
 
-import functools
 import json
-from collections.abc import Callable, Collection, Iterable, Sequence
-from typing import Any, ParamSpec, TypeVar
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from collections.abc import Collection, Iterable, Sequence
+from typing import Any
 
 import redis
 
-from interlock.errors import StoreUnavailable, UsageError
 from interlock.protocols import ClaimRequest
 from interlock.records import (
     Artifact,
@@ -44,6 +41,7 @@ from interlock_redis.codec import (
     wide_artifacts,
 )
 from interlock_redis.keys import Keys
+from interlock_redis.reach import RedisUnavailable, reachable, split_url
 from interlock_redis.replies import (
     checked,
     decode_facts,
@@ -63,36 +61,9 @@ from interlock_redis.scripts import STORE_SCRIPTS, Arg, Scripts, lua_source, tex
 __all__ = ["RedisStore", "RedisUnavailable", "decode_jmap", "dumps", "encode_jmap", "from_url",
            "split_url"]
 
-P = ParamSpec("P")
-R = TypeVar("R")
-
-
-class RedisUnavailable(StoreUnavailable, redis.ConnectionError):
-    """The server could not be reached, or the connection broke before the reply arrived.
-
-    A mutating call that raises this may or may not have applied (it is one script: never
-    half). Every operation is fenced, so repeating the same call is safe: it applies, or
-    reports ``duplicate`` (``stale`` for a repeated ``resume_task``). Also a
-    ``redis.ConnectionError``, so code catching redis-py's errors keeps working.
-    """
-
-
-def _reachable(method: Callable[P, R]) -> Callable[P, R]:
-    """Raise :class:`RedisUnavailable` (chained) for connection errors and timeouts."""
-
-    @functools.wraps(method)
-    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-        try:
-            return method(*args, **kwargs)
-        except RedisUnavailable:
-            raise
-        except (redis.ConnectionError, redis.TimeoutError) as exc:
-            raise RedisUnavailable(f"redis store unreachable during {method.__name__}: "
-                                   f"{exc}") from exc
-
-    return wrapper
-
 _UNFINISHED = frozenset({TaskState.QUEUED, TaskState.RUNNING, TaskState.WAITING})
+
+
 class RedisStore:
     """Durable, multi-process :class:`~interlock.protocols.DagStore` on Redis (>= 6.2).
 
@@ -122,12 +93,12 @@ class RedisStore:
 
     # ---- reads ---------------------------------------------------------------------------
 
-    @_reachable
+    @reachable
     def get_run(self, run_id: str) -> RunRecord | None:
         pairs = self.client.hgetall(self.keys.run(run_id))
         return decode_run(pairs) if pairs else None
 
-    @_reachable
+    @reachable
     def get_nodes(self, run_id: str, indices: Sequence[int] | None = None) -> list[NodeRecord]:
         key = self.keys.nodes(run_id)
         if indices is None:
@@ -140,7 +111,7 @@ class RedisStore:
                     if raw is not None]
         return sorted((decode_node(raw) for raw in raws), key=lambda n: n.index)
 
-    @_reachable
+    @reachable
     def get_task(self, run_id: str, task_id: str) -> TaskRecord | None:
         pipe = self.client.pipeline(transaction=True)
         pipe.hget(self.keys.tasks(run_id), task_id)
@@ -148,7 +119,7 @@ class RedisStore:
         raw, plan = pipe.execute()
         return None if raw is None else task_record(raw, plan)
 
-    @_reachable
+    @reachable
     def list_tasks(
         self,
         run_id: str,
@@ -203,12 +174,12 @@ class RedisStore:
         plans = [plan for chunk in pipe.execute() for plan in chunk]
         return task_records([(raw, plan) for (_, raw), plan in zip(heads, plans, strict=True)])
 
-    @_reachable
+    @reachable
     def get_artifacts(self, run_id: str, node_index: int, generation: int) -> list[Artifact]:
         return artifacts(self.client.lrange(
             self.keys.artifacts(run_id, node_index, generation), 0, -1))
 
-    @_reachable
+    @reachable
     def iter_artifacts(self, run_id: str, node_index: int, generation: int
                        ) -> Iterable[Artifact]:
         """[artifacts.stream] ``get_artifacts``, read in one LRANGE; from
@@ -217,7 +188,7 @@ class RedisStore:
         return wide_artifacts(self.client.lrange(
             self.keys.artifacts(run_id, node_index, generation), 0, -1))
 
-    @_reachable
+    @reachable
     def list_expired(self, now: float, limit: int) -> list[TaskRecord]:
         """RUNNING tasks whose lease ran out, of any run of the namespace.
 
@@ -293,7 +264,7 @@ class RedisStore:
 
         return checked(self.scripts.pipeline(build)[0], run_id)
 
-    @_reachable
+    @reachable
     def create_run(self, run: RunRecord, nodes: Sequence[NodeRecord]) -> tuple[RunRecord, bool]:
         fields = run.to_dict()
         args: list[Arg] = [len(fields)]
@@ -307,7 +278,7 @@ class RedisStore:
         stored = reply[1:]
         return decode_run(dict(zip(stored[::2], stored[1::2], strict=True))), False
 
-    @_reachable
+    @reachable
     def launch_node(
         self,
         run_id: str,
@@ -324,7 +295,7 @@ class RedisStore:
             return decode_outcome(self._call("launch_node", run_id, args))
         return decode_outcome(self._call_leased("launch_node", run_id, args))
 
-    @_reachable
+    @reachable
     def launch_and_claim(
         self,
         run_id: str,
@@ -349,7 +320,7 @@ class RedisStore:
             return decode_outcome(reply[0]), ("stale", None)
         return decode_outcome(reply[0]), decode_task_reply(reply[1:])
 
-    @_reachable
+    @reachable
     def settle_node(
         self,
         run_id: str,
@@ -365,7 +336,7 @@ class RedisStore:
                            opt_arg(fail_run), dumps(now), *index_args(children)]
         return decode_transition(self._call("settle_node", run_id, args))
 
-    @_reachable
+    @reachable
     def claim_task(
         self,
         run_id: str,
@@ -385,7 +356,7 @@ class RedisStore:
             reply = self._call_leased("claim_task", run_id, args)
         return decode_task_reply(reply)
 
-    @_reachable
+    @reachable
     def claim_tasks(
         self,
         run_id: str,
@@ -405,12 +376,12 @@ class RedisStore:
             replies = self._call_leased("claim_tasks", run_id, args)
         return decode_task_replies(replies)
 
-    @_reachable
+    @reachable
     def heartbeat(self, run_id: str, task_id: str, attempt_id: str, lease_until: float) -> bool:
         args: list[Arg] = [task_id, dumps(attempt_id), dumps(lease_until)]
         return int(self._call_leased("heartbeat", run_id, args)) == 1
 
-    @_reachable
+    @reachable
     def complete_task(
         self,
         run_id: str,
@@ -424,7 +395,7 @@ class RedisStore:
                            *output_args(outputs), *index_args(children)]
         return decode_transition(self._call("complete_task", run_id, args))
 
-    @_reachable
+    @reachable
     def complete_task_prefetch(
         self,
         run_id: str,
@@ -443,7 +414,7 @@ class RedisStore:
         reply, flat = self._call("complete_task_prefetch", run_id, args)
         return decode_transition(reply), decode_facts(flat)
 
-    @_reachable
+    @reachable
     def complete_tasks(
         self, run_id: str, items: Sequence[CompletionItem], now: float
     ) -> list[Transition]:
@@ -455,7 +426,7 @@ class RedisStore:
                      *output_args(item.outputs), *index_args(item.children)]
         return [decode_transition(reply) for reply in self._call("complete_tasks", run_id, args)]
 
-    @_reachable
+    @reachable
     def fail_task(
         self,
         run_id: str,
@@ -474,26 +445,26 @@ class RedisStore:
                            *index_args(children)]
         return decode_transition(self._call("fail_task", run_id, args))
 
-    @_reachable
+    @reachable
     def suspend_task(
         self, run_id: str, task_id: str, attempt_id: str, reason: str, now: float
     ) -> Outcome:
         args: list[Arg] = [task_id, dumps(attempt_id), dumps(reason or None), dumps(now)]
         return decode_outcome(self._call("suspend_task", run_id, args))
 
-    @_reachable
+    @reachable
     def resume_task(
         self, run_id: str, task_id: str, payload: object, now: float
     ) -> tuple[Outcome, TaskRecord | None]:
         args: list[Arg] = [task_id, dumps(payload), dumps(now)]
         return decode_task_reply(self._call("resume_task", run_id, args))
 
-    @_reachable
+    @reachable
     def cancel_run(self, run_id: str, reason: str, now: float) -> Transition:
         args: list[Arg] = [dumps(reason), dumps(now)]
         return decode_transition(self._call("cancel_run", run_id, args))
 
-    @_reachable
+    @reachable
     def reopen_run(
         self, run_id: str, expected_retries: int, nodes: Sequence[NodeRecord], now: float
     ) -> Outcome:
@@ -504,22 +475,6 @@ class RedisStore:
 
 
 # ---- URLs ------------------------------------------------------------------------------------
-
-
-def split_url(url: str, default_namespace: str = "interlock") -> tuple[str, str]:
-    """Split ``redis://host:6379/0?namespace=ns`` into the client URL and the namespace."""
-    parts = urlsplit(url)
-    if parts.scheme not in ("redis", "rediss", "unix"):
-        raise UsageError(f"not a redis URL: {url!r}")
-    query = parse_qsl(parts.query, keep_blank_values=True)
-    namespace = default_namespace
-    rest = []
-    for key, value in query:
-        if key == "namespace":
-            namespace = value
-        else:
-            rest.append((key, value))
-    return urlunsplit(parts._replace(query=urlencode(rest))), namespace
 
 
 def from_url(url: str) -> RedisStore:
