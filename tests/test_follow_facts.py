@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from support import Calls, Harness
 
-from interlock import Output, RunState, TaskInput, storekit
+from interlock import Output, RunState, TaskInput, _storekit_steps
 from interlock_memory import MemoryStore
 from interlock_sqlite import SqliteStore
 
@@ -86,7 +86,7 @@ def test_an_aggregate_of_a_many_task_parent_is_launched_in_the_completing_step(
 
 def test_past_the_read_bound_the_release_is_launched_after_the_step(
         store: Calls, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(storekit, "_FACTS_LIMIT", 3)
+    monkeypatch.setattr(_storekit_steps, "_FACTS_LIMIT", 3)
     released, agg = _run(store, FAN, "agg")
     assert released == ["complete_and_follow", "launch_node"]
     assert [a.fields["from"] for a in agg.inputs["each"]] == [f"each.0.{i}" for i in range(5)]
