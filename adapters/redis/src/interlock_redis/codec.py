@@ -127,9 +127,9 @@ def _joined(raws: Sequence[str | bytes]) -> str:
 
 
 def artifacts(raws: Sequence[str | bytes]) -> list[Artifact]:
-    """The artifacts of their stored JSON texts, in one parse for the list (an aggregate, or a
-    fan-out source's facts, reads thousands)."""
-    return [Artifact(**data) for data in json.loads(_joined(raws))] if raws else []
+    """The artifacts of their stored JSON texts, built at once (:class:`ArtifactTexts`'
+    iteration: one parse per chunk of texts, not one per text)."""
+    return list(ArtifactTexts(raws))
 
 
 def wide_artifacts(raws: Sequence[str | bytes]) -> Sequence[Artifact]:
