@@ -123,26 +123,22 @@ class PackedArtifacts(_Lazy[Artifact]):
             for a in artifacts]
 
     @classmethod
-    def _from_rows(cls, rows: list[str]) -> PackedArtifacts:
-        packed = cls.__new__(cls)
-        packed._rows = rows
-        return packed
-
-    @classmethod
     def from_texts(cls, texts: list[str]) -> PackedArtifacts:
         """The packed sequence of rows already in its format — per artifact the compact JSON
         array ``[artifact_id, node_index, generation, task_id, seq, fields, data, origin]``
         — taken as they are (a store that can build them itself, as SQLite does with JSON1,
         saves decoding and encoding each artifact). Not validated: for texts a store built
         from the artifacts it wrote."""
-        return cls._from_rows(texts)
+        packed = cls.__new__(cls)
+        packed._rows = texts
+        return packed
 
     def plus(self, more: Iterable[Artifact]) -> PackedArtifacts:
         """A new packed sequence: these artifacts, then ``more`` (packed as they are read)."""
-        return PackedArtifacts._from_rows([*self._rows, *PackedArtifacts(more)._rows])
+        return PackedArtifacts.from_texts([*self._rows, *PackedArtifacts(more)._rows])
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return PackedArtifacts._from_rows, (self._rows,)
+        return PackedArtifacts.from_texts, (self._rows,)
 
     def __len__(self) -> int:
         return len(self._rows)
