@@ -7,7 +7,9 @@
   WAL mode with ``synchronous=NORMAL`` (the tables mirror interlock-sqlite's schema v1, indexes
   included, so each write maintains the same indexes a completion does).
 - :func:`redis_evalsha_us`: one ``EVALSHA`` of a script running three writes (HSET, HINCRBY,
-  RPUSH) on the same server, over the same kind of connection.
+  RPUSH) on the same server, over the same kind of connection; sent, like the store's own
+  script calls, straight on a pooled connection (``direct``: packed by hiredis when installed),
+  or through redis-py's ``client.evalsha`` (reported beside it).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from __future__ import annotations
 import graphlib
 import json
 import sqlite3
+from collections.abc import Callable
 from pathlib import Path
 from time import perf_counter
 from typing import Any
@@ -106,18 +109,41 @@ return left
 """
 
 
-def redis_evalsha_us(client: Any, prefix: str, calls: int, reps: int) -> float:
+def redis_evalsha_us(client: Any, prefix: str, calls: int, reps: int, *,
+                     direct: bool = True) -> float:
     """Best-of-``reps`` microseconds per EVALSHA of a three-write script (keys under
-    ``prefix``)."""
+    ``prefix``); ``direct``: packed and sent on a pooled connection as the store's script calls
+    are (no redis-py command machinery), else through ``client.evalsha``."""
     sha = client.script_load(_SCRIPT)
     node, arts = f"{prefix}:node", f"{prefix}:artifacts"
     payload = json.dumps({"artifact_id": "each.0.0/0", "fields": {"k": 1}})
+    evalsha = _direct_evalsha(client) if direct else client.evalsha
     for i in range(min(100, calls)):  # warm the connection and the script cache
-        client.evalsha(sha, 3, f"{prefix}:warm:{i}", node, arts, i, payload)
+        evalsha(sha, 3, f"{prefix}:warm:{i}", node, arts, i, payload)
     best = float("inf")
     for _ in range(reps):
         t0 = perf_counter()
         for i in range(calls):
-            client.evalsha(sha, 3, f"{prefix}:task:{i}", node, arts, i, payload)
+            evalsha(sha, 3, f"{prefix}:task:{i}", node, arts, i, payload)
         best = min(best, perf_counter() - t0)
     return best / calls * 1e6
+
+
+def _direct_evalsha(client: Any) -> Callable[..., Any]:
+    try:
+        from hiredis import pack_command
+    except ImportError:
+        pack_command = None
+    pool = client.connection_pool
+
+    def evalsha(*args: Any) -> Any:
+        conn = pool.get_connection()
+        try:
+            packed = [pack_command(("EVALSHA", *args))] if pack_command is not None else \
+                conn.pack_command("EVALSHA", *args)
+            conn.send_packed_command(packed)
+            return conn.read_response()
+        finally:
+            pool.release(conn)
+
+    return evalsha

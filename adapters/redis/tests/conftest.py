@@ -232,24 +232,36 @@ class CommandLog:
         self.commands.clear()
 
 
+def command_names(packed: Any) -> list[str]:
+    """The names of the commands in what a connection sends (RESP arrays of bulk strings,
+    as one buffer or a list of chunks)."""
+    chunks = [packed] if isinstance(packed, (bytes, bytearray, memoryview)) else packed
+    data = b"".join(bytes(chunk) for chunk in chunks)
+    names, pos = [], 0
+    while pos < len(data):
+        assert data[pos:pos + 1] == b"*", f"not a RESP array at {pos}: {data[pos:pos + 20]!r}"
+        end = data.index(b"\r\n", pos)
+        count, pos = int(data[pos + 1:end]), end + 2
+        for k in range(count):
+            end = data.index(b"\r\n", pos)
+            size = int(data[pos + 1:end])
+            if k == 0:
+                names.append(data[end + 2:end + 2 + size].decode().upper())
+            pos = end + 2 + size + 2
+    return names
+
+
 def counting_client(url: str) -> tuple[redis.Redis, CommandLog]:
-    """A client whose connections count every round trip: one ``send_packed_command`` per
-    single command or per pipeline, each followed by reading its replies."""
+    """A client whose connections count every round trip (one ``send_packed_command`` per
+    single command or per pipeline, each followed by reading its replies) and the commands
+    in it, read off the bytes sent (whichever layer packed them)."""
     log = CommandLog()
 
     class CountingConnection(Connection):
         def send_packed_command(self, command: Any, check_health: bool = True) -> None:
             log.round_trips += 1
+            log.commands.update(command_names(command))
             super().send_packed_command(command, check_health)
-
-        def send_command(self, *args: Any, **kwargs: Any) -> None:
-            log.commands[str(args[0]).upper()] += 1
-            super().send_command(*args, **kwargs)
-
-        def pack_commands(self, commands: Any) -> Any:
-            for args in commands:
-                log.commands[str(args[0]).upper()] += 1
-            return super().pack_commands(commands)
 
     pool = redis.ConnectionPool.from_url(url, connection_class=CountingConnection)
     return redis.Redis(connection_pool=pool), log

@@ -1,0 +1,155 @@
+"""How the store's script calls reach the server: straight on a pooled connection (the default,
+packed by hiredis when installed, by redis-py's packer otherwise), or through redis-py's command
+layer (``direct_calls=False``, and always for a single-connection client). Every way runs a
+pipeline to completion, reloads its scripts after SCRIPT FLUSH, and keeps the connection in
+step when a pipelined command gets an error reply."""
+
+from __future__ import annotations
+
+from collections import Counter, deque
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+import pytest
+import redis
+
+from interlock import Kernel, TaskInput
+from interlock.records import NewArtifact, NodeRecord, RunRecord, TaskRecord, TaskRef
+from interlock.states import NodeState, RunState, TaskState
+from interlock_redis import RedisStore, scripts
+
+PIPELINE = {"name": "calls", "nodes": [
+    {"slug": "src", "plugin": "emit"},
+    {"slug": "each", "plugin": "double", "depends_on": ["src"]},
+    {"slug": "sum", "plugin": "sum", "depends_on": ["each"], "fan_mode": "aggregate"},
+]}
+
+
+def behaviour(count: int) -> Callable[[TaskInput], list[dict[str, Any]]]:
+    def run(task: TaskInput) -> list[dict[str, Any]]:
+        if task.node == "src":
+            return [{"fields": {"i": i}, "data": {"n": i}} for i in range(count)]
+        if task.node == "each":
+            (item,) = task.inputs["src"]
+            return [{"data": {"n": item.data["n"] * 2}}]
+        return [{"data": {"total": sum(a.data["n"] for a in task.inputs["each"])}}]
+    return run
+
+WAYS = ["direct", "direct-python-packer", "command-layer", "single-connection",
+        "decoded-replies"]
+
+
+class SeenCommands(redis.Redis):
+    """A client whose command layer is wrapped, as tracing instrumentation wraps it."""
+
+    seen: Counter[str]
+
+    def execute_command(self, *args: Any, **options: Any) -> Any:
+        self.seen[str(args[0]).upper()] += 1
+        return super().execute_command(*args, **options)
+
+
+@pytest.fixture(params=WAYS)
+def way(request: pytest.FixtureRequest, redis_url: str, namespace: str,
+        monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[str, RedisStore, SeenCommands]]:
+    name: str = request.param
+    options: dict[str, Any] = {}
+    if name == "single-connection":
+        options["single_connection_client"] = True
+    if name == "decoded-replies":
+        options["decode_responses"] = True
+    if name == "direct-python-packer":
+        monkeypatch.setattr(scripts, "_hiredis_pack", None)
+    client = SeenCommands.from_url(redis_url, **options)
+    client.seen = Counter()
+    store = RedisStore(client, namespace, direct_calls=name != "command-layer")
+    yield name, store, client
+    client.close()
+
+
+def _drive(store: RedisStore, run_id: str, count: int) -> None:
+    """Run PIPELINE on ``store`` in this thread: claim and complete every dispatched task."""
+    queue: deque[TaskRef] = deque()
+
+    class Collect:
+        def dispatch(self, tasks: Sequence[TaskRef]) -> None:
+            queue.extend(tasks)
+
+    kernel = Kernel(store, Collect())
+    work = behaviour(count)
+    kernel.start_run(PIPELINE, {}, run_id=run_id)
+    while queue:
+        ref = queue.popleft()
+        claim = kernel.claim_task(run_id, ref.task_id, worker="t")
+        assert claim is not None, ref
+        kernel.on_task_complete(run_id, ref.task_id, claim.attempt_id, work(claim.input))
+
+
+def test_every_way_runs_a_pipeline_to_completion(
+        way: tuple[str, RedisStore, SeenCommands]) -> None:
+    name, store, client = way
+    _drive(store, "r", 30)
+    run = store.get_run("r")
+    assert run is not None and run.state is RunState.COMPLETED
+    (total,) = store.get_artifacts("r", 2, 0)
+    assert total.data == {"total": sum(2 * i for i in range(30))}
+    # the direct path skips the client's command layer; the others go through it
+    through_layer = name in ("command-layer", "single-connection")
+    assert (client.seen["EVALSHA"] > 30) is through_layer, client.seen
+
+
+def test_scripts_are_reloaded_after_script_flush(
+        way: tuple[str, RedisStore, SeenCommands]) -> None:
+    _, store, client = way
+    store.create_run(RunRecord("r", PIPELINE, {}, RunState.RUNNING, 3, 3),
+                     [NodeRecord(0, 0, NodeState.WAITING, 0),
+                      NodeRecord(1, 0, NodeState.WAITING, 1),
+                      NodeRecord(2, 0, NodeState.WAITING, 1)])
+    task = TaskRecord("r", "src.0.0", 0, 0, 0, TaskState.QUEUED,
+                      {"inputs": {}, "bindings": {}}, None, "self")
+    assert store.launch_node("r", 0, 0, [task], 1, 1.0) == "applied"
+    client.script_flush()
+    # a script call pipelined with a plain command (SADD of the leased run): both sent again
+    outcome, claimed = store.claim_task("r", "src.0.0", "a1", "w", 100.0, 2.0)
+    assert outcome == "applied" and claimed is not None and claimed.attempt == 1
+    assert client.sismember(store.keys.leased_runs, "r")
+    client.script_flush()
+    transition = store.complete_task("r", "src.0.0", "a1", [NewArtifact("src.0.0/0", {}, 1)],
+                                     [1], 3.0)
+    assert transition.applied and transition.ready == (1,)
+    assert [a.artifact_id for a in store.get_artifacts("r", 0, 0)] == ["src.0.0/0"]
+
+
+def test_an_error_reply_in_a_pipelined_call_raises_and_keeps_the_connection_in_step(
+        redis_url: str, namespace: str) -> None:
+    pool = redis.ConnectionPool.from_url(redis_url, max_connections=1)
+    client = redis.Redis(connection_pool=pool)
+    try:
+        store = RedisStore(client, namespace)
+        store.create_run(RunRecord("r", PIPELINE, {}, RunState.RUNNING, 3, 3),
+                         [NodeRecord(0, 0, NodeState.WAITING, 0),
+                          NodeRecord(1, 0, NodeState.WAITING, 1),
+                          NodeRecord(2, 0, NodeState.WAITING, 1)])
+        tasks = [TaskRecord("r", f"src.0.{s}", 0, 0, s, TaskState.QUEUED,
+                            {"inputs": {}, "bindings": {}}, None, "self") for s in range(2)]
+        assert store.launch_node("r", 0, 0, tasks, 2, 1.0) == "applied"
+        keys = store.keys.run_keys_bytes("r")
+        args = ["src.0.0", '"a1"', '"w"', "100.0", "2.0"]
+        # the script's own error reply comes first: the plain command's reply is still read
+        broken: list[str] = []  # no ARGV: the script fails on its first argument
+        with pytest.raises(redis.ResponseError):
+            store.scripts.call("claim_task", keys, broken, ("SADD", "{other}:set", "x"))
+        assert client.smembers("{other}:set") == {b"x"}
+        client.delete("{other}:set")
+        # the plain command fails after the script ran
+        wrong = ("INCR", store.keys.run("r"))  # the run key is a hash: WRONGTYPE
+        with pytest.raises(redis.ResponseError, match="WRONGTYPE"):
+            store.scripts.call("claim_task", keys, args, wrong)
+        # the script before the failed command ran; the next calls read their own replies
+        task = store.get_task("r", "src.0.0")
+        assert task is not None and task.state is TaskState.RUNNING and task.attempt_id == "a1"
+        outcome, claimed = store.claim_task("r", "src.0.1", "a2", "w", 100.0, 3.0)
+        assert outcome == "applied" and claimed is not None and claimed.task_id == "src.0.1"
+        assert store.get_run("r") is not None
+    finally:
+        client.close()
