@@ -130,6 +130,7 @@ def redis_evalsha_us(client: Any, prefix: str, calls: int, reps: int, *,
 
 
 def _direct_evalsha(client: Any) -> Callable[..., Any]:
+    pack_command: Callable[[Any], bytes] | None
     try:
         from hiredis import pack_command
     except ImportError:

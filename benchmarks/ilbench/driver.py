@@ -75,6 +75,9 @@ class RunStats:
     rt_release_other: Counter[int] = attrs.field(factory=Counter)
     """Round trips of releasing completions spent neither in the completion call nor in
     ``launch_node`` / ``settle_node`` writes: the reads planning needed."""
+    gc_s: float = 0.0
+    """Time CPython's cyclic garbage collector ran during the run (all generations): it
+    grows with the number of live container objects, i.e. with what a store holds."""
 
     @property
     def cycle_us(self) -> float:
@@ -91,6 +94,24 @@ class RunStats:
     @property
     def claim_us(self) -> float:
         return self.claim_s / self.tasks * 1e6
+
+    @property
+    def gc_us(self) -> float:
+        return self.gc_s / self.tasks * 1e6
+
+
+class GcTimer:
+    """Adds up the time of every cyclic GC collection while installed (``gc.callbacks``)."""
+
+    def __init__(self) -> None:
+        self.total = 0.0
+        self._start = 0.0
+
+    def __call__(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._start = perf_counter()
+        else:
+            self.total += perf_counter() - self._start
 
 
 def make_kernel(store: DagStore, shape: Shape) -> tuple[Kernel, QueueDispatcher]:
@@ -113,7 +134,9 @@ def drive(store: DagStore, shape: Shape, run_id: str, rts: RoundTrips | None = N
     rt_other: Counter[int] = Counter()
     tap = _StoreTap(store, rts) if rts is not None else None
     gc.collect()
+    timer = GcTimer()
     try:
+        gc.callbacks.append(timer)
         cpu0 = process_time()
         t0 = perf_counter()
         kernel.start_run(shape.pipeline, run_id=run_id)
@@ -148,6 +171,7 @@ def drive(store: DagStore, shape: Shape, run_id: str, rts: RoundTrips | None = N
         total = perf_counter() - t0
         cpu = process_time() - cpu0
     finally:
+        gc.callbacks.remove(timer)
         if tap is not None:
             tap.restore()
     run = store.get_run(run_id)
@@ -157,7 +181,8 @@ def drive(store: DagStore, shape: Shape, run_id: str, rts: RoundTrips | None = N
                            "tasks")
     return RunStats(shape.name, done, total, cpu, t_started - t0, claim_s, sum(durations),
                     statistics.median(durations), state, rt_claim, rt_plain, rt_release,
-                    tap.release_complete_rts if tap is not None else Counter(), rt_other)
+                    tap.release_complete_rts if tap is not None else Counter(), rt_other,
+                    timer.total)
 
 
 class _StoreTap:

@@ -123,9 +123,12 @@ def _growth(adapter: str, section: Section | None, plan: Plan) -> Verdict:
     ratio = large.complete_us / small.complete_us
     cycle = large.cycle_us / small.cycle_us
     note = "" if large.size == 100_000 else " (not the 100,000 of the target: --quick sizes)"
+    without_gc = (large.cycle_us - large.gc_us) / (small.cycle_us - small.gc_us)
     return _check(name.replace("N=large", f"N={large.size:,}"), ratio <= 1.5,
                   f"{ratio:.2f}x per completion ({small.complete_us:.1f} -> "
-                  f"{large.complete_us:.1f} us), {cycle:.2f}x per cycle{note}")
+                  f"{large.complete_us:.1f} us), {cycle:.2f}x per cycle; cyclic GC "
+                  f"{small.gc_us:.1f} -> {large.gc_us:.1f} us/task, the cycle without it "
+                  f"{without_gc:.2f}x{note}")
 
 
 def _round_trips(section: Section | None) -> list[Verdict]:

@@ -105,6 +105,8 @@ class Row:
     rt_release: dict[int, int] = attrs.field(factory=dict)
     rt_release_store: dict[int, int] = attrs.field(factory=dict)
     rt_release_other: dict[int, int] = attrs.field(factory=dict)
+    gc_us: float = 0.0
+    """Per task: the time CPython's cyclic GC ran during the run (part of ``cycle_us``)."""
 
     @property
     def cycle_x(self) -> float:
@@ -198,5 +200,5 @@ def _measure(adapter: str, backend: Backend, shape: Shape, reps: int, plan: Plan
                best.cpu_us, best.complete_us, best.complete_p50_s * 1e6, best.claim_us,
                best.start_s * 1e3, best.total_s, baseline, label, dict(rts["claim"]),
                dict(rts["plain"]), dict(rts["release"]), dict(rts["release_store"]),
-               dict(rts["release_other"]))
+               dict(rts["release_other"]), best.gc_us)
 
