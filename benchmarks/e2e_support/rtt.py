@@ -1,10 +1,11 @@
 """Client-side Redis round-trip counting for every ``redis-py`` connection of this process.
 
-:func:`install` wraps ``AbstractConnection.send_command`` / ``pack_commands`` (to learn the names
-of the commands about to be written) and ``send_packed_command`` (one call = one request written
-to the socket = one round trip: a single command, a whole pipeline or a MULTI/EXEC block). Each
-round trip is counted under a key naming its commands, e.g. ``EVALSHA:claim_task+SADD`` for the
-claim pipeline; EVALSHA digests are mapped back to the Interlock script names.
+:func:`install` wraps ``AbstractConnection.send_command`` / ``pack_commands`` (to learn the
+names of the commands about to be written; a request packed elsewhere is read off its bytes)
+and ``send_packed_command`` (one call = one request written to the socket = one round trip: a
+single command, a whole pipeline or a MULTI/EXEC block). Each round trip is counted under a key
+naming its commands, e.g. ``EVALSHA:claim_task+SADD`` for the claim pipeline; EVALSHA digests
+are mapped back to the Interlock script names.
 
 With a ``path``, the counts (and the operation timings of :mod:`optimer`, if enabled) are
 written to ``path`` (atomically) when the process receives SIGUSR1 — :func:`request` sends it
@@ -80,6 +81,27 @@ def _joined(names: list[str]) -> str:
     return "+".join(parts)
 
 
+def _packed_names(packed: Any) -> str:
+    """The key of a request packed without redis-py's packers (interlock-redis sends its
+    script calls itself): the commands read off the RESP arrays being written."""
+    chunks = [packed] if isinstance(packed, bytes | bytearray | memoryview) else packed
+    data = b"".join(bytes(chunk) for chunk in chunks)
+    names: list[str] = []
+    pos = 0
+    while pos < len(data) and data[pos:pos + 1] == b"*":
+        end = data.index(b"\r\n", pos)
+        count, pos = int(data[pos + 1:end]), end + 2
+        args: list[bytes] = []
+        for k in range(count):
+            end = data.index(b"\r\n", pos)
+            size = int(data[pos + 1:end])
+            if k < 2:
+                args.append(data[end + 2:end + 2 + size])
+            pos = end + 2 + size + 2
+        names.append(_name(tuple(args)))
+    return _joined(names) if names else "?"
+
+
 def install(path: str | None = None) -> None:
     """Start counting in this process (idempotent); with ``path``, publish counts there."""
     global _installed
@@ -103,7 +125,7 @@ def install(path: str | None = None) -> None:
         return pack_commands(self, commands)
 
     def counted_send_packed(self: Any, command: Any, check_health: bool = True) -> Any:
-        key = getattr(_local, "pending", None) or "?"
+        key = getattr(_local, "pending", None) or _packed_names(command)
         _local.pending = None
         if not getattr(_local, "paused", False):
             with _lock:
