@@ -29,6 +29,7 @@ from interlock.records import (
     FollowUp,
     NewArtifact,
     NodeFacts,
+    NodeLaunch,
     Outcome,
     TaskRecord,
     Transition,
@@ -284,7 +285,22 @@ class FollowLosesWrite(MemoryStore):
         return followed
 
 
+class LaunchManyDropsTasks(MemoryStore):
+    """(13) launch.many: launch_nodes claims every node in one transaction but inserts only the
+    first launch's tasks (the batch insert is built from launches[0]): the other nodes are
+    LAUNCHED with tasks that never exist, and can never complete."""
+
+    def launch_nodes(self, run_id: str, launches: Sequence[NodeLaunch], now: float
+                     ) -> list[Outcome]:
+        with self.transaction(run_id) as tx:
+            if tx is None:
+                return ["stale"] * len(launches)
+            return [_launch(tx, launch.node_index, launch.generation,
+                            launch.tasks if k == 0 else (), launch.total_tasks)
+                    for k, launch in enumerate(launches)]
+
+
 BROKEN_STORES = (NonAtomicClaim, ReplayPublishesTwice, LostCounterUpdate, TerminalTwice,
                  SkipsLastChild, FenceIgnoresAttempt, HalfWrittenLaunch,
                  HandoverUnrecordedAttempt, HandoverClaimsOtherTask, HandoverClaimOverwritten,
-                 FollowCompletesApart, FollowLosesWrite)
+                 FollowCompletesApart, FollowLosesWrite, LaunchManyDropsTasks)

@@ -77,6 +77,9 @@ CASES: dict[str, tuple[dict[str, str], tuple[set[str], set[str]] | None]] = {
         ({"same-state"}, {"complete.follow"})),
     # the clause check does not read the run row after a follow-up: only the machine sees it
     "FollowLosesWrite": ({}, ({"same-state"}, {"complete.follow"})),
+    "LaunchManyDropsTasks": (
+        {"launch.many": "launch.many"},
+        ({"same-state"}, {"launch.many"})),
 }
 
 ABILITIES: dict[str, tuple[str, ...]] = {
@@ -85,6 +88,7 @@ ABILITIES: dict[str, tuple[str, ...]] = {
     "HandoverClaimOverwritten": ("threads", "handover"),
     "FollowCompletesApart": ("threads", "follow"),
     "FollowLosesWrite": ("threads", "follow"),
+    "LaunchManyDropsTasks": ("threads", "launch_many"),
 }
 """What a variant declares (default: threads only); a declared ability is what the machine
 drives."""
@@ -124,7 +128,7 @@ def test_harness_fails_broken_store(name: str) -> None:
 
 def test_memory_store_passes_everything() -> None:
     report: ConformanceReport = check_store(
-        MemoryStore, abilities=("threads", "batched", "handover", "follow"),
+        MemoryStore, abilities=("threads", "batched", "handover", "follow", "launch_many"),
         stateful_settings=DETECT)
     assert report.ok, str(report)
     # MemoryStore declares no 'prefetch' (reads are in-process) and no 'stream' (it holds the

@@ -16,7 +16,15 @@ from interlock.jsonvalues import JSON
 from interlock.limits import Limits
 from interlock.planning import Launch, Upstream, plan_node
 from interlock.protocols import Clock, DagStore, Dispatcher
-from interlock.records import NodeFacts, NodeRecord, Outcome, TaskRecord, TaskRef, Transition
+from interlock.records import (
+    NodeFacts,
+    NodeLaunch,
+    NodeRecord,
+    Outcome,
+    TaskRecord,
+    TaskRef,
+    Transition,
+)
 from interlock.states import NodeState, RunState
 
 __all__ = ["Hold", "LaunchMixin", "RunContext", "launch_batches"]
@@ -80,6 +88,7 @@ class LaunchMixin:
     _holds: threading.local
     _handover: bool
     _stream: bool
+    _launch_many: bool
 
     def _lease(self, topology: Topology, task_id: str) -> float:
         raise NotImplementedError
@@ -111,6 +120,7 @@ class LaunchMixin:
         if len(together) > 1:
             read = {n.index: n for n in self.store.get_nodes(
                 run_id, sorted({p for i in together for p in (i, *topology.parents[i])}))}
+        small: list[tuple[NodeRecord, Launch]] = []  # one-batch launches, written together
         while work:
             index = work.pop(0)
             wanted = [index, *topology.parents[index]]
@@ -135,6 +145,9 @@ class LaunchMixin:
                     # store instead of the facts)
                     known.clear()
                     memo.clear()
+                if self._launch_many and 0 < decision.count <= self.limits.launch_first_batch:
+                    small.append((node, decision))
+                    continue
                 self._launch(run_id, context, node, decision)
                 continue
             fail_run = RunState.FAILED if (
@@ -144,6 +157,31 @@ class LaunchMixin:
                 topology.children[index], fail_run, self.clock.now())
             work.extend(transition.ready)
             self._finished(run_id, transition, decision.reason)
+        self._launch_small(run_id, context, small)
+
+    def _launch_small(self, run_id: str, context: RunContext,
+                      launches: Sequence[tuple[NodeRecord, Launch]]) -> None:
+        """Launches that fit one batch each: with the ``launch_many`` ability several go in
+        one ``launch_nodes`` call (one transaction / round trip), then each applied one is
+        dispatched; a single one takes the usual path (which may hand a task over)."""
+        if len(launches) == 1:
+            node, decision = launches[0]
+            self._launch(run_id, context, node, decision)
+        if len(launches) <= 1:
+            return
+        topology = context.topology
+        now = self.clock.now()
+        batches = [NodeLaunch(node.index, node.generation,
+                              tuple(task_records(run_id, topology, node,
+                                                 decision.plans(0, decision.count), now)),
+                              decision.count)
+                   for node, decision in launches]
+        outcomes = self.store.launch_nodes(  # type: ignore[attr-defined]
+            run_id, batches, self.clock.now())
+        for (_, decision), batch, outcome in zip(launches, batches, outcomes, strict=True):
+            decision.release(decision.count)
+            if outcome == "applied":  # else someone else launched it, or the run ended
+                self._dispatch(run_id, topology, batch.tasks)
 
     def _lookup(self, run_id: str, nodes: dict[int, NodeRecord],
                 memo: dict[int, Upstream] | None = None) -> Callable[[int], Upstream]:

@@ -38,6 +38,7 @@ from interlock.records import (
     FollowUp,
     NewArtifact,
     NodeFacts,
+    NodeLaunch,
     NodeRecord,
     Outcome,
     RunRecord,
@@ -56,6 +57,7 @@ __all__ = [
     "Dispatcher",
     "FollowingDagStore",
     "HandoverDagStore",
+    "ManyLaunchDagStore",
     "PrefetchingDagStore",
     "StreamingDagStore",
     "TaskSource",
@@ -405,6 +407,25 @@ class FollowingDagStore(DagStore, Protocol):
         is applied there as ``launch_node`` (all its tasks, ``total_tasks = len(tasks)``) plus,
         if given and the launch applied, ``claim_task``. ``follow`` must not call the store;
         if it raises, nothing of the call is applied. Returns what was applied."""
+        ...
+
+
+@runtime_checkable
+class ManyLaunchDagStore(DagStore, Protocol):
+    """The optional ability ``"launch_many"``: the launches of several nodes of one run in one
+    call — one transaction, one round trip — for a completion that readies several nodes at
+    once (a node with many children, a diamond closing)."""
+
+    abilities: frozenset[str]
+
+    def launch_nodes(self, run_id: str, launches: Sequence[NodeLaunch], now: float
+                     ) -> list[Outcome]:
+        """[launch.many] ``launch_node(run_id, l.node_index, l.generation, l.tasks,
+        l.total_tasks, now)`` for each launch ``l``, in order; the outcomes in order, each as
+        that call alone would have returned it there. The launches (of different nodes) may be
+        applied in one atomic step or as consecutive steps: a launch that raises (a node the
+        run does not have) leaves every later one unapplied, and the earlier ones applied or
+        not, as the store's steps go."""
         ...
 
 

@@ -22,6 +22,7 @@ __all__ = [
     "Followed",
     "NewArtifact",
     "NodeFacts",
+    "NodeLaunch",
     "NodeRecord",
     "OriginMode",
     "Outcome",
@@ -251,6 +252,17 @@ class FollowUp:
     generation: int
     tasks: tuple[TaskRecord, ...]
     claim: tuple[str, str, str, float | None] | None = None
+
+
+@attrs.frozen
+class NodeLaunch:
+    """One ``launch_node`` of a ``launch_nodes`` call (the ``launch_many`` ability): ``tasks``
+    of ``node_index`` at ``generation``, ``total_tasks`` in all."""
+
+    node_index: int
+    generation: int
+    tasks: tuple[TaskRecord, ...]
+    total_tasks: int
 
 
 @attrs.frozen

@@ -39,6 +39,7 @@ from interlock.records import (
     FollowUp,
     NewArtifact,
     NodeFacts,
+    NodeLaunch,
     NodeRecord,
     Outcome,
     RunRecord,
@@ -96,9 +97,10 @@ class RunTransaction(Protocol):
 
 class TransactionalDagStore(abc.ABC):
     """Base class implementing the mutating half of :class:`~interlock.protocols.DagStore`,
-    plus the batched operations of :class:`~interlock.protocols.BatchedDagStore`."""
+    plus the optional abilities it declares in ``abilities`` (batched, handover, follow,
+    launch_many)."""
 
-    abilities: frozenset[str] = frozenset({"batched", "handover", "follow"})
+    abilities: frozenset[str] = frozenset({"batched", "handover", "follow", "launch_many"})
 
     @abc.abstractmethod
     def transaction(self, run_id: str) -> AbstractContextManager[RunTransaction | None]:
@@ -129,6 +131,15 @@ class TransactionalDagStore(abc.ABC):
             if tx is None:
                 return "stale"
             return _launch(tx, node_index, generation, tasks, total_tasks)
+
+    def launch_nodes(self, run_id: str, launches: Sequence[NodeLaunch], now: float
+                     ) -> list[Outcome]:
+        """[launch.many] ``launch_node`` of each launch in order, in one transaction."""
+        with self.transaction(run_id) as tx:
+            if tx is None:
+                return ["stale"] * len(launches)
+            return [_launch(tx, launch.node_index, launch.generation, launch.tasks,
+                            launch.total_tasks) for launch in launches]
 
     def launch_and_claim(
         self,

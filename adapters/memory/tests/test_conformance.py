@@ -8,7 +8,8 @@ from interlock_memory import MemoryStore
 
 class TestMemoryConformance(DagStoreConformance):
     # one store object is thread-safe; it implements claim_tasks / complete_tasks
-    abilities: ClassVar[frozenset[str]] = frozenset({"threads", "batched", "handover", "follow"})
+    abilities: ClassVar[frozenset[str]] = frozenset({"threads", "batched", "handover", "follow",
+                                                     "launch_many"})
 
     def make_store(self) -> MemoryStore:
         return MemoryStore()

@@ -2,7 +2,9 @@
 packed by hiredis when installed, by redis-py's packer otherwise), or through redis-py's command
 layer (``direct_calls=False``, and always for a single-connection client). Every way runs a
 pipeline to completion, reloads its scripts after SCRIPT FLUSH, and keeps the connection in
-step when a pipelined command gets an error reply."""
+step when a pipelined command gets an error reply. Several scripts pipelined in one call
+(``launch_nodes``) are one round trip, and a NOSCRIPT sends again only the scripts that got
+it."""
 
 from __future__ import annotations
 
@@ -14,7 +16,14 @@ import pytest
 import redis
 
 from interlock import Kernel, TaskInput
-from interlock.records import NewArtifact, NodeRecord, RunRecord, TaskRecord, TaskRef
+from interlock.records import (
+    NewArtifact,
+    NodeLaunch,
+    NodeRecord,
+    RunRecord,
+    TaskRecord,
+    TaskRef,
+)
 from interlock.states import NodeState, RunState, TaskState
 from interlock_redis import RedisStore, scripts
 
@@ -151,5 +160,70 @@ def test_an_error_reply_in_a_pipelined_call_raises_and_keeps_the_connection_in_s
         outcome, claimed = store.claim_task("r", "src.0.1", "a2", "w", 100.0, 3.0)
         assert outcome == "applied" and claimed is not None and claimed.task_id == "src.0.1"
         assert store.get_run("r") is not None
+    finally:
+        client.close()
+
+
+def test_a_completion_readying_three_nodes_is_two_round_trips(counting: Any,
+                                                              namespace: str) -> None:
+    """The completion script (which returns the planning inputs), then the three launches
+    pipelined (ability ``launch_many``): two round trips, whatever the number of children."""
+    client, log = counting
+    store = RedisStore(client, namespace)
+    assert "launch_many" in store.abilities
+    sent: list[TaskRef] = []
+
+    class Collect:
+        def dispatch(self, tasks: Sequence[TaskRef]) -> None:
+            sent.extend(tasks)
+
+    kernel = Kernel(store, Collect())
+    kernel.start_run({"name": "fork", "nodes": [
+        {"slug": "a", "plugin": "x"},
+        *({"slug": s, "plugin": "x", "depends_on": ["a"]} for s in ("b", "c", "d")),
+    ]}, {}, run_id="f")
+    (root,) = sent
+    claim = kernel.claim_task("f", root.task_id, worker="w")
+    assert claim is not None
+    log.reset()
+    kernel.on_task_complete("f", root.task_id, claim.attempt_id,
+                            [{"fields": {"n": 1}}, {"fields": {"n": 2}}])
+    assert (log.round_trips, dict(log.commands)) == (2, {"EVALSHA": 4})
+    assert sorted(ref.task_id for ref in sent[1:]) == [
+        f"{s}.0.{k}" for s in ("b", "c", "d") for k in (0, 1)]
+    assert {n.index: n.state for n in store.get_nodes("f")} == {
+        0: NodeState.COMPLETED, 1: NodeState.LAUNCHED, 2: NodeState.LAUNCHED,
+        3: NodeState.LAUNCHED}
+
+
+def test_noscript_sends_again_only_the_scripts_that_got_it(redis_url: str,
+                                                          namespace: str) -> None:
+    """A pipeline is not atomic: a SCRIPT FLUSH between its commands leaves the first script
+    run and the next one refused with NOSCRIPT. Only the refused one is sent again, so the
+    launch that ran is reported 'applied', not 'duplicate'."""
+    client = redis.Redis.from_url(redis_url)
+    try:
+        store = RedisStore(client, namespace)
+        store.create_run(RunRecord("r", PIPELINE, {}, RunState.RUNNING, 3, 3),
+                         [NodeRecord(k, 0, NodeState.WAITING, 0) for k in range(3)])
+        store.scripts.load()
+        real = store.scripts._send
+        flushed: list[int] = []
+
+        def flush_midway(commands: Sequence[Any]) -> list[Any]:
+            if flushed:
+                return real(commands)
+            flushed.append(len(commands))
+            first = real(commands[:1])
+            client.script_flush()  # between the first and the second command of the pipeline
+            return first + real(commands[1:])
+
+        store.scripts._send = flush_midway  # type: ignore[method-assign]
+        launches = [NodeLaunch(k, 0, (TaskRecord("r", f"n{k}.0.0", k, 0, 0, TaskState.QUEUED,
+                                                 {"inputs": {}, "bindings": {}}, None,
+                                                 "self"),), 1) for k in (0, 1)]
+        assert store.launch_nodes("r", launches, 1.0) == ["applied", "applied"]
+        assert flushed == [2]
+        assert [t.task_id for t in store.list_tasks("r")] == ["n0.0.0", "n1.0.0"]
     finally:
         client.close()

@@ -17,7 +17,8 @@ from interlock_sqlite import SqliteStore
 
 
 class TestSqliteConformance(DagStoreConformance):
-    abilities = frozenset({"threads", "processes", "batched", "handover", "follow", "stream"})
+    abilities = frozenset({"threads", "processes", "batched", "handover", "follow", "stream",
+                           "launch_many"})
 
     @pytest.fixture(autouse=True)
     def _database_dir(self, tmp_path: Path) -> None:

@@ -4,17 +4,20 @@ retry). Each function takes a :class:`Harness` and raises AssertionError naming 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import cast
 
 import attrs
 
 from interlock.errors import UsageError
 from interlock.limits import Limits
-from interlock.records import NodeRecord, TaskRef
+from interlock.protocols import ManyLaunchDagStore
+from interlock.records import NodeLaunch, NodeRecord, TaskRef
 from interlock.states import NodeState, RunState, TaskState
 from interlock.testing._support import (
     Harness,
     Scenario,
     expect,
+    expect_ability,
     expect_eq,
     outputs_for,
     pipeline,
@@ -80,6 +83,85 @@ def check_launch_atomic(h: Harness) -> None:
     sc2.unchanged(before, c, "a launch in a cancelled run")
     # Through the kernel: tasks are committed before the dispatcher sees them.
     _dispatch_after_commit(h)
+
+
+def check_launch_many(h: Harness) -> None:
+    """[launch.many]"""
+    c = "launch.many"
+    expect_ability(h.store, "launch_many", c, "launch several nodes in one call")
+    store = cast(ManyLaunchDagStore, h.store)
+    sc = Scenario(h, "many", [[], [], [], []])
+    now = h.clock.now()
+    t0, t1 = sc.new_tasks(0, [0, 1]), sc.new_tasks(1, [0])
+    first = [NodeLaunch(0, 0, tuple(t0), 2), NodeLaunch(1, 0, tuple(t1), 1)]
+    expect_eq(store.launch_nodes(sc.run_id, first, now), ["applied", "applied"], c,
+              "launch_nodes of two WAITING nodes")
+    expect_eq([(n.state, n.total_tasks, n.remaining_tasks) for n in (sc.node(0), sc.node(1))],
+              [(NodeState.LAUNCHED, 2, 2), (NodeState.LAUNCHED, 1, 1)], c,
+              "nodes (state, total_tasks, remaining_tasks) after launch_nodes")
+    expect_eq(sc.tasks(0) + sc.tasks(1), t0 + t1, c, "tasks after launch_nodes (as given)")
+    before = sc.snapshot()
+    expect_eq(store.launch_nodes(sc.run_id, first, now), ["duplicate", "duplicate"], c,
+              "an exact repeat of launch_nodes")
+    sc.unchanged(before, c, "a repeated launch_nodes")
+    expect_eq(store.launch_nodes(sc.run_id, [], now), [], c, "launch_nodes of no launches")
+    # in order, each as launch_node alone: a settled node, a wrong generation, a new launch
+    # and the same launch again within the call
+    expect_eq(sc.settle(2, NodeState.FILTERED).outcome, "applied", "settle.once",
+              "settle of a WAITING node")
+    t3 = tuple(sc.new_tasks(3, [0]))
+    mixed = [NodeLaunch(2, 0, tuple(sc.new_tasks(2, [0])), 1), NodeLaunch(3, 1, t3, 1),
+             NodeLaunch(3, 0, t3, 1), NodeLaunch(3, 0, t3, 1)]
+    expect_eq(store.launch_nodes(sc.run_id, mixed, now),
+              ["stale", "stale", "applied", "duplicate"], c,
+              "launch_nodes of (a FILTERED node, a wrong generation, a WAITING node, the same "
+              "node again)")
+    expect_eq((sc.tasks(2), sc.tasks(3), sc.node(3).state), ([], list(t3), NodeState.LAUNCHED),
+              c, "(tasks of the refused node, tasks and state of the launched one)")
+    sc2 = Scenario(h, "many-cancelled", [[], []])
+    sc2.cancel()
+    before = sc2.snapshot()
+    refused = [NodeLaunch(k, 0, tuple(sc2.new_tasks(k, [0])), 1) for k in (0, 1)]
+    expect_eq(store.launch_nodes(sc2.run_id, refused, now), ["stale", "stale"], c,
+              "launch_nodes in a cancelled run")
+    sc2.unchanged(before, c, "a launch_nodes in a cancelled run")
+    # Through the kernel: a completion readying two nodes launches both, dispatched after
+    _launch_many_kernel(h)
+
+
+def _launch_many_kernel(h: Harness) -> None:
+    c = "launch.many"
+    store = h.store
+    run_id = h.run_id("many-kernel")
+
+    def committed(refs: Sequence[TaskRef]) -> None:
+        for ref in refs:
+            task = store.get_task(ref.run_id, ref.task_id)
+            expect(task is not None and task.state is TaskState.QUEUED, c,
+                   f"task {ref.task_id} was dispatched before it was committed (got {task!r})")
+
+    d = h.driver(dispatch_check=committed)
+    d.kernel.start_run(pipeline({"slug": "a", "plugin": "work"},
+                                {"slug": "b", "plugin": "work", "depends_on": ["a"]},
+                                {"slug": "c", "plugin": "work", "depends_on": ["a"]},
+                                {"slug": "d", "plugin": "work", "depends_on": ["b", "c"],
+                                 "fan_mode": "aggregate"}), {}, run_id=run_id)
+    queue = d.dispatcher.take()
+    while queue:
+        ref = queue.pop(0)
+        claim = d.kernel.claim_task(run_id, ref.task_id, worker="w")
+        expect(claim is not None, c, f"claim of the dispatched task {ref.task_id}")
+        assert claim is not None
+        d.kernel.on_task_complete(run_id, ref.task_id, claim.attempt_id,
+                                  [{"fields": {"k": 1}}, {"fields": {"k": 2}}])
+        queue += d.dispatcher.take()
+    run = h.store.get_run(run_id)
+    expect_eq(run.state if run is not None else None, RunState.COMPLETED, c,
+              "a diamond run whose first completion readies two nodes")
+    expect_eq(sorted((t.node_index, t.state) for t in h.store.list_tasks(run_id)),
+              [(0, TaskState.COMPLETED)] + [(1, TaskState.COMPLETED)] * 2
+              + [(2, TaskState.COMPLETED)] * 2 + [(3, TaskState.COMPLETED)], c,
+              "(node, state) of every task: b and c ran once per artifact of a, d once")
 
 
 def _dispatch_after_commit(h: Harness) -> None:

@@ -35,7 +35,7 @@ T = TypeVar("T")
 Outputs = list[dict[str, Any]]
 COMPLETE = ("complete.once", "complete.fenced", "complete.counters")
 FAIL = ("fail.retry", "fail.fenced")
-MACHINE_ABILITIES = frozenset({"batched", "handover", "follow"})
+MACHINE_ABILITIES = frozenset({"batched", "handover", "follow", "launch_many"})
 """The optional abilities whose store paths the machine drives when they are declared."""
 
 
@@ -52,7 +52,8 @@ class MachineConfig:
     abilities: frozenset[str] = frozenset()
     """The declared abilities the machine drives (:data:`MACHINE_ABILITIES`): both kernels take
     their store paths and their rules run. ``batched``: claim_tasks / complete_tasks;
-    ``handover``: launch_and_claim; ``follow``: complete_and_follow (every completion)."""
+    ``handover``: launch_and_claim; ``follow``: complete_and_follow (every completion);
+    ``launch_many``: launch_nodes (whenever a step readies several nodes)."""
 
     @property
     def batched(self) -> bool:
@@ -136,6 +137,7 @@ class MachineBase(RuleBasedStateMachine):
         results: list[T | None] = []
         normal: list[object] = []
         errors: list[InterlockError | None] = []
+        many = [side.tally.many for side in self.sides]
         for side in self.sides:
             try:
                 result = fn(side)
@@ -147,6 +149,8 @@ class MachineBase(RuleBasedStateMachine):
                 results.append(result)
                 errors.append(None)
                 normal.append(_norm(result))
+        if [side.tally.many for side in self.sides] != many:  # the kernel launched together
+            clauses = (*clauses, "launch.many")
         if normal[0] != normal[1]:
             fail("same-outcome", clauses, f"{call}: store under test -> {normal[0]!r}, "
                                           f"reference -> {normal[1]!r}")

@@ -70,6 +70,7 @@ CHECKS: tuple[Check, ...] = (
     _clause("batch.complete", batch.check_batch_complete, "batched"),
     _clause("complete.prefetch", batch.check_complete_prefetch, "prefetch"),
     _clause("launch.claim", batch.check_launch_claim, "handover"),
+    _clause("launch.many", runs.check_launch_many, "launch_many"),
     _clause("complete.follow", follow.check_complete_follow, "follow"),
     _clause("artifacts.stream", batch.check_artifacts_stream, "stream"),
     _race("launch.atomic", races.race_launch_atomic),

@@ -19,6 +19,7 @@ from interlock.protocols import (
     DagStore,
     FollowingDagStore,
     HandoverDagStore,
+    ManyLaunchDagStore,
 )
 from interlock.records import (
     Artifact,
@@ -27,6 +28,7 @@ from interlock.records import (
     FollowUp,
     NewArtifact,
     NodeFacts,
+    NodeLaunch,
     NodeRecord,
     Outcome,
     RunRecord,
@@ -51,6 +53,8 @@ class Tally:
         self.launched: Counter[tuple[int, int]] = Counter()
         self.settled: Counter[tuple[int, int]] = Counter()
         self.violations: list[str] = []
+        self.many = 0
+        """Calls of launch_nodes (the machine names clause launch.many in the steps with one)."""
         self.lock = threading.Lock()
 
     def note(self, counter: Counter[tuple[int, int]], key: tuple[int, int]) -> None:
@@ -118,6 +122,17 @@ class Watched:
             self.tally.note(self.tally.launched, (node_index, generation))
             self._barrier(run_id, node_index, "launched")
         return outcome
+
+    def launch_nodes(self, run_id: str, launches: Sequence[NodeLaunch], now: float
+                     ) -> list[Outcome]:
+        with self.tally.lock:
+            self.tally.many += 1
+        outcomes = cast(ManyLaunchDagStore, self.inner).launch_nodes(run_id, launches, now)
+        for launch, outcome in zip(launches, outcomes, strict=True):
+            if outcome == "applied":
+                self.tally.note(self.tally.launched, (launch.node_index, launch.generation))
+                self._barrier(run_id, launch.node_index, "launched (launch_nodes)")
+        return outcomes
 
     def settle_node(self, run_id: str, node_index: int, generation: int, state: NodeState,
                     reason: str | None, children: Sequence[int], fail_run: RunState | None,

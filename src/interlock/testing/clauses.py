@@ -89,6 +89,9 @@ CLAUSES: dict[str, Clause] = {
     "launch.claim": Clause(
         "0.2", "launch_and_claim (ability 'handover') is launch_node plus, only when that "
                "applied, claim_task of one written task, in the same atomic step"),
+    "launch.many": Clause(
+        "0.2", "launch_nodes (ability 'launch_many') applies its launches in order, each as "
+               "launch_node alone would have there; a run not RUNNING launches none"),
     "complete.follow": Clause(
         "0.2", "complete_and_follow (ability 'follow') is complete_task plus, in the same "
                "atomic step, the launch and claim its callback plans from the facts offered"),
@@ -109,6 +112,9 @@ ABILITIES: dict[str, str] = {
               "'follow' in its abilities attribute (the kernel then uses it)",
     "handover": "the store implements launch_and_claim (HandoverDagStore) and lists "
                 "'handover' in its abilities attribute (the kernel then uses it)",
+    "launch_many": "the store implements launch_nodes (ManyLaunchDagStore) and lists "
+                   "'launch_many' in its abilities attribute (the kernel then launches the "
+                   "nodes one step readies together)",
     "stream": "the store implements iter_artifacts (StreamingDagStore) and lists 'stream' "
               "in its abilities attribute (the kernel then reads wide nodes packed)",
     "threads": "one store object may be called from several threads at once (races run with "

@@ -45,6 +45,8 @@ QUEUE_SCRIPTS = ("promote_delayed", "dispatch")
 
 Arg = str | bytes | int | float
 Command = tuple[Arg, ...]
+ScriptCall = tuple[str, Sequence[str | bytes], Sequence[Arg]]
+"""A script's name, KEYS and ARGV."""
 
 
 def lua_source(name: str) -> str:
@@ -93,27 +95,48 @@ class Scripts:
     def call(self, name: str, keys: Sequence[str | bytes], args: Sequence[Arg],
              *after: Command) -> Any:
         """EVALSHA the script, then the plain commands ``after``, pipelined: one round trip.
-        Returns the script's reply; an error reply of any command raises (after every reply
-        was read). On NOSCRIPT: reload and send them all again (nothing ran)."""
+        Returns the script's reply (see :meth:`calls`)."""
+        return self.calls([(name, keys, args)], *after)[0]
+
+    def calls(self, scripts: Sequence[ScriptCall], *after: Command) -> list[Any]:
+        """EVALSHA each ``(name, keys, args)`` in order, then the plain commands ``after``,
+        pipelined: one round trip. Returns the scripts' replies in order; an error reply of
+        any command raises, after every reply was read. A script that got NOSCRIPT did not
+        run: the scripts are reloaded and those calls (with ``after``, which must be
+        repeatable) sent again — only those, since a pipeline is not atomic and the others
+        may have run."""
         if not self._loaded:
             self.load()
-        commands: list[Command] = [
-            ("EVALSHA", self._sha_bytes[name], len(keys), *keys, *args), *after]
-        try:
-            return self._send(commands)[0]
-        except NoScriptError:
+        commands: list[Command] = [("EVALSHA", self._sha_bytes[name], len(keys), *keys, *args)
+                                   for name, keys, args in scripts]
+        replies = self._send([*commands, *after])
+        missing = [k for k, reply in enumerate(replies[:len(commands)])
+                   if isinstance(reply, NoScriptError)]
+        if missing:
             self.load()
-            return self._send(commands)[0]
+            again = self._send([*(commands[k] for k in missing), *after])
+            for k, reply in zip(missing, again, strict=False):
+                replies[k] = reply
+            replies[len(commands):] = again[len(missing):]
+        for reply in replies:
+            if isinstance(reply, Exception):
+                raise reply
+        return replies[:len(commands)]
 
     def _send(self, commands: Sequence[Command]) -> list[Any]:
+        """The replies of ``commands`` in one round trip, error replies as exceptions in
+        place; raises any other error (the connection's)."""
         if self._direct:
             return self._send_direct(commands)
         if len(commands) == 1:
-            return [self._client.execute_command(*commands[0])]  # type: ignore[no-untyped-call]
+            try:
+                return [self._client.execute_command(*commands[0])]  # type: ignore[no-untyped-call]
+            except ResponseError as exc:
+                return [exc]
         pipe = self._client.pipeline(transaction=False)
         for command in commands:
             pipe.execute_command(*command)  # type: ignore[no-untyped-call]
-        return pipe.execute()
+        return pipe.execute(raise_on_error=False)
 
     def _send_direct(self, commands: Sequence[Command]) -> list[Any]:
         """The commands on a pooled connection, without redis-py's per-command machinery
@@ -159,22 +182,18 @@ class Scripts:
 
 
 def _exchange(conn: Any, packed: Sequence[bytes], count: int) -> list[Any]:
-    """Send ``packed`` (``count`` commands) and read every reply; an error reply raises once
-    all are read (the connection stays in step). Anything else disconnects: a reply may be
+    """Send ``packed`` (``count`` commands) and read every reply, error replies as exceptions
+    in place (the connection stays in step). Anything else disconnects: a reply may be
     unread, the connection cannot be reused as it is."""
     try:
         conn.send_packed_command(packed)
         replies: list[Any] = []
-        error: ResponseError | None = None
         for _ in range(count):
             try:
                 replies.append(conn.read_response())
             except ResponseError as exc:
-                error = error or exc
                 replies.append(exc)
     except BaseException:
         conn.disconnect()
         raise
-    if error is not None:
-        raise error
     return replies

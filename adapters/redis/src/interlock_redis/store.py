@@ -24,6 +24,7 @@ from interlock.records import (
     CompletionItem,
     NewArtifact,
     NodeFacts,
+    NodeLaunch,
     NodeRecord,
     Outcome,
     RunRecord,
@@ -56,7 +57,15 @@ from interlock_redis.replies import (
     opt_arg,
     output_args,
 )
-from interlock_redis.scripts import STORE_SCRIPTS, Arg, Scripts, lua_source, text
+from interlock_redis.scripts import (
+    STORE_SCRIPTS,
+    Arg,
+    Command,
+    ScriptCall,
+    Scripts,
+    lua_source,
+    text,
+)
 
 __all__ = ["RedisStore", "RedisUnavailable", "decode_jmap", "dumps", "encode_jmap", "from_url",
            "split_url"]
@@ -73,8 +82,9 @@ class RedisStore:
     Thread-safe: the client's connection pool serialises nothing but sockets; every mutation
     is one atomic script on the server. Declares the ``batched`` ability
     (:class:`~interlock.protocols.BatchedDagStore`): ``claim_tasks`` and ``complete_tasks``
-    are one script each too; ``prefetch``, ``handover`` and ``stream`` (a wide node's
-    artifacts handed over as the stored texts, :class:`~interlock.packed.ArtifactTexts`).
+    are one script each too; ``prefetch``, ``handover``, ``stream`` (a wide node's
+    artifacts handed over as the stored texts, :class:`~interlock.packed.ArtifactTexts`) and
+    ``launch_many`` (several nodes' launches pipelined in one round trip).
 
     Script calls are packed and sent straight on a connection of the client's pool, under the
     connection's retry policy (~10 us less client CPU per call than ``client.evalsha``);
@@ -82,7 +92,8 @@ class RedisStore:
     whose ``execute_command`` is wrapped (tracing instrumentation, say) and must see them.
     """
 
-    abilities: frozenset[str] = frozenset({"batched", "prefetch", "handover", "stream"})
+    abilities: frozenset[str] = frozenset({"batched", "prefetch", "handover", "stream",
+                                           "launch_many"})
 
     def __init__(self, client: redis.Redis | str, namespace: str = "interlock", *,
                  direct_calls: bool = True) -> None:
@@ -296,6 +307,24 @@ class RedisStore:
         if not leased:
             return decode_outcome(self._call("launch_node", run_id, args))
         return decode_outcome(self._call_leased("launch_node", run_id, args))
+
+    @reachable
+    def launch_nodes(self, run_id: str, launches: Sequence[NodeLaunch], now: float
+                     ) -> list[Outcome]:
+        """[launch.many] one ``launch_node.lua`` call per launch, pipelined: one round trip
+        (each script atomic; the leased-runs SADD after them when a task carries a lease)."""
+        keys = self.keys.run_keys_bytes(run_id)
+        calls: list[ScriptCall] = []
+        any_leased = False
+        for launch in launches:
+            triples, leased = launch_args(launch.tasks)
+            any_leased = any_leased or leased
+            calls.append(("launch_node", keys, [
+                str(launch.node_index), str(launch.generation), str(launch.total_tasks),
+                dumps(now), *triples]))
+        after: list[Command] = [("SADD", self.keys.leased_runs, run_id)] if any_leased else []
+        replies = self.scripts.calls(calls, *after)
+        return [decode_outcome(checked(reply, run_id)) for reply in replies]
 
     @reachable
     def launch_and_claim(
