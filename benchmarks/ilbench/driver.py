@@ -191,7 +191,7 @@ class _StoreTap:
     ``prefetch`` ability) and the writes that launch or settle released nodes."""
 
     _COMPLETE = ("complete_task", "complete_task_prefetch")
-    _WRITES = ("launch_node", "settle_node")
+    _WRITES = ("launch_node", "launch_nodes", "settle_node")
 
     def __init__(self, store: Any, rts: RoundTrips) -> None:
         self.store = store
