@@ -148,7 +148,8 @@ class Scripts:
         conn = pool.get_connection()
         try:
             if _hiredis_pack is not None:
-                packed = [_hiredis_pack(command) for command in commands]
+                # one buffer: the connection writes each item with its own sendall
+                packed = [b"".join([_hiredis_pack(command) for command in commands])]
             else:
                 packed = conn.pack_commands(commands)  # type: ignore[no-untyped-call]
             return conn.retry.call_with_retry(
