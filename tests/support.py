@@ -20,10 +20,12 @@ class RecordingDispatcher:
     def __init__(self) -> None:
         self.refs: list[TaskRef] = []
         self.sent = 0
+        self.calls = 0
 
     def dispatch(self, tasks: Any) -> None:
         self.refs.extend(tasks)
         self.sent += len(tasks)
+        self.calls += 1
 
 
 Behaviour = Callable[[TaskInput], Any]

@@ -48,9 +48,12 @@ def test_a_completion_readying_three_nodes_launches_them_in_one_call(
     h.kernel.start_run(FORK, run_id="r")
     task_id, attempt = _first(h)
     store.names.clear()
+    h.dispatcher.calls = 0
     h.kernel.on_task_complete("r", task_id, attempt, _emit(3)(_input(h, task_id)))
     assert store.names == ["complete_task", *launches]
-    # every launched task dispatched once, after the launch: a, b (3 tasks each), c (1)
+    # every launched task dispatched once, after the launch: a, b (3 tasks each), c (1); with
+    # launch_many in one dispatch call (one XADD pipeline on a Redis stream), else per node
+    assert h.dispatcher.calls == (1 if "launch_many" in abilities else 3)
     assert sorted(ref.task_id for ref in h.dispatcher.refs) == sorted(
         [f"a.0.{s}" for s in range(3)] + [f"b.0.{s}" for s in range(3)] + ["c.0.0"])
     assert all(t.state is TaskState.QUEUED for t in store.list_tasks("r") if t.node_index)

@@ -162,8 +162,9 @@ class LaunchMixin:
     def _launch_small(self, run_id: str, context: RunContext,
                       launches: Sequence[tuple[NodeRecord, Launch]]) -> None:
         """Launches that fit one batch each: with the ``launch_many`` ability several go in
-        one ``launch_nodes`` call (one transaction / round trip), then each applied one is
-        dispatched; a single one takes the usual path (which may hand a task over)."""
+        one ``launch_nodes`` call (one transaction / round trip), then the tasks of the
+        applied ones in one dispatch; a single one takes the usual path (which may hand a task
+        over)."""
         if len(launches) == 1:
             node, decision = launches[0]
             self._launch(run_id, context, node, decision)
@@ -178,10 +179,12 @@ class LaunchMixin:
                    for node, decision in launches]
         outcomes = self.store.launch_nodes(  # type: ignore[attr-defined]
             run_id, batches, self.clock.now())
+        launched: list[TaskRecord] = []
         for (_, decision), batch, outcome in zip(launches, batches, outcomes, strict=True):
             decision.release(decision.count)
             if outcome == "applied":  # else someone else launched it, or the run ended
-                self._dispatch(run_id, topology, batch.tasks)
+                launched.extend(batch.tasks)
+        self._dispatch(run_id, topology, launched)
 
     def _lookup(self, run_id: str, nodes: dict[int, NodeRecord],
                 memo: dict[int, Upstream] | None = None) -> Callable[[int], Upstream]:
