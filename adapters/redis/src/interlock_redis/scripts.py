@@ -64,9 +64,9 @@ def text(value: Any) -> str:
 class Scripts:
     """A set of named scripts for one client: loaded lazily in one round trip, then called
     by SHA. After a server restart or SCRIPT FLUSH the first call gets NOSCRIPT, reloads every
-    script and repeats the refused script calls (safe: they did not run). ``direct=False`` sends every call through
-    redis-py's ``execute_command`` / pipelines (for clients whose command layer is wrapped,
-    e.g. by tracing instrumentation)."""
+    script and repeats the refused script calls (safe: they did not run). ``direct=False``
+    sends every call through redis-py's ``execute_command`` / pipelines (for clients whose
+    command layer is wrapped, e.g. by tracing instrumentation)."""
 
     def __init__(self, client: redis.Redis, names: Iterable[str], *, prelude: str = "",
                  direct: bool = True) -> None:
