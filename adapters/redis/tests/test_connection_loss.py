@@ -24,7 +24,14 @@ from redis.connection import Connection
 from redis.retry import Retry
 
 from interlock import Kernel, StoreUnavailable, TaskInput
-from interlock.records import NewArtifact, NodeRecord, RunRecord, TaskRecord, TaskRef
+from interlock.records import (
+    NewArtifact,
+    NodeLaunch,
+    NodeRecord,
+    RunRecord,
+    TaskRecord,
+    TaskRef,
+)
 from interlock.states import NodeState, RunState, TaskState
 from interlock.values import RunFinished
 from interlock_redis import RedisStore, RedisStreamsDispatcher, RedisUnavailable
@@ -100,6 +107,15 @@ def test_every_operation_applies_once_or_not_at_all(faults: tuple[RedisStore, Fa
                         "self") for s in range(2)]
     retried(twice(lambda: store.launch_node("r", 0, 0, tasks, 2, 1.0)))
     assert len(store.list_tasks("r")) == 2
+    # several launches pipelined: each applies once; a repeat after a lost reply is duplicate
+    other = RunRecord("m", {"name": "p"}, {}, RunState.RUNNING, 2, 2)
+    store.create_run(other, [NodeRecord(0, 0, NodeState.WAITING, 0),
+                             NodeRecord(1, 0, NodeState.WAITING, 0)])
+    many = [NodeLaunch(k, 0, (TaskRecord("m", f"n{k}.0.0", k, 0, 0, TaskState.QUEUED,
+                                         {"inputs": {}}, None, "self"),), 1) for k in (0, 1)]
+    outcomes = twice(lambda: store.launch_nodes("m", many, 1.0))
+    assert outcomes == (["duplicate"] * 2 if lost_reply else ["applied"] * 2)
+    assert [t.task_id for t in store.list_tasks("m")] == ["n0.0.0", "n1.0.0"]
 
     outcome, task = twice(lambda: store.claim_task("r", "a.0.0", "x0", "w", 50.0, 2.0))
     retried(outcome)
