@@ -64,6 +64,17 @@ def test_a_completion_readying_three_nodes_launches_them_in_one_call(
     assert end.state is TaskState.COMPLETED
 
 
+def _forked(limits: Limits) -> tuple[Harness, Calls, str, str]:
+    """FORK started on a recording MemoryStore with launch_many; src claimed, calls cleared."""
+    store = Calls(MemoryStore())
+    store.abilities = frozenset({"batched", "launch_many"})
+    h = Harness(store=store, limits=limits)
+    h.kernel.start_run(FORK, run_id="r")
+    task_id, attempt = _first(h)
+    store.names.clear()
+    return h, store, task_id, attempt
+
+
 def _input(h: Harness, task_id: str) -> TaskInput:
     return h.kernel.build_task_input("r", task_id)
 
@@ -71,12 +82,7 @@ def _input(h: Harness, task_id: str) -> TaskInput:
 def test_a_wide_node_is_launched_in_batches_beside_the_small_ones() -> None:
     """``a`` and ``b`` have 100 tasks each, over ``launch_first_batch`` (8): each is launched
     batch by batch (ramped); only ``c`` is small, and alone it takes launch_node."""
-    store = Calls(MemoryStore())
-    store.abilities = frozenset({"batched", "launch_many"})
-    h = Harness(store=store, limits=Limits(launch_first_batch=8, launch_batch_size=32))
-    h.kernel.start_run(FORK, run_id="r")
-    task_id, attempt = _first(h)
-    store.names.clear()
+    h, store, task_id, attempt = _forked(Limits(launch_first_batch=8, launch_batch_size=32))
     h.kernel.on_task_complete("r", task_id, attempt, _emit(100)(_input(h, task_id)))
     assert store.names[0] == "complete_task"
     assert "launch_nodes" not in store.names
@@ -86,12 +92,7 @@ def test_a_wide_node_is_launched_in_batches_beside_the_small_ones() -> None:
 
 
 def test_small_launches_go_together_while_a_wide_one_is_batched() -> None:
-    store = Calls(MemoryStore())
-    store.abilities = frozenset({"batched", "launch_many"})
-    h = Harness(store=store, limits=Limits(launch_first_batch=8, launch_batch_size=32))
-    h.kernel.start_run(FORK, run_id="r")
-    task_id, attempt = _first(h)
-    store.names.clear()
+    h, store, task_id, attempt = _forked(Limits(launch_first_batch=8, launch_batch_size=32))
     # 5 outputs: a and b have 5 tasks each (one batch), c one: all three together
     h.kernel.on_task_complete("r", task_id, attempt, _emit(5)(_input(h, task_id)))
     assert store.names == ["complete_task", "launch_nodes"]

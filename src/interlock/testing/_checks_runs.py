@@ -3,14 +3,14 @@ retry). Each function takes a :class:`Harness` and raises AssertionError naming 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import cast
 
 import attrs
 
 from interlock.errors import UsageError
 from interlock.limits import Limits
-from interlock.protocols import ManyLaunchDagStore
+from interlock.protocols import DagStore, ManyLaunchDagStore
 from interlock.records import NodeLaunch, NodeRecord, TaskRef
 from interlock.states import NodeState, RunState, TaskState
 from interlock.testing._support import (
@@ -129,18 +129,24 @@ def check_launch_many(h: Harness) -> None:
     _launch_many_kernel(h)
 
 
+def _committed(store: DagStore, clause: str) -> Callable[[Sequence[TaskRef]], None]:
+    """A dispatch check: every dispatched task is stored QUEUED (committed before dispatch)."""
+
+    def committed(refs: Sequence[TaskRef]) -> None:
+        for ref in refs:
+            task = store.get_task(ref.run_id, ref.task_id)
+            expect(task is not None and task.state is TaskState.QUEUED, clause,
+                   f"task {ref.task_id} was dispatched before it was committed (got {task!r})")
+
+    return committed
+
+
 def _launch_many_kernel(h: Harness) -> None:
     c = "launch.many"
     store = h.store
     run_id = h.run_id("many-kernel")
 
-    def committed(refs: Sequence[TaskRef]) -> None:
-        for ref in refs:
-            task = store.get_task(ref.run_id, ref.task_id)
-            expect(task is not None and task.state is TaskState.QUEUED, c,
-                   f"task {ref.task_id} was dispatched before it was committed (got {task!r})")
-
-    d = h.driver(dispatch_check=committed)
+    d = h.driver(dispatch_check=_committed(store, c))
     d.kernel.start_run(pipeline({"slug": "a", "plugin": "work"},
                                 {"slug": "b", "plugin": "work", "depends_on": ["a"]},
                                 {"slug": "c", "plugin": "work", "depends_on": ["a"]},
@@ -169,13 +175,7 @@ def _dispatch_after_commit(h: Harness) -> None:
     store = h.store
     run_id = h.run_id("launch-kernel")
 
-    def committed(refs: Sequence[TaskRef]) -> None:
-        for ref in refs:
-            task = store.get_task(ref.run_id, ref.task_id)
-            expect(task is not None and task.state is TaskState.QUEUED, c,
-                   f"task {ref.task_id} was dispatched before it was committed (got {task!r})")
-
-    d = h.driver(dispatch_check=committed)
+    d = h.driver(dispatch_check=_committed(store, c))
     d.kernel.start_run(pipeline({"slug": "a", "plugin": "work"},
                                 {"slug": "b", "plugin": "work", "depends_on": ["a"]}),
                        run_id=run_id)
