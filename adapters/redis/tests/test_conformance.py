@@ -17,7 +17,8 @@ class TestRedisConformance(DagStoreConformance):
     # separate worker processes) on one namespace share their data; batched claim/complete;
     # prefetch, handover, stream, launch_many
     abilities: ClassVar[frozenset[str]] = frozenset(
-        {"threads", "processes", "batched", "prefetch", "handover", "stream", "launch_many"})
+        {"threads", "processes", "batched", "prefetch", "handover", "follow", "stream",
+         "launch_many"})
 
     @pytest.fixture(autouse=True)
     def _redis(self, redis_url: str) -> None:

@@ -601,12 +601,16 @@ def test_kernel_completion_is_one_round_trip(counting: Any, namespace: str) -> N
     assert dict(log.commands) == {"EVALSHA": 1, "SADD": 1}
 
 
-def test_kernel_releasing_completion_is_two_round_trips(counting: Any, namespace: str) -> None:
-    """With the 'prefetch' ability, the completion that releases the next node costs the
-    completion script (which returns the planning inputs) and the launch script: two."""
+@pytest.mark.parametrize("claimed_here", [True, False])
+def test_kernel_releasing_completion_round_trips(counting: Any, redis_url: str, namespace: str,
+                                                 claimed_here: bool) -> None:
+    """A completion that releases the next node of a chain: with 'follow', one round trip when
+    this store claimed the task (the kernel plans the launch from the facts the claim let the
+    store predict; the script checks them and launches); two when another process claimed it
+    (the completion script returns the planning inputs, then the launch script)."""
     client, log = counting
     store = RedisStore(client, namespace)
-    assert "prefetch" in store.abilities
+    assert {"prefetch", "follow"} <= store.abilities
     sent: list[Any] = []
     kernel = Kernel(store, type("D", (), {"dispatch": lambda self, refs: sent.extend(refs)})())
     kernel.start_run({"name": "chain", "nodes": [
@@ -614,14 +618,17 @@ def test_kernel_releasing_completion_is_two_round_trips(counting: Any, namespace
         {"slug": "b", "plugin": "x", "depends_on": ["a"], "bindings": {"n": "{a.n}"}},
     ]}, {}, run_id="c")
     (root,) = sent
-    claim = kernel.claim_task("c", root.task_id, worker="w")
+    claimer = kernel if claimed_here else Kernel(RedisStore(redis_url, namespace))
+    claim = claimer.claim_task("c", root.task_id, worker="w")
     assert claim is not None
     log.reset()
     kernel.on_task_complete("c", root.task_id, claim.attempt_id, [{"fields": {"n": 7}}])
-    assert (log.round_trips, dict(log.commands)) == (2, {"EVALSHA": 2})
+    rts = 1 if claimed_here else 2
+    assert (log.round_trips, dict(log.commands)) == (rts, {"EVALSHA": rts})
     (_, child) = sent
     task = store.get_task("c", child.task_id)
     assert task is not None and task.plan["bindings"] == {"n": 7}
+    assert task.plan["inputs"]["a"] == [a.to_dict() for a in store.get_artifacts("c", 0, 0)]
 
 
 def test_prefetch_facts_equal_separate_reads(store: RedisStore) -> None:

@@ -90,6 +90,15 @@ def output_args(outputs: Sequence[NewArtifact]) -> list[Arg]:
     return args
 
 
+def prefetch_args(children: Sequence[int], parents: Sequence[Sequence[int]]) -> list[Arg]:
+    """The children block of complete_task_prefetch.lua's ARGV: their number, then per child
+    its index, its number of parents and their indices."""
+    args: list[Arg] = [len(children)]
+    for child, its in zip(children, parents, strict=True):
+        args += [child, len(its), *index_args(its)]
+    return args
+
+
 def decode_facts(flat: Sequence[Any]) -> list[NodeFacts]:
     """Decode complete_task_prefetch.lua's flat facts list."""
     facts: list[NodeFacts] = []

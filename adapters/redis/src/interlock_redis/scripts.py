@@ -35,6 +35,7 @@ STORE_SCRIPTS = (
     "complete_task",
     "complete_tasks",
     "complete_task_prefetch",
+    "complete_follow",
     "fail_task",
     "suspend_task",
     "resume_task",

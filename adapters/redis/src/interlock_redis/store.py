@@ -12,7 +12,7 @@ number or a user value: what Python wrote is what Python reads back.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import redis
@@ -20,6 +20,8 @@ import redis
 from interlock.protocols import ClaimRequest
 from interlock.records import (
     CompletionItem,
+    Followed,
+    FollowUp,
     NewArtifact,
     NodeFacts,
     NodeLaunch,
@@ -35,6 +37,7 @@ from interlock_redis.codec import (
     dumps,
     encode_jmap,
 )
+from interlock_redis.follow import Predictions, predicted_facts
 from interlock_redis.keys import Keys
 from interlock_redis.reach import RedisUnavailable, reachable, split_url
 from interlock_redis.reads import RedisReads
@@ -50,6 +53,7 @@ from interlock_redis.replies import (
     launch_args,
     opt_arg,
     output_args,
+    prefetch_args,
 )
 from interlock_redis.scripts import (
     STORE_SCRIPTS,
@@ -58,6 +62,7 @@ from interlock_redis.scripts import (
     ScriptCall,
     Scripts,
     lua_source,
+    text,
 )
 
 __all__ = ["RedisStore", "RedisUnavailable", "decode_jmap", "dumps", "encode_jmap", "from_url",
@@ -82,8 +87,8 @@ class RedisStore(RedisReads):
     whose ``execute_command`` is wrapped (tracing instrumentation, say) and must see them.
     """
 
-    abilities: frozenset[str] = frozenset({"batched", "prefetch", "handover", "stream",
-                                           "launch_many"})
+    abilities: frozenset[str] = frozenset({"batched", "prefetch", "handover", "follow",
+                                           "stream", "launch_many"})
 
     def __init__(self, client: redis.Redis | str, namespace: str = "interlock", *,
                  direct_calls: bool = True) -> None:
@@ -95,6 +100,7 @@ class RedisStore(RedisReads):
         self.namespace = namespace
         self.scripts = Scripts(self.client, STORE_SCRIPTS, prelude=lua_source("_common"),
                                direct=direct_calls)
+        self._predictions = Predictions()
 
     def __repr__(self) -> str:
         return f"RedisStore({self.client!r}, namespace={self.namespace!r})"
@@ -182,7 +188,9 @@ class RedisStore(RedisReads):
                  else self._call("launch_and_claim", run_id, args))
         if len(reply) == 1:
             return decode_outcome(reply[0]), ("stale", None)
-        return decode_outcome(reply[0]), decode_task_reply(reply[1:])
+        claimed = decode_task_reply(reply[1:])
+        self._predictions.note(run_id, claimed[1], reply[1:])
+        return decode_outcome(reply[0]), claimed
 
     @reachable
     def settle_node(
@@ -218,7 +226,9 @@ class RedisStore(RedisReads):
             # the run joins the namespace's leased-runs set after its lease exists (same
             # pipeline, same round trip): list_expired can always find it
             reply = self._call_leased("claim_task", run_id, args)
-        return decode_task_reply(reply)
+        claimed = decode_task_reply(reply)
+        self._predictions.note(run_id, claimed[1], reply)
+        return claimed
 
     @reachable
     def claim_tasks(
@@ -238,7 +248,10 @@ class RedisStore(RedisReads):
             replies = self._call("claim_tasks", run_id, args)
         else:
             replies = self._call_leased("claim_tasks", run_id, args)
-        return decode_task_replies(replies)
+        claimed = decode_task_replies(replies)
+        for reply, (_, task) in zip(replies, claimed, strict=True):
+            self._predictions.note(run_id, task, reply)
+        return claimed
 
     @reachable
     def heartbeat(self, run_id: str, task_id: str, attempt_id: str, lease_until: float) -> bool:
@@ -272,11 +285,72 @@ class RedisStore(RedisReads):
     ) -> tuple[Transition, list[NodeFacts]]:
         """[complete.prefetch] One script: the completion and the facts of what it readied."""
         args: list[Arg] = [task_id, dumps(attempt_id), dumps(now), len(outputs),
-                           *output_args(outputs), len(children)]
-        for child, child_parents in zip(children, parents, strict=True):
-            args += [child, len(child_parents), *index_args(child_parents)]
+                           *output_args(outputs), *prefetch_args(children, parents)]
         reply, flat = self._call("complete_task_prefetch", run_id, args)
         return decode_transition(reply), decode_facts(flat)
+
+    @reachable
+    def complete_and_follow(
+        self,
+        run_id: str,
+        task_id: str,
+        attempt_id: str,
+        outputs: Sequence[NewArtifact],
+        children: Sequence[int],
+        parents: Sequence[Sequence[int]],
+        now: float,
+        follow: Callable[[Sequence[NodeFacts]], FollowUp | None],
+    ) -> Followed:
+        """[complete.follow] ``complete_follow.lua`` when this store claimed the task and its
+        node's one child has that node as its only parent: ``follow`` is called first, on the
+        predicted facts, and the script applies its follow-up only where the completion
+        confirms them (:mod:`interlock_redis.follow`); otherwise ``complete_task_prefetch``.
+        One round trip either way."""
+        known = self._predictions.get(run_id, task_id, attempt_id)
+        only = [] if known is None else [
+            child for child, its in zip(children, parents, strict=True)
+            if list(its) == [known[0].node_index]]
+        if known is None or len(only) != 1:  # no child, or several, readied by this node alone
+            return self._prefetched(run_id, task_id, attempt_id, outputs, children, parents, now)
+        task, seq = known
+        facts = predicted_facts(task, int(seq), outputs, only[0])
+        follow_up = follow(facts)  # if it raises, nothing was sent
+        child = facts[0].node
+        if follow_up is None or (follow_up.node_index, follow_up.generation) != (
+                child.index, child.generation):
+            return self._prefetched(run_id, task_id, attempt_id, outputs, children, parents, now)
+        claim = follow_up.claim
+        triples, leased = launch_args(follow_up.tasks)
+        args: list[Arg] = [task_id, dumps(attempt_id), dumps(now), len(outputs),
+                           *output_args(outputs), *prefetch_args(children, parents), seq,
+                           str(child.index), str(child.generation), str(len(follow_up.tasks))]
+        args += ([claim[0], dumps(claim[1]), dumps(claim[2]), dumps(claim[3])]
+                 if claim is not None else ["", "", "", ""])
+        args += triples
+        leased = leased or (claim is not None and claim[3] is not None)
+        reply = (self._call_leased if leased else self._call)("complete_follow", run_id, args)
+        self._predictions.drop(run_id, task_id)
+        transition = decode_transition(reply[0])
+        if not (len(reply) >= 3 and isinstance(reply[1], bytes | str)
+                and text(reply[1]) == "followed"):
+            return Followed(transition, tuple(decode_facts(reply[1])))
+        if decode_outcome(reply[2]) != "applied":
+            return Followed(transition, facts)
+        claimed = None
+        if len(reply) > 3:
+            outcome, record = decode_task_reply(reply[3:])
+            claimed = record if outcome == "applied" else None
+            self._predictions.note(run_id, claimed, reply[3:])
+        return Followed(transition, facts, follow_up, claimed)
+
+    def _prefetched(self, run_id: str, task_id: str, attempt_id: str,
+                    outputs: Sequence[NewArtifact], children: Sequence[int],
+                    parents: Sequence[Sequence[int]], now: float) -> Followed:
+        """A completion without follow-up: the facts for the caller's planning."""
+        self._predictions.drop(run_id, task_id)
+        transition, facts = self.complete_task_prefetch(run_id, task_id, attempt_id, outputs,
+                                                        children, parents, now)
+        return Followed(transition, tuple(facts))
 
     @reachable
     def complete_tasks(

@@ -4,7 +4,8 @@
 -- KEYS: the five run keys of _common.lua (run, nodes, tasks, plans, leases).
 -- ARGV[1] worker (JSON)   ARGV[2] lease_until (JSON number or null)   ARGV[3] now (JSON)
 -- ARGV[4 ..] task id, attempt id (JSON) pairs
--- Returns one claim_task reply per pair, in order: {outcome} or {outcome, task jmap, plan}.
+-- Returns one claim_task reply per pair, in order: {outcome} or {outcome, task jmap, plan,
+-- the run's artifact_seq}.
 
 local replies, run_state = {}, run_field('state') -- claims never change the run's state
 for i = 4, #ARGV, 2 do
