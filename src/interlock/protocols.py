@@ -402,11 +402,15 @@ class FollowingDagStore(DagStore, Protocol):
     ) -> Followed:
         """[complete.follow] ``complete_task``; then, when it applied and made ready exactly
         one node whose facts the store can give (at least: its only parent is the completed
-        node and that node had one task), ``follow(facts)`` — the ready node's facts first,
+        node, that node had one task, and the task was claimed through this store object),
+        ``follow(facts)`` — the ready node's facts first,
         then its parents' — is called inside the same atomic step, and a FollowUp it returns
         is applied there as ``launch_node`` (all its tasks, ``total_tasks = len(tasks)``) plus,
         if given and the launch applied, ``claim_task``. ``follow`` must not call the store;
-        if it raises, nothing of the call is applied. Returns what was applied."""
+        if it raises, nothing of the call is applied. A store that cannot call back inside its
+        step may call ``follow`` before it on the facts it predicts, and apply the follow-up
+        only when the step confirms those facts exactly (else the completion alone, returning
+        the real facts). Returns what was applied."""
         ...
 
 
