@@ -187,10 +187,11 @@ def drive(store: DagStore, shape: Shape, run_id: str, rts: RoundTrips | None = N
 
 class _StoreTap:
     """Instance-level wrappers on the store that attribute round trips to its calls: the
-    completion call (``complete_task``, or ``complete_task_prefetch`` for a store with the
-    ``prefetch`` ability) and the writes that launch or settle released nodes."""
+    completion call (``complete_task``; ``complete_task_prefetch`` for a store with the
+    ``prefetch`` ability; ``complete_and_follow``, which may call the former, with ``follow``)
+    and the writes that launch or settle released nodes."""
 
-    _COMPLETE = ("complete_task", "complete_task_prefetch")
+    _COMPLETE = ("complete_task", "complete_task_prefetch", "complete_and_follow")
     _WRITES = ("launch_node", "launch_nodes", "settle_node")
 
     def __init__(self, store: Any, rts: RoundTrips) -> None:
@@ -199,6 +200,7 @@ class _StoreTap:
         self.last_complete_rts = 0
         self.write_rts = 0
         self.release_complete_rts: Counter[int] = Counter()
+        self._depth = 0
         self._wrapped: list[str] = []
         for name in (*self._COMPLETE, *self._WRITES):
             original = getattr(store, name, None)
@@ -215,9 +217,16 @@ class _StoreTap:
     def _completion(self, original: Callable[..., Any]) -> Callable[..., Any]:
         def call(*args: Any, **kwargs: Any) -> Any:
             before = self.rts.n
-            result = original(*args, **kwargs)
+            self._depth += 1
+            try:
+                result = original(*args, **kwargs)
+            finally:
+                self._depth -= 1
+            if self._depth:  # inside another completion call: that one is counted
+                return result
             self.last_complete_rts = self.rts.n - before
-            transition = result[0] if isinstance(result, tuple) else result
+            transition = getattr(result, "transition", None) or (
+                result[0] if isinstance(result, tuple) else result)
             if transition.ready:
                 self.release_complete_rts[self.last_complete_rts] += 1
             return result

@@ -63,8 +63,9 @@ baseline = memory: graphlib TopologicalSorter cost per node of the same task gra
 x base   = cost / baseline cost (lower is better; 2.0x = 50% of the baseline rate)
 RT       = Redis round trips per on_task_complete, mean/max: plain (released nothing),
            release (released downstream nodes: includes planning + launching them),
-           rel.st (the store's completion call alone - complete_task or, with the prefetch
-           ability, complete_task_prefetch - in releasing completions)"""
+           rel.st (the store's completion call alone - complete_task, or with the prefetch
+           ability complete_task_prefetch, or with follow complete_and_follow, whose
+           follow-up launch is then part of it - in releasing completions)"""
 
 
 def verdicts(sections: Sequence[Section], plan: Plan, rss: dict[str, Any] | None

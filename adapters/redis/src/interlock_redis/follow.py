@@ -10,9 +10,10 @@ applies the planned follow-up only if they held (then the callback was given exa
 the store would have given); otherwise it returns the real facts, as ``complete_task_prefetch``
 does, and the caller plans again from them. A chain step is then one round trip.
 
-:class:`Predictions` keeps, per store object, what the claims of this process returned: the
-task record and the run's ``artifact_seq`` at the claim (a bounded table; a task completed in
-another process simply takes the two-round-trip path)."""
+:class:`Predictions` keeps, per store object, what the claims of this process returned for
+tasks that are their node's only task (the reply says how many the node has): the task record
+and the run's ``artifact_seq`` at the claim (a bounded table; a task completed in another
+process, or one of several of its node, simply takes the two-round-trip path)."""
 
 from __future__ import annotations
 
@@ -29,7 +30,8 @@ __all__ = ["Predictions", "predicted_facts"]
 
 
 class Predictions:
-    """(run id, task id) -> (task record as claimed, the run's artifact_seq text then)."""
+    """(run id, task id) -> (task record as claimed, the run's artifact_seq text then), for
+    tasks that are their node's only task."""
 
     LIMIT = 4096
 
@@ -38,8 +40,9 @@ class Predictions:
         self._lock = threading.Lock()
 
     def note(self, run_id: str, task: TaskRecord | None, reply: Sequence[Any]) -> None:
-        """Remember a claim's record and seq (``reply``: claim_task.lua's)."""
-        if task is None or len(reply) < 4 or reply[3] is None:
+        """Remember a claim's record and seq (``reply``: claim_task.lua's) when the task is its
+        node's only one (a node of several tasks completes with the others' artifacts too)."""
+        if task is None or len(reply) < 5 or reply[3] is None or text(reply[4]) != "1":
             return
         with self._lock:
             if len(self._known) >= self.LIMIT:

@@ -228,21 +228,32 @@ end
 -- ---- claim and complete, shared by the single and the batched scripts -------------------
 
 -- [claim.cas] one claim; {outcome} when the task does not exist, else {outcome, jmap, plan,
--- the run's artifact_seq} (the seq lets the caller predict what the task's completion will
--- publish: the follow ability).
+-- the run's artifact_seq, the total_tasks of the task's node} (what lets the caller predict
+-- the facts of the task's completion: the follow ability).
 -- ``run_state``: the run's state text when the caller has read it already (a claim never
 -- changes it, so a batch of claims reads it once), else nil.
+-- the total_tasks text of node ``index`` ('0' when there is no such node)
+local function node_total(index)
+  local n = node(index)
+  if n == nil then
+    return '0'
+  end
+  return n.total_tasks
+end
+
 local function claim_one(id, attempt_id, worker, lease_until, now, run_state)
   local t, raw = get_task(id)
   if t == nil then
     return {'stale'}
   end
   if t.state == TS.running and t.attempt_id == attempt_id then
-    return {'duplicate', raw, redis.call('HGET', K_PLANS, id), run_field('artifact_seq')}
+    return {'duplicate', raw, redis.call('HGET', K_PLANS, id), run_field('artifact_seq'),
+            node_total(t.node_index)}
   end
   if (run_state or run_field('state')) ~= RS.running or t.state ~= TS.queued
       or tonumber(now) < tonumber(t.not_before) then
-    return {'stale', raw, redis.call('HGET', K_PLANS, id), run_field('artifact_seq')}
+    return {'stale', raw, redis.call('HGET', K_PLANS, id), run_field('artifact_seq'),
+            node_total(t.node_index)}
   end
   -- QUEUED -> RUNNING is in the task table: no check can fail here
   t.state = TS.running
@@ -252,7 +263,8 @@ local function claim_one(id, attempt_id, worker, lease_until, now, run_state)
   t.lease_until = lease_until
   t.updated_at = now
   raw = put_task(id, t, true) -- QUEUED -> RUNNING: unfinished before and after
-  return {'applied', raw, redis.call('HGET', K_PLANS, id), run_field('artifact_seq')}
+  return {'applied', raw, redis.call('HGET', K_PLANS, id), run_field('artifact_seq'),
+          node_total(t.node_index)}
 end
 
 -- ``command key items...`` in calls of at most 1,000 items (unpack's stack limit); items

@@ -4,7 +4,7 @@
 -- ARGV[1] task id     ARGV[2] attempt id (JSON)   ARGV[3] worker (JSON)
 -- ARGV[4] lease_until (JSON number or null)       ARGV[5] now (JSON)
 -- Returns {outcome} when the task does not exist, else {outcome, task jmap, plan JSON, the
--- run's artifact_seq} with the task as stored after the call. 'applied': attempt += 1, attempt_id, worker, lease set;
+-- run's artifact_seq, the node's total_tasks} with the task as stored after the call. 'applied': attempt += 1, attempt_id, worker, lease set;
 -- 'duplicate': already RUNNING under this attempt id; 'stale': the run is not RUNNING, the
 -- task is not QUEUED or now < not_before. (The body is claim_one in _common.lua.)
 

@@ -5,7 +5,7 @@
 -- ARGV[1] worker (JSON)   ARGV[2] lease_until (JSON number or null)   ARGV[3] now (JSON)
 -- ARGV[4 ..] task id, attempt id (JSON) pairs
 -- Returns one claim_task reply per pair, in order: {outcome} or {outcome, task jmap, plan,
--- the run's artifact_seq}.
+-- the run's artifact_seq, the node's total_tasks}.
 
 local replies, run_state = {}, run_field('state') -- claims never change the run's state
 for i = 4, #ARGV, 2 do

@@ -7,8 +7,8 @@
 -- ARGV[7] worker (JSON)       ARGV[8] lease_until (JSON number or null)
 -- ARGV[9 ..] task id, task jmap (without plan), plan JSON triples (as launch_node.lua)
 -- Returns {launch outcome} when the launch is not 'applied' (nothing claimed), else
--- {'applied', claim outcome, task jmap, plan JSON, artifact_seq} as claim_task.lua would
--- reply after the launch; or {'nonode', index} / {'illegal', ...}.
+-- {'applied', claim outcome, task jmap, plan JSON, artifact_seq, node total} as claim_task.lua
+-- would reply after the launch; or {'nonode', index} / {'illegal', ...}.
 
 local outcome = launch(ARGV[1], ARGV[2], ARGV[3], 9)
 if type(outcome) == 'table' then
@@ -18,4 +18,4 @@ if outcome ~= 'applied' then
   return {outcome}
 end
 local claimed = claim_one(ARGV[5], ARGV[6], ARGV[7], ARGV[8], ARGV[4])
-return {outcome, claimed[1], claimed[2], claimed[3], claimed[4]}
+return {outcome, claimed[1], claimed[2], claimed[3], claimed[4], claimed[5]}
