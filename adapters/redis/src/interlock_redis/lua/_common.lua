@@ -490,3 +490,63 @@ local function terminate(state, reason, now)
   flush_nodes()
   return transition('applied', state, nil)
 end
+
+-- ---- the prefetch facts, shared by complete_task_prefetch and complete_follow --------------
+
+-- complete_task_prefetch.lua's ARGV: task id, attempt id, now, M outputs (id, body pairs),
+-- C children each with its P parents. Returns outputs, children, parents_of (child index text
+-- -> its parents) and the index of the first ARGV after them.
+local function prefetch_args()
+  local outputs, children, parents_of = {}, {}, {}
+  local count = tonumber(ARGV[4])
+  for k = 1, count do
+    outputs[k] = {ARGV[3 + 2 * k], ARGV[4 + 2 * k]}
+  end
+  local i = 5 + 2 * count
+  local nchildren = tonumber(ARGV[i])
+  i = i + 1
+  for c = 1, nchildren do
+    local child, nparents = ARGV[i], tonumber(ARGV[i + 1])
+    i = i + 2
+    local parents = {}
+    for p = 1, nparents do
+      parents[p] = ARGV[i]
+      i = i + 1
+    end
+    children[c] = child
+    parents_of[child] = parents
+  end
+  return outputs, children, parents_of, i
+end
+
+-- [complete.prefetch] the facts of every node the completion ``reply`` readied and of each of
+-- its parents, each once: index, node jmap, number A of artifacts, the A artifact texts
+local function prefetch_facts(reply, parents_of)
+  local facts, seen = {}, {}
+  local function add(index)
+    if seen[index] then
+      return
+    end
+    seen[index] = true
+    local raw = redis.call('HGET', K_NODES, index)
+    local n = cjson.decode(raw)
+    local arts = {}
+    if n.state == NS.completed then
+      arts = redis.call('LRANGE', PREFIX .. ':arts:' .. index .. ':' .. n.generation, 0, -1)
+    end
+    facts[#facts + 1] = index
+    facts[#facts + 1] = raw
+    facts[#facts + 1] = #arts
+    for a = 1, #arts do
+      facts[#facts + 1] = arts[a]
+    end
+  end
+  for r = 3, #reply do
+    local child = tostring(reply[r])
+    add(child)
+    for _, parent in ipairs(parents_of[child]) do
+      add(parent)
+    end
+  end
+  return facts
+end

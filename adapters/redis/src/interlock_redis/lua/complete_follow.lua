@@ -19,25 +19,7 @@
 -- {transition, facts} exactly as complete_task_prefetch.lua; or {'nonode', index} before any
 -- write.
 
-local outputs, children, parents_of = {}, {}, {}
-local count = tonumber(ARGV[4])
-for k = 1, count do
-  outputs[k] = {ARGV[3 + 2 * k], ARGV[4 + 2 * k]}
-end
-local i = 5 + 2 * count
-local nchildren = tonumber(ARGV[i])
-i = i + 1
-for c = 1, nchildren do
-  local child, nparents = ARGV[i], tonumber(ARGV[i + 1])
-  i = i + 2
-  local parents = {}
-  for p = 1, nparents do
-    parents[p] = ARGV[i]
-    i = i + 1
-  end
-  children[c] = child
-  parents_of[child] = parents
-end
+local outputs, children, parents_of, i = prefetch_args()
 local expected_seq, child, generation, total = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
 local missing, read = complete_precheck(ARGV[1], children, false)
 if missing then
@@ -73,30 +55,4 @@ if confirmed() then
   return followed
 end
 
-local facts, seen = {}, {}
-local function add(index)
-  if seen[index] then
-    return
-  end
-  seen[index] = true
-  local raw = redis.call('HGET', K_NODES, index)
-  local n = cjson.decode(raw)
-  local arts = {}
-  if n.state == NS.completed then
-    arts = redis.call('LRANGE', PREFIX .. ':arts:' .. index .. ':' .. n.generation, 0, -1)
-  end
-  facts[#facts + 1] = index
-  facts[#facts + 1] = raw
-  facts[#facts + 1] = #arts
-  for a = 1, #arts do
-    facts[#facts + 1] = arts[a]
-  end
-end
-for r = 3, #reply do
-  local ready = tostring(reply[r])
-  add(ready)
-  for _, parent in ipairs(parents_of[ready]) do
-    add(parent)
-  end
-end
-return {reply, facts}
+return {reply, prefetch_facts(reply, parents_of)}
