@@ -70,10 +70,13 @@ def test_a_launch_over_one_batch_ramps_on_a_follow_store_too() -> None:
     assert sizes == [1, 64, 128, 256, 512, 1_000, 540, 1]
 
 
-def test_a_launch_within_one_batch_on_a_follow_store_is_one_step() -> None:
-    # ``follow``: a launch that fits one batch is written with the completion, all at once
+def test_a_follow_store_writes_only_a_first_batch_with_the_completion() -> None:
+    # ``follow``: a launch that fits the first batch is written with the completion, in one
+    # step; a wider one ramps as on any store, so workers start on its first tasks early
+    _, sizes = _run(MemoryStore(), 64)
+    assert sizes == [1, 64, 1]
     _, sizes = _run(MemoryStore(), 1_000)
-    assert sizes == [1, 1_000, 1]
+    assert sizes == [1, 64, 128, 256, 512, 40, 1]
 
 
 @pytest.mark.parametrize("first", [0, 1_000, 5_000])

@@ -141,7 +141,7 @@ class FollowMixin(LaunchMixin):
         topology = context.topology
         decision = plan_node(topology, node.index, lookup, context.input, self.limits)
         if not isinstance(decision, Launch) or \
-                not 0 < decision.count <= self.limits.launch_batch_size:
+                not 0 < decision.count <= self.limits.single_launch:
             return None  # planned again after the commit, in batches
         now = self.clock.now()
         tasks = task_records(run_id, topology, node, decision.tasks, now)

@@ -145,7 +145,7 @@ class LaunchMixin:
                     # store instead of the facts)
                     known.clear()
                     memo.clear()
-                if self._launch_many and 0 < decision.count <= self.limits.launch_first_batch:
+                if self._launch_many and 0 < decision.count <= self.limits.single_launch:
                     small.append((node, decision))
                     continue
                 self._launch(run_id, context, node, decision)

@@ -21,8 +21,9 @@ class Limits:
       batch doubles, up to ``launch_batch_size``. Each batch is dispatched as soon as it is
       written, so workers start on the first tasks while the launching worker writes the rest
       (a ramp). ``0``, or a value ``>= launch_batch_size``, writes every batch at
-      ``launch_batch_size`` (no ramp). A store with the ``follow`` ability still writes a
-      launch that fits one ``launch_batch_size`` batch with the completion, in one step.
+      ``launch_batch_size`` (no ramp). The launches that fit the first batch are the ones a
+      store with the ``follow`` ability writes with the completion that released them (one
+      step), and the ones the ``launch_many`` ability writes together.
     - ``expression``: step and size budget of one expression evaluation.
     """
 
@@ -32,6 +33,15 @@ class Limits:
     launch_batch_size: int = 1_000
     launch_first_batch: int = 64
     expression: Budget = attrs.field(factory=Budget)
+
+    @property
+    def single_launch(self) -> int:
+        """The most tasks a launch may have to be written in one step with something else
+        (the completion that released it, other launches): its first batch as
+        ``launch_batches`` ramps it — ``launch_first_batch``, at most ``launch_batch_size``;
+        without a ramp ``launch_batch_size``."""
+        size = max(1, self.launch_batch_size)
+        return min(self.launch_first_batch, size) if self.launch_first_batch > 0 else size
 
 
 DEFAULT_LIMITS = Limits()

@@ -99,3 +99,24 @@ def test_a_task_claimed_elsewhere_completes_without_prediction(
     done = kernel.on_task_complete("r", root.task_id, claim.attempt_id, [{"fields": {"k": 1}}])
     assert done.ready == (1,) and log.round_trips == 2
     assert [ref.task_id for ref in queue.refs] == [root.task_id, "c1.0.0"]
+
+
+def test_a_stale_callback_keeps_the_prediction_of_the_current_attempt(counting: Any,
+                                                                      namespace: str) -> None:
+    """A completion by an older attempt is refused and must not cost the current attempt its
+    one-round-trip step."""
+    client, log = counting
+    store = RedisStore(client, namespace)
+    queue = Collect()
+    kernel = Kernel(store, queue)
+    kernel.start_run(chain(2), {}, run_id="r")
+    (root,) = queue.refs
+    claim = kernel.claim_task("r", root.task_id, worker="w")
+    assert claim is not None
+    stale = kernel.on_task_complete("r", root.task_id, "not-the-attempt", [{"fields": {"k": 0}}])
+    assert stale.outcome == "stale"
+    log.reset()
+    done, nxt = kernel.complete_and_continue("r", root.task_id, claim.attempt_id,
+                                             [Output(fields={"k": 1})], worker="w")
+    assert done.applied and nxt is not None and nxt.task_id == "c1.0.0"
+    assert log.round_trips == 1

@@ -310,11 +310,15 @@ class RedisStore(RedisReads):
         only = [] if known is None else [
             child for child, its in zip(children, parents, strict=True)
             if list(its) == [known[0].node_index]]
-        if known is None or len(only) != 1:  # no child, or several, readied by this node alone
+        if known is None:
+            return self._prefetched(run_id, task_id, attempt_id, outputs, children, parents, now)
+        if len(only) != 1:  # no child, or several, readied by this node alone
+            self._predictions.drop(run_id, task_id)
             return self._prefetched(run_id, task_id, attempt_id, outputs, children, parents, now)
         task, seq = known
         facts = predicted_facts(task, int(seq), outputs, only[0])
-        follow_up = follow(facts)  # if it raises, nothing was sent
+        follow_up = follow(facts)  # if it raises, nothing was sent (the prediction is kept)
+        self._predictions.drop(run_id, task_id)  # this attempt's completion goes out now
         child = facts[0].node
         if follow_up is None or (follow_up.node_index, follow_up.generation) != (
                 child.index, child.generation):
@@ -329,7 +333,6 @@ class RedisStore(RedisReads):
         args += triples
         leased = leased or (claim is not None and claim[3] is not None)
         reply = (self._call_leased if leased else self._call)("complete_follow", run_id, args)
-        self._predictions.drop(run_id, task_id)
         transition = decode_transition(reply[0])
         if not (len(reply) >= 3 and isinstance(reply[1], bytes | str)
                 and text(reply[1]) == "followed"):
@@ -347,7 +350,6 @@ class RedisStore(RedisReads):
                     outputs: Sequence[NewArtifact], children: Sequence[int],
                     parents: Sequence[Sequence[int]], now: float) -> Followed:
         """A completion without follow-up: the facts for the caller's planning."""
-        self._predictions.drop(run_id, task_id)
         transition, facts = self.complete_task_prefetch(run_id, task_id, attempt_id, outputs,
                                                         children, parents, now)
         return Followed(transition, tuple(facts))
