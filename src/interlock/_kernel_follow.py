@@ -12,6 +12,7 @@ from interlock._ids import new_id
 from interlock._kernel_launch import Hold, LaunchMixin, RunContext
 from interlock._kernel_support import task_records
 from interlock.graph import Topology
+from interlock.model import FanMode
 from interlock.planning import Launch, Upstream, plan_node
 from interlock.protocols import ClaimRequest
 from interlock.records import (
@@ -139,6 +140,9 @@ class FollowMixin(LaunchMixin):
             return memo[index]
 
         topology = context.topology
+        if topology.node(node.index).fan_mode is FanMode.SINGLE and any(
+                len(f.artifacts) > self.limits.single_launch for f in facts[1:]):
+            return None  # a task per artifact: too wide to follow, not worth planning twice
         decision = plan_node(topology, node.index, lookup, context.input, self.limits)
         if not isinstance(decision, Launch) or \
                 not 0 < decision.count <= self.limits.single_launch:
