@@ -77,9 +77,10 @@ class RedisStore(RedisReads):
     Thread-safe: the client's connection pool serialises nothing but sockets; every mutation
     is one atomic script on the server. Declares the ``batched`` ability
     (:class:`~interlock.protocols.BatchedDagStore`): ``claim_tasks`` and ``complete_tasks``
-    are one script each too; ``prefetch``, ``handover``, ``stream`` (a wide node's
-    artifacts handed over as the stored texts, :class:`~interlock.packed.ArtifactTexts`) and
-    ``launch_many`` (several nodes' launches pipelined in one round trip).
+    are one script each too; ``prefetch``, ``handover``, ``follow`` (a chain step in one
+    script, planned from predicted facts: :mod:`interlock_redis.follow`), ``stream`` (a wide
+    node's artifacts handed over as the stored texts, :class:`~interlock.packed.ArtifactTexts`)
+    and ``launch_many`` (several nodes' launches pipelined in one round trip).
 
     Script calls are packed and sent straight on a connection of the client's pool, under the
     connection's retry policy (~10 us less client CPU per call than ``client.evalsha``);
