@@ -302,21 +302,20 @@ class RedisStore(RedisReads):
         now: float,
         follow: Callable[[Sequence[NodeFacts]], FollowUp | None],
     ) -> Followed:
-        """[complete.follow] ``complete_follow.lua`` when this store claimed the task and its
-        node's one child has that node as its only parent: ``follow`` is called first, on the
-        predicted facts, and the script applies its follow-up only where the completion
-        confirms them (:mod:`interlock_redis.follow`); otherwise ``complete_task_prefetch``.
-        One round trip either way."""
+        """[complete.follow] ``complete_follow.lua`` when this store claimed the task (its
+        node's only one) and exactly one of the node's children has no other parent:
+        ``follow`` is called first, on the predicted facts, and the script applies its
+        follow-up only where the completion confirms them (:mod:`interlock_redis.follow`);
+        otherwise ``complete_task_prefetch``. One round trip either way."""
         known = self._predictions.get(run_id, task_id, attempt_id)
-        only = [] if known is None else [
-            child for child, its in zip(children, parents, strict=True)
-            if list(its) == [known[0].node_index]]
         if known is None:
             return self._prefetched(run_id, task_id, attempt_id, outputs, children, parents, now)
+        task, seq = known
+        only = [child for child, its in zip(children, parents, strict=True)
+                if list(its) == [task.node_index]]
         if len(only) != 1:  # no child, or several, readied by this node alone
             self._predictions.drop(run_id, task_id)
             return self._prefetched(run_id, task_id, attempt_id, outputs, children, parents, now)
-        task, seq = known
         facts = predicted_facts(task, int(seq), outputs, only[0])
         follow_up = follow(facts)  # if it raises, nothing was sent (the prediction is kept)
         self._predictions.drop(run_id, task_id)  # this attempt's completion goes out now
