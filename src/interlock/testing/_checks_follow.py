@@ -9,7 +9,7 @@ from typing import cast
 import attrs
 
 from interlock.protocols import FollowingDagStore
-from interlock.records import FollowUp, NodeFacts
+from interlock.records import Artifact, FollowUp, NodeFacts, NodeRecord
 from interlock.states import NodeState, TaskState
 from interlock.testing._support import (
     Harness,
@@ -79,6 +79,7 @@ def check_complete_follow(h: Harness) -> None:
               c, "an exact repeat: duplicate, no follow-up, callback not called")
     sc.unchanged(before, c, "a repeated complete_and_follow")
     _check_declined(h, store, c)
+    _check_interleaved(h, store, c)
 
 
 def _check_declined(h: Harness, store: FollowingDagStore, c: str) -> None:
@@ -91,3 +92,40 @@ def _check_declined(h: Harness, store: FollowingDagStore, c: str) -> None:
               ("applied", (1,), None, None), c, "a declined follow-up")
     expect_eq((sc.node(1).state, sc.tasks(1)), (NodeState.WAITING, []), c,
               "n1 after a declined follow-up (left for the caller to plan)")
+
+
+def _check_interleaved(h: Harness, store: FollowingDagStore, c: str) -> None:
+    """Another task of the run publishes between the claim and the completion: whatever the
+    callback was shown (a store may call it early, on facts it predicts), an applied follow-up
+    was planned from the facts as committed — here with the artifacts' seqs after the other
+    task's."""
+    sc = Scenario(h, "follow-interleaved", [[], [0], []])
+    (t0,) = sc.start(0, 1)
+    (t2,) = sc.start(2, 1)
+    expect_eq(sc.complete(t2, f"{t2}@1", outputs_for(t2, 2)).outcome, "applied",
+              "complete.once", "completion of the other root's task")
+    (child,) = sc.new_tasks(1, [0])
+    seen: list[list[tuple[NodeRecord, list[Artifact]]]] = []
+
+    def follow(facts: Sequence[NodeFacts]) -> FollowUp:
+        seen.append([(f.node, list(f.artifacts)) for f in facts])
+        return FollowUp(1, 0, (child,))
+
+    done = store.complete_and_follow(sc.run_id, t0, f"{t0}@1", outputs_for(t0, 1), (1,),
+                                     [(0,)], h.clock.now(), follow)
+    expect_eq((done.transition.outcome, done.transition.ready), ("applied", (1,)), c,
+              "(outcome, ready) of the completion after another task published")
+    committed = [(attrs.evolve(sc.node(1), state=NodeState.WAITING, total_tasks=0,
+                               remaining_tasks=0), []), (sc.node(0), sc.artifacts(0))]
+    expect([a.seq for a in sc.artifacts(0)] == [3], c,
+           f"seq of the artifact published after the other task's two: "
+           f"{[a.seq for a in sc.artifacts(0)]}")
+    if done.follow_up is not None:
+        expect_eq(seen[-1] if seen else None, committed, c,
+                  "the facts the applied follow-up was planned from (as committed: a store "
+                  "that predicts facts must apply a follow-up only where they held)")
+        expect_eq(sc.node(1).state, NodeState.LAUNCHED, c, "n1 after an applied follow-up")
+    else:
+        expect_eq([(f.node, list(f.artifacts)) for f in done.facts],
+                  [] if not done.facts else committed, c,
+                  "the facts returned for the caller's planning (as committed)")
