@@ -22,6 +22,7 @@ from interlock._storekit_steps import (
     _launch,
     _settle,
 )
+from interlock.packed import PublishedView
 from interlock.protocols import ClaimRequest
 from interlock.records import (
     Artifact,
@@ -30,6 +31,7 @@ from interlock.records import (
     NewArtifact,
     NodeFacts,
     NodeLaunch,
+    NodeRecord,
     Outcome,
     TaskRecord,
     Transition,
@@ -300,7 +302,49 @@ class LaunchManyDropsTasks(MemoryStore):
                     for k, launch in enumerate(launches)]
 
 
+class FollowOnStaleFacts(MemoryStore):
+    """(14) complete.follow: predicts the facts of a completion from what the task's claim saw
+    (the run's artifact_seq then), as a store that cannot call back inside its step would, and
+    applies the planned follow-up without checking that the prediction held: after another
+    task of the run published in between, the follow-up carries stale artifact seqs."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: dict[tuple[str, str], int] = {}
+
+    def claim_task(self, run_id: str, task_id: str, attempt_id: str, worker: str,
+                   lease_until: float | None, now: float) -> tuple[Outcome, TaskRecord | None]:
+        result = super().claim_task(run_id, task_id, attempt_id, worker, lease_until, now)
+        run = self.get_run(run_id)
+        if result[0] == "applied" and run is not None:
+            self.seen[(run_id, task_id)] = run.artifact_seq
+        return result
+
+    def complete_and_follow(self, run_id: str, task_id: str, attempt_id: str,
+                            outputs: Sequence[NewArtifact], children: Sequence[int],
+                            parents: Sequence[Sequence[int]], now: float,
+                            follow: Follow) -> Followed:
+        seq = self.seen.pop((run_id, task_id), None)
+        task = self.get_task(run_id, task_id)
+        if seq is None or task is None or len(children) != 1:
+            return super().complete_and_follow(run_id, task_id, attempt_id, outputs, children,
+                                               parents, now, follow)
+        view = PublishedView(outputs, task.node_index, task.generation, task_id, seq + 1,
+                             task.origin_mode, task.origin)
+        facts = (NodeFacts(NodeRecord(children[0], task.generation, NodeState.WAITING, 0)),
+                 NodeFacts(NodeRecord(task.node_index, task.generation, NodeState.COMPLETED, 0,
+                                      1, 0), tuple(view)))
+        follow_up = follow(facts)
+        with self.transaction(run_id) as tx:
+            assert tx is not None
+            transition = _complete(tx, task_id, attempt_id, outputs, children, now, [])
+            if follow_up is None or transition.ready != (children[0],):
+                return Followed(transition)
+            return _follow_through(tx, transition, facts, follow_up, now)  # the bug: unchecked
+
+
 BROKEN_STORES = (NonAtomicClaim, ReplayPublishesTwice, LostCounterUpdate, TerminalTwice,
                  SkipsLastChild, FenceIgnoresAttempt, HalfWrittenLaunch,
                  HandoverUnrecordedAttempt, HandoverClaimsOtherTask, HandoverClaimOverwritten,
-                 FollowCompletesApart, FollowLosesWrite, LaunchManyDropsTasks)
+                 FollowCompletesApart, FollowLosesWrite, LaunchManyDropsTasks,
+                 FollowOnStaleFacts)
