@@ -1,4 +1,4 @@
-"""Documented, configurable limits (docs/limits.md). Exceeding one names the limit."""
+"""Documented, configurable limits (docs/concepts.md, "Limits"). Exceeding one names the limit."""
 
 from __future__ import annotations
 
