@@ -38,8 +38,8 @@ def launch_batches(count: int, limits: Limits, *, ramp: bool = True
     ``ramp``, ``launch_first_batch`` tasks first, then doubling up to ``launch_batch_size``
     (a launch that fits one full batch is ramped too); otherwise ``launch_batch_size`` each."""
     size = max(1, limits.launch_batch_size)
-    step = min(limits.launch_first_batch, size) if ramp else size
-    if count <= step or step <= 0:
+    step = limits.single_launch if ramp else size
+    if count <= step:
         step = size
     start = 0
     while start < count:
