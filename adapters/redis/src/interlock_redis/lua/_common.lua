@@ -227,11 +227,6 @@ end
 
 -- ---- claim and complete, shared by the single and the batched scripts -------------------
 
--- [claim.cas] one claim; {outcome} when the task does not exist, else {outcome, jmap, plan,
--- the run's artifact_seq, the total_tasks of the task's node} (what lets the caller predict
--- the facts of the task's completion: the follow ability).
--- ``run_state``: the run's state text when the caller has read it already (a claim never
--- changes it, so a batch of claims reads it once), else nil.
 -- the total_tasks text of node ``index`` ('0' when there is no such node)
 local function node_total(index)
   local n = node(index)
@@ -241,30 +236,35 @@ local function node_total(index)
   return n.total_tasks
 end
 
-local function claim_one(id, attempt_id, worker, lease_until, now, run_state)
+-- [claim.cas] one claim; {outcome} when the task does not exist, else {outcome, jmap, plan,
+-- the run's artifact_seq, the total_tasks of the task's node} (what lets the caller predict
+-- the facts of the task's completion: the follow ability).
+-- ``run``: {state = ..., seq = ...}, the run's state and artifact_seq texts when the caller
+-- has read them already (a claim changes neither, so a batch of claims reads them once),
+-- else nil.
+local function claim_one(id, attempt_id, worker, lease_until, now, run)
   local t, raw = get_task(id)
   if t == nil then
     return {'stale'}
   end
+  local outcome = 'applied'
   if t.state == TS.running and t.attempt_id == attempt_id then
-    return {'duplicate', raw, redis.call('HGET', K_PLANS, id), run_field('artifact_seq'),
-            node_total(t.node_index)}
-  end
-  if (run_state or run_field('state')) ~= RS.running or t.state ~= TS.queued
+    outcome = 'duplicate'
+  elseif (run and run.state or run_field('state')) ~= RS.running or t.state ~= TS.queued
       or tonumber(now) < tonumber(t.not_before) then
-    return {'stale', raw, redis.call('HGET', K_PLANS, id), run_field('artifact_seq'),
-            node_total(t.node_index)}
+    outcome = 'stale'
+  else
+    -- QUEUED -> RUNNING is in the task table: no check can fail here
+    t.state = TS.running
+    t.attempt = itext(int(t.attempt) + 1)
+    t.attempt_id = attempt_id
+    t.worker = worker
+    t.lease_until = lease_until
+    t.updated_at = now
+    raw = put_task(id, t, true) -- QUEUED -> RUNNING: unfinished before and after
   end
-  -- QUEUED -> RUNNING is in the task table: no check can fail here
-  t.state = TS.running
-  t.attempt = itext(int(t.attempt) + 1)
-  t.attempt_id = attempt_id
-  t.worker = worker
-  t.lease_until = lease_until
-  t.updated_at = now
-  raw = put_task(id, t, true) -- QUEUED -> RUNNING: unfinished before and after
-  return {'applied', raw, redis.call('HGET', K_PLANS, id), run_field('artifact_seq'),
-          node_total(t.node_index)}
+  return {outcome, raw, redis.call('HGET', K_PLANS, id),
+          run and run.seq or run_field('artifact_seq'), node_total(t.node_index)}
 end
 
 -- ``command key items...`` in calls of at most 1,000 items (unpack's stack limit); items

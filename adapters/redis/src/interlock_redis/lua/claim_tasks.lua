@@ -7,8 +7,10 @@
 -- Returns one claim_task reply per pair, in order: {outcome} or {outcome, task jmap, plan,
 -- the run's artifact_seq, the node's total_tasks}.
 
-local replies, run_state = {}, run_field('state') -- claims never change the run's state
+-- claims never change the run's state nor its artifact_seq: read them once for the batch
+local fields = redis.call('HMGET', K_RUN, 'state', 'artifact_seq')
+local replies, run = {}, {state = fields[1], seq = fields[2]}
 for i = 4, #ARGV, 2 do
-  replies[#replies + 1] = claim_one(ARGV[i], ARGV[i + 1], ARGV[1], ARGV[2], ARGV[3], run_state)
+  replies[#replies + 1] = claim_one(ARGV[i], ARGV[i + 1], ARGV[1], ARGV[2], ARGV[3], run)
 end
 return replies
