@@ -593,8 +593,6 @@ def celery_available() -> str | None:
         import redis  # noqa: F401
     except ImportError as exc:
         return f'Celery is not installed ({exc}); pip install "celery[redis]"'
-    if shutil.which("celery") is None:
-        return "the `celery` command is not on PATH"
     return None
 
 
@@ -615,7 +613,8 @@ class CeleryBackend:
         self.log = open(self.logfile, "wb")  # noqa: SIM115 - closed by the stack
         stack.callback(self.log.close)
         self.proc = subprocess.Popen(
-            [shutil.which("celery") or "celery", "-A", CELERY_MODULE, "worker",
+            # this interpreter's Celery (`python -m celery`): a venv need not be on PATH
+            [sys.executable, "-m", "celery", "-A", CELERY_MODULE, "worker",
              "-c", str(WORKERS), "-P", "prefork", "--loglevel", "WARNING",
              "--without-gossip", "--without-mingle", "--without-heartbeat"],
             cwd=ROOT, env=_child_env(), stdout=self.log, stderr=subprocess.STDOUT)

@@ -457,6 +457,25 @@ def test_every_lua_script_documents_keys_argv_and_reply() -> None:
             assert word in header, (name, word)
 
 
+def test_lua_transition_table_mirrors_interlock_states() -> None:
+    """The scripts check state changes against their own copy of the transition tables (a Lua
+    string of |kind:from>to| entries): it must allow exactly what interlock.states allows."""
+    from interlock.states import NODE_TRANSITIONS, RUN_TRANSITIONS, TASK_TRANSITIONS
+    from interlock_redis.scripts import lua_source
+
+    source = lua_source("_common")
+    table = source[source.index("local LEGAL = [[") + len("local LEGAL = [["):]
+    table = table[:table.index("]]")]
+    entries = {e for e in table.replace("\n", "").split("|") if e}
+    expected = {
+        f"{kind}:{source_state.value}>{target.value}"
+        for kind, transitions in (("run", RUN_TRANSITIONS), ("node", NODE_TRANSITIONS),
+                                  ("task", TASK_TRANSITIONS))
+        for source_state, targets in transitions.items() for target in targets
+    }
+    assert entries == expected
+
+
 def test_illegal_transition_raises_and_writes_nothing(store: RedisStore) -> None:
     store.create_run(_run(), _nodes())
     before = store.get_nodes("r")
