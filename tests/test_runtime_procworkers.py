@@ -17,6 +17,7 @@ import pytest
 
 from interlock import Kernel, RunState, TaskState
 from interlock.runtime import LocalRunner, Progress
+from interlock.runtime.local import PROCESS_BATCH
 from interlock.stores import open_store
 from interlock_memory import MemoryStore
 from interlock_sqlite import SqliteStore
@@ -79,7 +80,7 @@ def test_sqlite_store_url_opens_the_same_database(tmp_path: Path) -> None:
 
 def test_every_fan_mode_runs_in_two_worker_processes(url: str, store: Any) -> None:
     with LocalRunner(url, workers=2, mode="processes") as runner:
-        assert runner.url is not None and runner.batch == 16
+        assert runner.url is not None and runner.batch == PROCESS_BATCH
         result = runner.run(pipeline(), {"n": 60}, run_id="fans")
     assert result.state is RunState.COMPLETED
     assert total(store, "fans") == squares(60)

@@ -41,7 +41,7 @@ log = logging.getLogger("interlock.runtime.local")
 
 Mode = Literal["threads", "processes"]
 
-PROCESS_BATCH = 16
+PROCESS_BATCH = 64
 """Default ``batch`` of worker processes that have their own store connection."""
 
 
@@ -78,8 +78,9 @@ class LocalRunner:
 
     ``batch``: deliveries each worker takes per receive; their claims and completions are
     batched kernel calls (see :class:`~interlock.runtime.worker.Worker`, which batches only
-    plugins it has seen to be fast). Default: 16 for worker processes with their own store
-    connection, else 1. A dying worker abandons the tasks it claimed — up to ``batch`` — which
+    plugins it has seen to be fast). Default: 64 for worker processes with their own store
+    connection (one message of the task pipe, :data:`~interlock.runtime.pipes.CHUNK`), else
+    1. A dying worker abandons the tasks it claimed — up to ``batch`` — which
     are reported crashed and retried.
     """
 

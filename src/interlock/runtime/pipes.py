@@ -40,9 +40,12 @@ log = logging.getLogger("interlock.runtime.pipes")
 MAX_MESSAGE = select.PIPE_BUF - 4
 """Largest payload written in one atomic ``write`` (the header takes 4 bytes)."""
 
-CHUNK = 16
+CHUNK = 64
 """Most task refs in one message: a large dispatch is spread over many messages, so that every
-worker process gets a share of a 10,000-way launch."""
+worker process gets a share of a 10,000-way launch. A worker process receives one message at a
+time, so this also bounds its batches (``LocalRunner``'s ``batch``): 64 rather than 16 cut the
+SQLite 1 -> 10,000 -> 1 run by 10-15% here (fewer, larger transactions: less contention for
+the write lock, whose waiters poll). A message too large for one atomic write is halved."""
 
 _PIPE_SIZE = 1 << 20  # room for a large launch before the backlog thread is needed
 
