@@ -123,6 +123,15 @@ def test_packed_outputs_and_published_view_build_records_on_access() -> None:
         assert view == [Artifact(o.artifact_id, 4, 2, "t.0.0", 10 + k, o.fields, o.data,
                                  origins[k]) for k, o in enumerate(outputs)]
         assert pickle.loads(pickle.dumps(view)) == view
+    # a store writing fields as text reads them without a decode; plain records: no texts
+    for mode in ("self", "inherit", "broadcast"):
+        view = PublishedView(outputs, 4, 2, "t.0.0", 10, mode, "o")  # type: ignore[arg-type]
+        texts = view.texts()
+        assert texts is not None and view.task_id == "t.0.0"
+        assert [(seq, aid, origin, json.loads(fields), data)
+                for seq, aid, origin, fields, data in texts] == [
+            (a.seq, a.artifact_id, a.origin, a.fields, a.data) for a in view]
+    assert PublishedView(list(outputs), 4, 2, "t.0.0", 10, "self", None).texts() is None
     # the owner (the kernel, writing a fan-out batch by batch) lets written items go
     view.forget(2)
     assert len(view) == len(outputs) == 3 and view[2].artifact_id == "t.0.0/2"

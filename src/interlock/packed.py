@@ -309,6 +309,29 @@ class PublishedView(_Lazy[Artifact]):
         """The generation of every artifact in the view."""
         return self._generation
 
+    @property
+    def task_id(self) -> str:
+        """The task that published every artifact in the view."""
+        return self._task
+
+    def texts(self) -> Iterator[tuple[int, str, str | None, str, JSON]] | None:
+        """Per artifact, in order, ``(seq, artifact_id, origin, fields text, data)`` with the
+        fields as the JSON text their validation produced (compact separators, ASCII only),
+        not decoded: for a store that writes fields as text (no decode and encode again per
+        artifact). None when the outputs are not packed: read the records instead."""
+        outputs = self._outputs
+        if not isinstance(outputs, PackedOutputs):
+            return None
+        return self._texts(outputs)
+
+    def _texts(self, outputs: PackedOutputs) -> Iterator[tuple[int, str, str | None, str, JSON]]:
+        mode, first = self._mode, self._first
+        for k in range(len(outputs)):
+            artifact_id = outputs.artifact_id(k)
+            origin = artifact_id if mode == "self" else None if mode == "broadcast" \
+                else self._origin
+            yield first + k, artifact_id, origin, outputs.fields_text(k), outputs.data(k)
+
     def detached(self) -> PublishedView | None:
         """A copy of this view that the owner's :meth:`forget` does not reach (a store may
         keep it instead of the records: its own lists of ids, field texts and data, the texts

@@ -111,3 +111,39 @@ def test_artifact_reads_with_and_without_json1_give_the_same_records(
         facts = tx.stored_artifacts(2, 0, 1000)
         assert facts == narrow and isinstance(facts, PackedArtifacts) is json1
         assert tx.stored_artifacts(2, 0, 69) is None and tx.stored_artifacts(0, 0, 5) == []
+
+
+@pytest.mark.parametrize("mode", ["self", "inherit", "broadcast"])
+def test_a_wide_completion_is_written_from_its_fields_texts(tmp_path: Path, mode: str) -> None:
+    """From PACK_MIN outputs a completion's artifacts are written from the fields texts their
+    validation produced (no record built): they read back as the records the in-memory store
+    keeps, for every origin mode (a root's outputs originate in themselves, a single task's
+    inherit its input's origin, an aggregate's have none), with unicode, nested and empty
+    fields and every kind of data."""
+    from interlock import Kernel
+    from interlock.runtime import QueueDispatcher
+    from interlock_memory import MemoryStore
+
+    src: dict[str, object] = {"slug": "src", "plugin": "p"}
+    if mode != "self":
+        src.update(depends_on=["root"], fan_mode="single" if mode == "inherit" else "aggregate")
+    nodes = [src] if mode == "self" else [{"slug": "root", "plugin": "p"}, src]
+    outputs = [{"fields": {"i": i, "é": "ü" * (i % 3), "nested": {"l": [i, None, 1.5]}}
+                if i % 4 else {},
+                "data": [None, f"file://{i}", {"k": [i]}, i * 0.5][i % 4]}
+               for i in range(PACK_MIN + 7)]
+    read = []
+    for store in (MemoryStore(), SqliteStore(tmp_path / "s.db")):
+        kernel = Kernel(store, QueueDispatcher())
+        kernel.start_run({"name": "wide", "nodes": nodes}, run_id="r")
+        for slug, outs in (("root", [{"fields": {"o": 1}}]), ("src", outputs)):
+            for task in [t for t in store.list_tasks("r") if t.task_id.startswith(slug)]:
+                claim = kernel.claim_task("r", task.task_id)
+                assert claim is not None
+                kernel.on_task_complete("r", task.task_id, claim.attempt_id, outs)
+        read.append(store.get_artifacts("r", len(nodes) - 1, 0))
+    assert len(read[1]) == PACK_MIN + 7 and list(read[1]) == list(read[0])
+    assert read[1][5].fields == {"i": 5, "é": "üü", "nested": {"l": [5, None, 1.5]}}
+    origins = {a.origin for a in read[1]}
+    assert origins == ({a.artifact_id for a in read[1]} if mode == "self" else
+                       {"root.0.0/0"} if mode == "inherit" else {None})

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
-from interlock.packed import PACK_MIN, PackedArtifacts
+from interlock.packed import PACK_MIN, PackedArtifacts, PublishedView
 from interlock.records import Artifact, NodeRecord, RunRecord, TaskRecord
 from interlock.states import NodeState, RunState, TaskState
 
@@ -215,6 +215,22 @@ def artifact_params(run_id: str, artifact: Artifact) -> tuple[Any, ...]:
     data["fields"] = dumps(data["fields"])
     data["data"] = dumps_nullable(data["data"])
     return (run_id, *(data[c] for c in ARTIFACT_COLUMNS))
+
+
+def artifacts_params(run_id: str, artifacts: Sequence[Artifact]) -> Iterator[tuple[Any, ...]]:
+    """Values for :data:`INSERT_ARTIFACT` of each artifact, one at a time. A completion's
+    wide outputs (a :class:`~interlock.packed.PublishedView` of packed outputs) are written
+    from the fields texts their validation produced, which are what :func:`dumps` would
+    give: the records are not built."""
+    texts = artifacts.texts() if isinstance(artifacts, PublishedView) else None
+    if texts is None or not isinstance(artifacts, PublishedView):
+        for artifact in artifacts:
+            yield artifact_params(run_id, artifact)
+        return
+    node, generation, task_id = artifacts.node_index, artifacts.generation, artifacts.task_id
+    for seq, artifact_id, origin, fields, data in texts:
+        yield (run_id, seq, node, generation, artifact_id, task_id, origin, fields,
+               dumps_nullable(data))
 
 
 def has_json1(conn: sqlite3.Connection) -> bool:

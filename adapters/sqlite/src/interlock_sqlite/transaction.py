@@ -186,9 +186,9 @@ class SqliteRunTransaction:
             _write(conn, codec.UPDATE_TASK_STATE, updates)
         if self._artifacts:
             # a generator: a completion with many outputs never holds every row at once
-            conn.executemany(codec.INSERT_ARTIFACT, (codec.artifact_params(run_id, a)
-                                                     for arts in self._artifacts
-                                                     for a in arts))
+            conn.executemany(codec.INSERT_ARTIFACT, (params for arts in self._artifacts
+                                                     for params in codec.artifacts_params(
+                                                         run_id, arts)))
         run = self._put_run
         if run is not None:
             conn.execute(codec.UPDATE_RUN_STATE, codec.run_state_params(run))
