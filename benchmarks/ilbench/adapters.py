@@ -50,6 +50,9 @@ class Backend:
     cleanup_between: Callable[[], None] | None = None
     """Called after each measured run (drops its data), outside the timed region."""
     notes: list[str] = attrs.field(factory=list)
+    group_baseline: Callable[[int], float] | None = None
+    """The raw write's cost per item when ``k`` items share one transaction / round trip
+    (the baseline of the batched completion path), or None."""
 
 
 def _close(store: Any) -> None:
@@ -86,7 +89,9 @@ def sqlite_backend(module: ModuleType, raw_tx: int, reps: int) -> Iterator[Backe
 
     try:
         baseline = sqlite_raw_tx_us(directory, raw_tx, reps)
-        yield Backend("sqlite", new_store, baseline, "raw BEGIN IMMEDIATE..COMMIT tx")
+        yield Backend("sqlite", new_store, baseline, "raw BEGIN IMMEDIATE..COMMIT tx",
+                      group_baseline=lambda k: baseline if k == 1 else sqlite_raw_tx_us(
+                          directory, raw_tx, reps, k))
     finally:
         for old in stores:
             _close(old)
@@ -124,8 +129,15 @@ def redis_backend(module: ModuleType, calls: int, reps: int) -> Iterator[Backend
                      f"redis: the baseline EVALSHA is sent as the store sends its scripts "
                      f"(packed, straight on a pooled connection): {baseline:.1f} us; through "
                      f"redis-py's client.evalsha it costs {through_py:.1f} us"]
+            def grouped(k: int) -> float:
+                if k == 1:
+                    return baseline
+                cost = redis_evalsha_us(client, f"{prefix}-baseline", calls, reps, group=k)
+                delete_matching(client, f"{prefix}-baseline")
+                return cost
+
             yield Backend("redis", new_store, baseline, "raw EVALSHA (3 writes)", rts,
-                          cleanup, notes)
+                          cleanup, notes, grouped)
         finally:
             with contextlib.suppress(Exception):
                 cleanup()

@@ -63,9 +63,11 @@ _DDL = (
 )
 
 
-def sqlite_raw_tx_us(directory: Path, transactions: int, reps: int) -> float:
-    """Best-of-``reps`` microseconds per raw completion-shaped write transaction."""
-    path = directory / "baseline.db"
+def sqlite_raw_tx_us(directory: Path, transactions: int, reps: int, group: int = 1) -> float:
+    """Best-of-``reps`` microseconds per raw completion-shaped write (UPDATE; UPDATE; INSERT),
+    ``group`` of them per transaction (1: one transaction each, the baseline of a completion;
+    more: raw group commit, the baseline of a batched completion), on a fresh file."""
+    path = directory / f"baseline-{group}.db"
     conn = sqlite3.connect(path, isolation_level=None)
     try:
         for statement in _DDL:
@@ -87,13 +89,17 @@ def sqlite_raw_tx_us(directory: Path, transactions: int, reps: int) -> float:
             t0 = perf_counter()
             for i in range(rep * transactions, (rep + 1) * transactions):
                 task_id = f"each.0.{i}"
-                conn.execute("BEGIN IMMEDIATE")
+                if i % group == 0:
+                    conn.execute("BEGIN IMMEDIATE")
                 conn.execute("UPDATE tasks SET state = 'completed', lease_until = NULL, "
                              "updated_at = ? WHERE run_id = 'r' AND task_id = ?", (i, task_id))
                 conn.execute("UPDATE nodes SET remaining_tasks = remaining_tasks - 1 "
                              "WHERE run_id = 'r' AND idx = 1")
                 conn.execute("INSERT INTO artifacts VALUES ('r', ?, 1, 0, ?, ?, ?, ?, NULL)",
                              (i + 1, f"{task_id}/0", task_id, f"src.0.0/{i}", fields))
+                if i % group == group - 1:
+                    conn.execute("COMMIT")
+            if conn.in_transaction:
                 conn.execute("COMMIT")
             best = min(best, perf_counter() - t0)
     finally:
@@ -110,13 +116,17 @@ return left
 
 
 def redis_evalsha_us(client: Any, prefix: str, calls: int, reps: int, *,
-                     direct: bool = True) -> float:
+                     direct: bool = True, group: int = 1) -> float:
     """Best-of-``reps`` microseconds per EVALSHA of a three-write script (keys under
     ``prefix``); ``direct``: packed and sent on a pooled connection as the store's script calls
-    are (no redis-py command machinery), else through ``client.evalsha``."""
+    are (no redis-py command machinery), else through ``client.evalsha``. ``group`` > 1:
+    that many EVALSHAs per round trip (one pipeline, direct only), the baseline of a batched
+    completion."""
     sha = client.script_load(_SCRIPT)
     node, arts = f"{prefix}:node", f"{prefix}:artifacts"
     payload = json.dumps({"artifact_id": "each.0.0/0", "fields": {"k": 1}})
+    if group > 1:
+        return _grouped_us(client, sha, prefix, calls, reps, group, payload)
     evalsha = _direct_evalsha(client) if direct else client.evalsha
     for i in range(min(100, calls)):  # warm the connection and the script cache
         evalsha(sha, 3, f"{prefix}:warm:{i}", node, arts, i, payload)
@@ -148,3 +158,39 @@ def _direct_evalsha(client: Any) -> Callable[..., Any]:
             pool.release(conn)
 
     return evalsha
+
+
+def _grouped_us(client: Any, sha: str, prefix: str, calls: int, reps: int, group: int,
+                payload: str) -> float:
+    """Microseconds per EVALSHA when ``group`` of them share one round trip (packed into one
+    buffer and written at once, as the store sends a pipeline)."""
+    node, arts = f"{prefix}:node", f"{prefix}:artifacts"
+    pool = client.connection_pool
+    pack_command: Callable[[Any], bytes] | None
+    try:
+        from hiredis import pack_command
+    except ImportError:
+        pack_command = None
+
+    def send(first: int) -> None:
+        commands = [("EVALSHA", sha, 3, f"{prefix}:task:{i}", node, arts, i, payload)
+                    for i in range(first, first + group)]
+        conn = pool.get_connection()
+        try:
+            packed = [b"".join(pack_command(c) for c in commands)] if pack_command is not None \
+                else conn.pack_commands(commands)
+            conn.send_packed_command(packed)
+            for _ in commands:
+                conn.read_response()
+        finally:
+            pool.release(conn)
+
+    send(0)  # warm the connection
+    rounds = max(1, calls // group)
+    best = float("inf")
+    for _ in range(reps):
+        t0 = perf_counter()
+        for r in range(rounds):
+            send(r * group)
+        best = min(best, perf_counter() - t0)
+    return best / (rounds * group) * 1e6

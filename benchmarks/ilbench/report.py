@@ -94,8 +94,31 @@ def verdicts(sections: Sequence[Section], plan: Plan, rss: dict[str, Any] | None
                               share >= 0.5, f"{share:.0%} (mean completion {row.complete_us:.1f}"
                               f" us vs {row.baseline_us:.1f} us; the median completion: "
                               f"{median:.0%})"))
+    for adapter, what in (("sqlite", "raw group-commit"), ("redis", "raw pipelined EVALSHA")):
+        out.extend(_batched(by.get(adapter), adapter, what))
     out.extend(_round_trips(by.get("redis")))
     out.append(_rss(plan, rss))
+    return out
+
+
+def _batched(section: Section | None, adapter: str, what: str) -> list[Verdict]:
+    """The batched completion path against the same grouping done raw (issue 10: measure
+    its gain; held to the 50% rule of plain completions)."""
+    rows = [] if section is None or section.skipped else section.batched
+    name = f"{adapter} batched completions >= 50% of the {what} rate"
+    ones = [r for r in rows if r.k == 1]
+    if not rows or not ones:
+        return [Verdict(name, "SKIP", _why(section) if not rows else "no k = 1 row")]
+    one = ones[0]
+    out = []
+    for r in rows:
+        if r.k == 1:
+            continue
+        gain, raw_gain = one.us_per_task / r.us_per_task, one.raw_us_per_item / r.raw_us_per_item
+        out.append(_check(f"{name} [k={r.k}]", r.raw_x <= 2,
+                          f"{1 / r.raw_x:.0%} ({r.us_per_task:.1f} us per task vs "
+                          f"{r.raw_us_per_item:.1f} us per raw item; batching gains {gain:.1f}x "
+                          f"over one at a time, the raw grouping {raw_gain:.1f}x)"))
     return out
 
 

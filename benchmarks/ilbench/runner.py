@@ -11,9 +11,10 @@ from typing import Any
 
 import attrs
 
-from ilbench import shapes
+from ilbench import batched, shapes
 from ilbench.adapters import Backend
 from ilbench.baselines import graphlib_us_per_node
+from ilbench.batched import BatchRow
 from ilbench.driver import RunStats, drive
 from ilbench.shapes import Shape
 
@@ -34,6 +35,10 @@ class Plan:
     sqlite_raw_tx: int
     redis_calls: int
     rss_tasks: int | None
+    batch_sizes: tuple[int, ...] = (1, 10, 100)
+    """Tasks per completion call in the batched section (1: one at a time)."""
+    batch_tasks: int = 1_000
+    """Tasks completed per batch size."""
 
 
 def _spec(factory: Callable[[int], Shape], n: int, reps: int) -> ShapeSpec:
@@ -55,7 +60,7 @@ def make_plan(quick: bool, rss_tasks: int | None = None) -> Plan:
                    _spec(shapes.layered, 500, 1)),
             growth=(1_000, 0),  # 0: the largest fan-out of the section
             graphlib_reps=3, baseline_reps=2, sqlite_raw_tx=1_000, redis_calls=2_000,
-            rss_tasks=None,
+            rss_tasks=None, batch_tasks=200,
         )
     return Plan(
         quick=False,
@@ -133,6 +138,7 @@ class Section:
     skipped: str | None = None
     baseline_us: float | None = None
     baseline: str = ""
+    batched: list[BatchRow] = attrs.field(factory=list)
 
 
 def run_section(adapter: str, backend_cm: contextlib.AbstractContextManager[Backend],
@@ -163,10 +169,29 @@ def run_section(adapter: str, backend_cm: contextlib.AbstractContextManager[Back
                 finally:
                     del shape
                     gc.collect()
+            if backend.group_baseline is not None and plan.batch_sizes:
+                try:
+                    section.batched = _batched(adapter, backend, plan, log)
+                except Exception as exc:  # the shapes' rows stand without it
+                    section.notes.append(f"{adapter} batched: error {exc!r}")
+                    log(f"  batched: ERROR {exc!r}\n{traceback.format_exc()}")
     except Exception as exc:
         section.skipped = f"{adapter}: error {exc!r}"
         log(f"  section failed: {exc!r}\n{traceback.format_exc()}")
     return section
+
+
+def _batched(adapter: str, backend: Backend, plan: Plan, log: Callable[[str], None]
+             ) -> list[BatchRow]:
+    rts = backend.rts
+    rows = batched.measure(adapter, backend.new_store, backend.group_baseline or (lambda k: 0.0),
+                           plan.batch_sizes, plan.batch_tasks,
+                           (lambda: rts.n) if rts is not None else None)
+    _between(backend)
+    for row in rows:
+        log(f"  batched k={row.k:<4} {row.us_per_task:9.1f} us/task  (raw grouped write "
+            f"{row.raw_us_per_item:.1f} us/item)")
+    return rows
 
 
 def _between(backend: Backend) -> None:
