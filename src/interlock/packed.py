@@ -318,7 +318,8 @@ class PublishedView(_Lazy[Artifact]):
         """Per artifact, in order, ``(seq, artifact_id, origin, fields text, data)`` with the
         fields as the JSON text their validation produced (compact separators, ASCII only),
         not decoded: for a store that writes fields as text (no decode and encode again per
-        artifact). None when the outputs are not packed: read the records instead."""
+        artifact). None when the outputs are not packed: read the records instead. Like the
+        records, an output the owner has forgotten raises LookupError when reached."""
         outputs = self._outputs
         if not isinstance(outputs, PackedOutputs):
             return None

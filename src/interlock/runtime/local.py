@@ -78,10 +78,10 @@ class LocalRunner:
 
     ``batch``: deliveries each worker takes per receive; their claims and completions are
     batched kernel calls (see :class:`~interlock.runtime.worker.Worker`, which batches only
-    plugins it has seen to be fast). Default: 64 for worker processes with their own store
-    connection (one message of the task pipe, :data:`~interlock.runtime.pipes.CHUNK`), else
-    1. A dying worker abandons the tasks it claimed — up to ``batch`` — which
-    are reported crashed and retried.
+    plugins it has seen to be fast). Default: 64 (one message of the task pipe,
+    :data:`~interlock.runtime.pipes.CHUNK`) for worker processes with their own store
+    connection, else 1. A dying worker abandons the tasks it claimed — up to ``batch`` —
+    which are reported crashed and retried.
     """
 
     def __init__(

@@ -222,15 +222,16 @@ def artifacts_params(run_id: str, artifacts: Sequence[Artifact]) -> Iterator[tup
     wide outputs (a :class:`~interlock.packed.PublishedView` of packed outputs) are written
     from the fields texts their validation produced, which are what :func:`dumps` would
     give: the records are not built."""
-    texts = artifacts.texts() if isinstance(artifacts, PublishedView) else None
-    if texts is None or not isinstance(artifacts, PublishedView):
-        for artifact in artifacts:
-            yield artifact_params(run_id, artifact)
-        return
-    node, generation, task_id = artifacts.node_index, artifacts.generation, artifacts.task_id
-    for seq, artifact_id, origin, fields, data in texts:
-        yield (run_id, seq, node, generation, artifact_id, task_id, origin, fields,
-               dumps_nullable(data))
+    if isinstance(artifacts, PublishedView):
+        texts = artifacts.texts()
+        if texts is not None:
+            node, generation, task = artifacts.node_index, artifacts.generation, artifacts.task_id
+            for seq, artifact_id, origin, fields, data in texts:
+                yield (run_id, seq, node, generation, artifact_id, task, origin, fields,
+                       dumps_nullable(data))
+            return
+    for artifact in artifacts:
+        yield artifact_params(run_id, artifact)
 
 
 def has_json1(conn: sqlite3.Connection) -> bool:
