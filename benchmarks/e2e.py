@@ -145,7 +145,8 @@ class Measurement:
     server_commands: dict[str, int] = field(default_factory=dict)
     """Redis INFO commandstats delta (includes commands run inside Lua scripts)."""
     transactions: int = 0
-    """SQLite write transactions (BEGIN IMMEDIATE)."""
+    """SQLite write transactions (their COMMIT or ROLLBACK: a contended BEGIN IMMEDIATE is
+    tried several times)."""
     cpu_s: dict[str, float] = field(default_factory=dict)
     """CPU seconds per component."""
     other_cpu_s: float = 0.0
@@ -325,7 +326,7 @@ class SqliteBackend:
         return Measurement(
             self.name, shape.key, shape.tasks, window, ok, check,
             round_trips={k: v for k, v in sql.items() if v},
-            transactions=sql.get("BEGIN", 0), cpu_s=cpu,
+            transactions=sql.get("COMMIT", 0) + sql.get("ROLLBACK", 0), cpu_s=cpu,
             other_cpu_s=max(0.0, busy1 - busy0 - sum(cpu.values())),
             extra={"runner_wall_s": runner_wall, "state": result.state.value, "ops": ops,
                    "threads": threads.result()})
@@ -400,7 +401,7 @@ class SqliteBatchedBackend:
         return Measurement(
             self.name, shape.key, shape.tasks, run.updated_at - run.created_at, ok, check,
             round_trips={k: v for k, v in sql.items() if v},
-            transactions=sql.get("BEGIN", 0), cpu_s=cpu,
+            transactions=sql.get("COMMIT", 0) + sql.get("ROLLBACK", 0), cpu_s=cpu,
             other_cpu_s=max(0.0, busy1 - busy0 - sum(cpu.values())),
             extra={"state": run.state.value, "ops": _ops_delta(optimer.snapshot(), ops0),
                    "threads": threads.result()})

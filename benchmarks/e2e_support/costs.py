@@ -111,7 +111,8 @@ def sqlite_costs(workdir: Path, n: int, batches: Sequence[int], out: Callable[[s
 
     def on_connect(conn: Any) -> None:
         def trace(sql: str) -> None:
-            if sql.lstrip()[:5].upper() == "BEGIN":
+            # transactions by their end: a contended BEGIN IMMEDIATE is tried several times
+            if sql.lstrip()[:6].upper() in ("COMMIT", "ROLLBA"):
                 begins[0] += 1
         conn.set_trace_callback(trace)
 

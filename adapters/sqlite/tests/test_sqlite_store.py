@@ -82,7 +82,8 @@ def drain_queued(kernel: Kernel, run_id: str, worker: str = "test") -> int:
 
 
 class BeginCounter:
-    """``on_connect`` hook: counts ``BEGIN`` statements per thread via the trace callback."""
+    """``on_connect`` hook: counts transactions per thread via the trace callback — their
+    ``COMMIT``/``ROLLBACK`` (a contended ``BEGIN IMMEDIATE`` is tried several times)."""
 
     def __init__(self) -> None:
         self._local = threading.local()
@@ -93,14 +94,14 @@ class BeginCounter:
         conn.set_trace_callback(self._trace)
 
     def _trace(self, statement: str) -> None:
-        if statement.startswith("BEGIN"):
+        if statement.startswith(("COMMIT", "ROLLBACK")):
             self._local.count = self.mine + 1
             with self._lock:
                 self.total += 1
 
     @property
     def mine(self) -> int:
-        """BEGINs issued by the calling thread so far."""
+        """Transactions the calling thread has ended so far."""
         return int(getattr(self._local, "count", 0))
 
 
@@ -394,7 +395,7 @@ def test_end_to_end_through_the_kernel_and_reopen(tmp_path: Path) -> None:
     lock = threading.Lock()
     local = threading.local()
 
-    def measure(sign: int) -> None:  # BEGINs issued by one on_task_complete, in its thread
+    def measure(sign: int) -> None:  # transactions of one on_task_complete, in its thread
         if sign < 0:
             local.before = counter.mine
         else:
@@ -420,7 +421,7 @@ def test_end_to_end_through_the_kernel_and_reopen(tmp_path: Path) -> None:
     print(f"\nsqlite e2e: {len(tasks)} tasks in {elapsed:.3f}s = {len(tasks) / elapsed:.0f} "
           f"tasks/s with {threads} threads; transactions per on_task_complete: "
           f"{dict(histogram)} (mean {sum(per_call) / len(per_call):.3f}); "
-          f"BEGINs in total {counter.total}")
+          f"transactions in total {counter.total}")
 
     reopened = SqliteStore(path)
     assert snapshot(reopened, "e2e") == snapshot(store, "e2e")

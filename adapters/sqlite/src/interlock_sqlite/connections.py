@@ -24,7 +24,7 @@ from typing import Final
 
 from interlock.errors import UsageError
 
-__all__ = ["SYNCHRONOUS_LEVELS", "ConnectionPool"]
+__all__ = ["SYNCHRONOUS_LEVELS", "ConnectionPool", "begin_immediate"]
 
 SYNCHRONOUS_LEVELS: Final = ("NORMAL", "FULL", "EXTRA")
 """Allowed ``PRAGMA synchronous`` levels; OFF is refused (a crash could corrupt the file)."""
@@ -135,6 +135,43 @@ class ConnectionPool:
                     _INHERITED.append(conn)
             self._open = []
         self._local = threading.local()
+
+
+_FIRST_PAUSE: Final = 50e-6
+_MAX_PAUSE: Final = 1e-3
+
+
+def begin_immediate(conn: sqlite3.Connection, busy_timeout_ms: int) -> None:
+    """``BEGIN IMMEDIATE`` on ``conn``, waiting for the write lock up to ``busy_timeout_ms``.
+
+    The tries come 50 us apart, the pause growing to 1 ms, instead of through SQLite's own
+    busy handler, which sleeps 1, 2, 5, 10, 15, 20, 25 ... 100 ms between tries: a writer that
+    just missed the lock sleeps through the gaps in which the holder would have let it in,
+    while the holder, between two of its own steps, takes it again at once. Measured with two
+    worker processes on one file: one of them spent 104 ms of a 170 ms run waiting (35
+    transactions) while the other ran 100. The connection's busy timeout is 0 during the tries
+    only: its other statements keep waiting as configured. When the timeout passes, raises
+    ``sqlite3.OperationalError`` ("database is locked"), as SQLite's handler does.
+    """
+    if busy_timeout_ms <= 0:
+        conn.execute("BEGIN IMMEDIATE")
+        return
+    conn.execute("PRAGMA busy_timeout = 0")
+    try:
+        deadline = time.monotonic() + busy_timeout_ms / 1000
+        pause = _FIRST_PAUSE
+        while True:
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+                return
+            except sqlite3.OperationalError as exc:
+                left = deadline - time.monotonic()
+                if not _is_busy(exc) or left <= 0:
+                    raise
+            time.sleep(min(pause, left))  # a backoff, as SQLite's handler's, in finer steps
+            pause = min(pause * 1.5, _MAX_PAUSE)
+    finally:
+        conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
 
 
 def _is_busy(exc: sqlite3.OperationalError) -> bool:

@@ -37,7 +37,7 @@ from interlock.records import Artifact, NodeRecord, RunRecord, TaskRecord
 from interlock.states import TaskState
 from interlock.storekit import TransactionalDagStore
 from interlock_sqlite import codec, schema
-from interlock_sqlite.connections import SYNCHRONOUS_LEVELS, ConnectionPool
+from interlock_sqlite.connections import SYNCHRONOUS_LEVELS, ConnectionPool, begin_immediate
 from interlock_sqlite.transaction import SqliteRunTransaction
 
 __all__ = ["SqliteStore"]
@@ -58,7 +58,9 @@ class SqliteStore(TransactionalDagStore):
     waits for the write lock before raising ``sqlite3.OperationalError`` ("database is
     locked"). ``synchronous``: ``"NORMAL"`` (default) or ``"FULL"`` / ``"EXTRA"``.
     ``on_connect`` is called with each new connection after it is configured (e.g. to install
-    a ``set_trace_callback`` that counts statements); it must not start a transaction.
+    a ``set_trace_callback`` that counts statements; a contended ``BEGIN IMMEDIATE`` is tried
+    several times, see :func:`~interlock_sqlite.connections.begin_immediate`, so count
+    ``COMMIT``/``ROLLBACK`` for transactions); it must not start a transaction.
     """
 
     abilities: frozenset[str] = TransactionalDagStore.abilities | {"stream"}
@@ -138,7 +140,7 @@ class SqliteStore(TransactionalDagStore):
     def create_run(self, run: RunRecord, nodes: Sequence[NodeRecord]) -> tuple[RunRecord, bool]:
         """Insert the run and its nodes in one transaction unless the run exists."""
         conn = self._conn()
-        conn.execute("BEGIN IMMEDIATE")
+        begin_immediate(conn, self.busy_timeout_ms)
         try:
             created = conn.execute(codec.INSERT_RUN, codec.run_params(run)).rowcount == 1
             if created:
@@ -273,7 +275,7 @@ class _Step:
     def __enter__(self) -> SqliteRunTransaction | None:
         store, run_id = self._store, self._run_id
         conn = self._conn = store._conn()
-        conn.execute("BEGIN IMMEDIATE")
+        begin_immediate(conn, store.busy_timeout_ms)
         try:
             if self._task_id is None:
                 run = store._read_run(conn, run_id)

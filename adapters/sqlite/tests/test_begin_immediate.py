@@ -1,0 +1,81 @@
+"""begin_immediate: the write lock taken in short steps, within the busy timeout, and the
+connection's own busy timeout left as configured."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from pathlib import Path
+
+import pytest
+
+from interlock_sqlite import SqliteStore
+from interlock_sqlite.connections import begin_immediate
+
+
+def _connect(path: Path, busy_timeout_ms: int = 5_000) -> sqlite3.Connection:
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    conn.execute(f"PRAGMA busy_timeout = {busy_timeout_ms}")
+    return conn
+
+
+def _busy_timeout(conn: sqlite3.Connection) -> int:
+    return int(conn.execute("PRAGMA busy_timeout").fetchall()[0][0])
+
+
+@pytest.fixture
+def path(tmp_path: Path) -> Path:
+    SqliteStore(tmp_path / "s.db").close()  # the schema, in WAL mode
+    return tmp_path / "s.db"
+
+
+def test_a_free_lock_is_taken_at_once_and_the_timeout_restored(path: Path) -> None:
+    conn = _connect(path, 1234)
+    begin_immediate(conn, 1234)
+    assert conn.in_transaction and _busy_timeout(conn) == 1234
+    conn.execute("COMMIT")
+
+
+def test_a_waiter_gets_the_lock_once_the_holder_commits(path: Path) -> None:
+    holder, waiter = _connect(path), _connect(path)
+    holder.execute("BEGIN IMMEDIATE")
+    tries: list[str] = []
+    retried = threading.Event()
+
+    def trace(sql: str) -> None:
+        if sql == "BEGIN IMMEDIATE":
+            tries.append(sql)
+            if len(tries) >= 3:
+                retried.set()
+
+    waiter.set_trace_callback(trace)
+    done = threading.Event()
+    errors: list[BaseException] = []
+
+    def wait() -> None:
+        try:
+            begin_immediate(waiter, 30_000)
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+        done.set()
+
+    thread = threading.Thread(target=wait)
+    thread.start()
+    assert retried.wait(10)  # it is trying, not sleeping in SQLite's handler
+    assert not done.is_set()
+    holder.execute("COMMIT")
+    assert done.wait(10)
+    thread.join()
+    assert not errors and waiter.in_transaction and _busy_timeout(waiter) == 30_000
+    waiter.execute("COMMIT")
+
+
+def test_the_timeout_raises_database_is_locked_and_restores_the_setting(path: Path) -> None:
+    holder, waiter = _connect(path), _connect(path, 50)
+    holder.execute("BEGIN IMMEDIATE")
+    with pytest.raises(sqlite3.OperationalError, match="locked"):
+        begin_immediate(waiter, 50)
+    assert not waiter.in_transaction and _busy_timeout(waiter) == 50
+    with pytest.raises(sqlite3.OperationalError, match="locked"):
+        begin_immediate(waiter, 0)  # no waiting at all
+    holder.execute("COMMIT")
