@@ -87,9 +87,10 @@ def sqlite_raw_tx_us(directory: Path, transactions: int, reps: int, group: int =
         best = float("inf")
         for rep in range(reps):
             t0 = perf_counter()
-            for i in range(rep * transactions, (rep + 1) * transactions):
+            first = rep * transactions
+            for i in range(first, first + transactions):
                 task_id = f"each.0.{i}"
-                if i % group == 0:
+                if (i - first) % group == 0:
                     conn.execute("BEGIN IMMEDIATE")
                 conn.execute("UPDATE tasks SET state = 'completed', lease_until = NULL, "
                              "updated_at = ? WHERE run_id = 'r' AND task_id = ?", (i, task_id))
@@ -97,7 +98,7 @@ def sqlite_raw_tx_us(directory: Path, transactions: int, reps: int, group: int =
                              "WHERE run_id = 'r' AND idx = 1")
                 conn.execute("INSERT INTO artifacts VALUES ('r', ?, 1, 0, ?, ?, ?, ?, NULL)",
                              (i + 1, f"{task_id}/0", task_id, f"src.0.0/{i}", fields))
-                if i % group == group - 1:
+                if (i - first) % group == group - 1:
                     conn.execute("COMMIT")
             if conn.in_transaction:
                 conn.execute("COMMIT")
