@@ -248,6 +248,12 @@ class SqlCounter:
 
         conn.set_trace_callback(trace)
 
+    @staticmethod
+    def transactions(counts: Counter[str]) -> int:
+        """Write transactions in ``counts``, by their end: a contended ``BEGIN IMMEDIATE`` is
+        tried several times (interlock_sqlite.connections.begin_immediate)."""
+        return counts.get("COMMIT", 0) + counts.get("ROLLBACK", 0)
+
     def snapshot(self) -> Counter[str]:
         out: Counter[str] = Counter()
         with self._lock:
@@ -326,7 +332,7 @@ class SqliteBackend:
         return Measurement(
             self.name, shape.key, shape.tasks, window, ok, check,
             round_trips={k: v for k, v in sql.items() if v},
-            transactions=sql.get("COMMIT", 0) + sql.get("ROLLBACK", 0), cpu_s=cpu,
+            transactions=SqlCounter.transactions(sql), cpu_s=cpu,
             other_cpu_s=max(0.0, busy1 - busy0 - sum(cpu.values())),
             extra={"runner_wall_s": runner_wall, "state": result.state.value, "ops": ops,
                    "threads": threads.result()})
@@ -401,7 +407,7 @@ class SqliteBatchedBackend:
         return Measurement(
             self.name, shape.key, shape.tasks, run.updated_at - run.created_at, ok, check,
             round_trips={k: v for k, v in sql.items() if v},
-            transactions=sql.get("COMMIT", 0) + sql.get("ROLLBACK", 0), cpu_s=cpu,
+            transactions=SqlCounter.transactions(sql), cpu_s=cpu,
             other_cpu_s=max(0.0, busy1 - busy0 - sum(cpu.values())),
             extra={"state": run.state.value, "ops": _ops_delta(optimer.snapshot(), ops0),
                    "threads": threads.result()})

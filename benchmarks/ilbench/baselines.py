@@ -17,7 +17,7 @@ from __future__ import annotations
 import graphlib
 import json
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from time import perf_counter
 from typing import Any
@@ -123,75 +123,51 @@ def redis_evalsha_us(client: Any, prefix: str, calls: int, reps: int, *,
     are (no redis-py command machinery), else through ``client.evalsha``. ``group`` > 1:
     that many EVALSHAs per round trip (one pipeline, direct only), the baseline of a batched
     completion."""
+    if group > 1 and not direct:
+        raise ValueError("grouped EVALSHAs are sent directly only")
     sha = client.script_load(_SCRIPT)
     node, arts = f"{prefix}:node", f"{prefix}:artifacts"
     payload = json.dumps({"artifact_id": "each.0.0/0", "fields": {"k": 1}})
-    if group > 1:
-        return _grouped_us(client, sha, prefix, calls, reps, group, payload)
-    evalsha = _direct_evalsha(client) if direct else client.evalsha
-    for i in range(min(100, calls)):  # warm the connection and the script cache
-        evalsha(sha, 3, f"{prefix}:warm:{i}", node, arts, i, payload)
-    best = float("inf")
-    for _ in range(reps):
-        t0 = perf_counter()
-        for i in range(calls):
-            evalsha(sha, 3, f"{prefix}:task:{i}", node, arts, i, payload)
-        best = min(best, perf_counter() - t0)
-    return best / calls * 1e6
+    send = _direct_sender(client)
 
+    def evalshas(kind: str, first: int) -> None:
+        """``group`` EVALSHAs, from key ``{prefix}:{kind}:{first}`` on, in one round trip."""
+        if not direct:
+            client.evalsha(sha, 3, f"{prefix}:{kind}:{first}", node, arts, first, payload)
+            return
+        send([("EVALSHA", sha, 3, f"{prefix}:{kind}:{i}", node, arts, i, payload)
+              for i in range(first, first + group)])
 
-def _direct_evalsha(client: Any) -> Callable[..., Any]:
-    pack_command: Callable[[Any], bytes] | None
-    try:
-        from hiredis import pack_command
-    except ImportError:
-        pack_command = None
-    pool = client.connection_pool
-
-    def evalsha(*args: Any) -> Any:
-        conn = pool.get_connection()
-        try:
-            packed = [pack_command(("EVALSHA", *args))] if pack_command is not None else \
-                conn.pack_command("EVALSHA", *args)
-            conn.send_packed_command(packed)
-            return conn.read_response()
-        finally:
-            pool.release(conn)
-
-    return evalsha
-
-
-def _grouped_us(client: Any, sha: str, prefix: str, calls: int, reps: int, group: int,
-                payload: str) -> float:
-    """Microseconds per EVALSHA when ``group`` of them share one round trip (packed into one
-    buffer and written at once, as the store sends a pipeline)."""
-    node, arts = f"{prefix}:node", f"{prefix}:artifacts"
-    pool = client.connection_pool
-    pack_command: Callable[[Any], bytes] | None
-    try:
-        from hiredis import pack_command
-    except ImportError:
-        pack_command = None
-
-    def send(first: int) -> None:
-        commands = [("EVALSHA", sha, 3, f"{prefix}:task:{i}", node, arts, i, payload)
-                    for i in range(first, first + group)]
-        conn = pool.get_connection()
-        try:
-            packed = [b"".join(pack_command(c) for c in commands)] if pack_command is not None \
-                else conn.pack_commands(commands)
-            conn.send_packed_command(packed)
-            for _ in commands:
-                conn.read_response()
-        finally:
-            pool.release(conn)
-
-    send(0)  # warm the connection
     rounds = max(1, calls // group)
+    for r in range(max(1, min(100, calls) // group)):  # warm the connection and script cache
+        evalshas("warm", r * group)
     best = float("inf")
     for _ in range(reps):
         t0 = perf_counter()
         for r in range(rounds):
-            send(r * group)
+            evalshas("task", r * group)
         best = min(best, perf_counter() - t0)
     return best / (rounds * group) * 1e6
+
+
+def _direct_sender(client: Any) -> Callable[[Sequence[tuple[Any, ...]]], list[Any]]:
+    """Sends commands on a pooled connection in one buffer (packed by hiredis when installed),
+    as the store's ``Scripts`` does, and returns their replies."""
+    pack_command: Callable[[Any], bytes] | None
+    try:
+        from hiredis import pack_command
+    except ImportError:
+        pack_command = None
+    pool = client.connection_pool
+
+    def send(commands: Sequence[tuple[Any, ...]]) -> list[Any]:
+        conn = pool.get_connection()
+        try:
+            packed = [b"".join([pack_command(c) for c in commands])] \
+                if pack_command is not None else conn.pack_commands(commands)
+            conn.send_packed_command(packed)
+            return [conn.read_response() for _ in commands]
+        finally:
+            pool.release(conn)
+
+    return send

@@ -171,7 +171,8 @@ def run_section(adapter: str, backend_cm: contextlib.AbstractContextManager[Back
                     gc.collect()
             if backend.group_baseline is not None and plan.batch_sizes:
                 try:
-                    section.batched = _batched(adapter, backend, plan, log)
+                    section.batched = _batched(adapter, backend, backend.group_baseline,
+                                               plan, log)
                 except Exception as exc:  # the shapes' rows stand without it
                     section.notes.append(f"{adapter} batched: error {exc!r}")
                     log(f"  batched: ERROR {exc!r}\n{traceback.format_exc()}")
@@ -181,11 +182,11 @@ def run_section(adapter: str, backend_cm: contextlib.AbstractContextManager[Back
     return section
 
 
-def _batched(adapter: str, backend: Backend, plan: Plan, log: Callable[[str], None]
-             ) -> list[BatchRow]:
+def _batched(adapter: str, backend: Backend, raw_us: Callable[[int], float], plan: Plan,
+             log: Callable[[str], None]) -> list[BatchRow]:
     rts = backend.rts
-    rows = batched.measure(adapter, backend.new_store, backend.group_baseline or (lambda k: 0.0),
-                           plan.batch_sizes, plan.batch_tasks,
+    rows = batched.measure(adapter, backend.new_store, raw_us, plan.batch_sizes,
+                           plan.batch_tasks,
                            (lambda: rts.n) if rts is not None else None)
     _between(backend)
     for row in rows:
