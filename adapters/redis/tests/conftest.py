@@ -313,7 +313,12 @@ class Workers:
         for thread in self.threads:
             thread.join(timeout=30)
 
-    def _retry(self, step: Callable[[], Any], on_error: Callable[[], None] | None = None) -> Any:
+    def _retry(self, step: Callable[[], Any], on_error: Callable[[], None] | None = None, *,
+               finish: bool = False) -> Any:
+        """``finish``: the step's outcome must be known even once the workers are stopping
+        (a completion whose reply was lost may already have ended the run, and the stop
+        follows at once); it is retried for up to 10 s after the stop."""
+        give_up: float | None = None
         while True:
             try:
                 return step()
@@ -325,7 +330,12 @@ class Workers:
                 if on_error is not None:
                     on_error()
                 if self.stop_event.wait(0.02):  # reconnect back-off; ends early on stop
-                    raise
+                    if not finish:
+                        raise
+                    give_up = give_up or time.monotonic() + 10
+                    if time.monotonic() > give_up:
+                        raise
+                    time.sleep(0.02)  # back-off only: the stop event no longer waits
 
     def _main(self, index: int) -> None:
         try:
@@ -358,7 +368,7 @@ class Workers:
             record.append("error")
 
         transition = self._retry(lambda: self.kernel.on_task_complete(
-            ref.run_id, ref.task_id, attempt, outputs), failed)
+            ref.run_id, ref.task_id, attempt, outputs), failed, finish=True)
         record.append(transition.outcome)
         self._retry(lambda: source.ack([delivery]))
 
