@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from support import Harness
 
-from interlock import Limits, NodeState, RunState, TaskInput
+from interlock import Limits, NodeState, RunState, StoreUnavailable, TaskInput
 from interlock.planning import REF_MIN_ARTIFACTS
 
 N = REF_MIN_ARTIFACTS + 500
@@ -162,3 +162,98 @@ def test_reconcile_repairs_a_large_launch_cut_short(store: Any) -> None:
     assert [t.inputs["src"][0].fields["i"] for t in seen["each"]] == list(range(N))
     (agg,) = seen["agg"]
     assert [a.fields["i"] for a in agg.inputs["each"]] == list(range(N))
+
+
+def _wide(h: Harness) -> tuple[str, str]:
+    """Start the 1 -> N -> 1 run "r" and claim its source task: (task id, attempt id)."""
+    h.kernel.start_run({"name": "p", "nodes": [
+        {"slug": "src", "plugin": "list"},
+        {"slug": "each", "plugin": "work", "depends_on": ["src"]},
+        {"slug": "agg", "plugin": "reduce", "depends_on": ["each"], "fan_mode": "aggregate"},
+    ]}, run_id="r")
+    ref = h.dispatcher.refs.pop(0)
+    claim = h.kernel.claim_task("r", ref.task_id, worker="w")
+    assert claim is not None
+    return ref.task_id, claim.attempt_id
+
+
+def _launch_fault(h: Harness, on_call: int, *, applied: bool) -> None:
+    """The ``on_call``-th ``launch_node`` raises StoreUnavailable, after applying (its reply
+    lost) or before (its request lost)."""
+
+    real = h.store.launch_node
+    calls = 0
+
+    def launch_node(*args: Any, **kwargs: Any) -> Any:
+        nonlocal calls
+        calls += 1
+        if calls != on_call:
+            return real(*args, **kwargs)
+        if applied:
+            real(*args, **kwargs)
+        raise StoreUnavailable("launch_node: connection lost (injected)")
+
+    h.store.launch_node = launch_node
+
+
+@pytest.mark.parametrize("applied", [True, False], ids=["reply-lost", "request-lost"])
+def test_a_repeated_completion_finishes_and_dispatches_a_launch_cut_short(
+        store: Any, applied: bool) -> None:
+    """The worker repeats a completion whose launch failed midway (the launch's reply or
+    request lost): the repeat ('duplicate') writes the missing tasks and dispatches every
+    task of the launch, without any reconcile_run; the run completes with each task once."""
+
+    h = Harness(store=store, limits=Limits(max_outputs_per_task=N, launch_batch_size=200,
+                                           launch_first_batch=50))
+    task_id, attempt_id = _wide(h)
+    outputs = [{"id": f"a{i}", "fields": {"i": i}} for i in range(N)]
+    _launch_fault(h, 3, applied=applied)
+    with pytest.raises(StoreUnavailable):
+        h.kernel.on_task_complete("r", task_id, attempt_id, outputs)
+    del h.store.launch_node
+    assert len(h.store.list_tasks("r", node_index=1)) == (350 if applied else 150)
+    # what the first call dispatched (the two batches before the fault) may be lost with the
+    # worker's queue: the repeat must dispatch every task of the launch on its own
+    h.dispatcher.refs.clear()
+    assert h.kernel.on_task_complete("r", task_id, attempt_id, outputs).outcome == "duplicate"
+    assert sorted({r.task_id for r in h.dispatcher.refs}) == \
+        sorted(f"each.0.{i}" for i in range(N))
+    assert [t.task_id for t in h.store.list_tasks("r", node_index=1)] == \
+        [f"each.0.{i}" for i in range(N)]
+    seen: dict[str, list[TaskInput]] = {}
+    _work(h, seen)
+    run = h.store.get_run("r")
+    assert run is not None and run.state is RunState.COMPLETED
+    assert sorted(t.task_id for t in seen["each"]) == sorted(f"each.0.{i}" for i in range(N))
+    (agg,) = seen["agg"]
+    assert [a.fields["i"] for a in agg.inputs["each"]] == list(range(N))
+
+
+def test_reconcile_counts_only_the_current_generation_of_a_launch(store: Any) -> None:
+    """After retry_run, a node's earlier generation keeps its tasks: a relaunch cut short is
+    found short by its own generation's count (not the sum over generations) and completed."""
+    h = Harness(store=store, limits=Limits(max_outputs_per_task=N, launch_batch_size=200,
+                                           launch_first_batch=50))
+    task_id, attempt_id = _wide(h)
+    h.kernel.on_task_complete("r", task_id, attempt_id,
+                              [{"id": f"a{i}", "fields": {"i": i}} for i in range(N)])
+    first = h.dispatcher.refs.pop(0)
+    claim = h.kernel.claim_task("r", first.task_id, worker="w")
+    assert claim is not None
+    h.kernel.on_task_failed("r", first.task_id, claim.attempt_id, "boom", retryable=False)
+    run = h.store.get_run("r")
+    assert run is not None and run.state is RunState.FAILED
+    _launch_fault(h, 3, applied=False)
+    with pytest.raises(StoreUnavailable):
+        h.kernel.retry_run("r")
+    del h.store.launch_node
+    tasks = h.store.list_tasks("r", node_index=1)
+    assert len([t for t in tasks if t.generation == 1]) == 150 and len(tasks) == N + 150
+    h.dispatcher.refs.clear()
+    assert h.kernel.reconcile_run("r") == N
+    assert sorted(r.task_id for r in h.dispatcher.refs) == sorted(f"each.1.{i}" for i in range(N))
+    seen: dict[str, list[TaskInput]] = {}
+    _work(h, seen)
+    run = h.store.get_run("r")
+    assert run is not None and run.state is RunState.COMPLETED
+    assert len(seen["each"]) == N

@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 
-from interlock._ids import new_id
+from interlock._ids import handover_id, new_id
 from interlock._kernel_launch import Hold, LaunchMixin, RunContext
 from interlock._kernel_support import task_records
 from interlock.graph import Topology
@@ -59,7 +59,8 @@ class FollowMixin(LaunchMixin):
                           task.not_before)
             if hold.takes(ref, now):
                 lease_until = now + self._lease(topology, ref.task_id)
-                return ref, (ref.task_id, new_id(), hold.worker, lease_until)
+                return ref, (ref.task_id, handover_id(hold.attempt_id, ref.task_id)
+                             if hold.attempt_id else new_id(), hold.worker, lease_until)
         return None
 
     def _release(self, hold: Hold) -> None:

@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 
 import attrs
 
+from interlock._ids import handover_id
 from interlock._kernel_support import read_artifacts, task_records
 from interlock.graph import Topology
 from interlock.jsonvalues import JSON
@@ -25,7 +26,7 @@ from interlock.records import (
     TaskRef,
     Transition,
 )
-from interlock.states import NodeState, RunState
+from interlock.states import NodeState, RunState, TaskState
 
 __all__ = ["Hold", "LaunchMixin", "RunContext", "launch_batches"]
 
@@ -66,6 +67,9 @@ class Hold:
     run_id: str
     accept: Callable[[TaskRef], bool]
     worker: str = ""
+    attempt_id: str = ""
+    """The completing attempt: the task kept back is claimed under ``handover_id(attempt_id,
+    task_id)``, which a repeat of the completion recognises (:meth:`LaunchMixin._take_back`)."""
     ref: TaskRef | None = None
     claimed: TaskRecord | None = None
     """The task a ``handover`` store claimed in the launch itself (then ``ref`` is set too)."""
@@ -255,6 +259,13 @@ class LaunchMixin:
         return None
 
     def _advance_children(self, run_id: str, index: int) -> None:
+        """Repair what a completion of node ``index`` released, after a repeated call found
+        the completion applied already ('duplicate'): the first call may have stopped anywhere
+        after its commit (reply lost, process gone) — before launching a released child,
+        between the batches of its launch, or before dispatching it. Plans the children that
+        are ready, writes what is missing of launched ones, and re-dispatches their QUEUED
+        tasks (at least once: a task already in the queue is delivered twice, and its second
+        claim is refused as stale)."""
         topology = self._context(run_id).topology
         children = topology.children[index]
         if not children:
@@ -263,6 +274,40 @@ class LaunchMixin:
         ready = [n.index for n in nodes
                  if n.state is NodeState.WAITING and n.remaining_parents == 0]
         self._advance(run_id, ready)
+        for node in nodes:
+            if node.state is NodeState.LAUNCHED:
+                tasks = self._finish_launch(run_id, node)
+                self._take_back(run_id, topology, tasks)
+                self._dispatch(run_id, topology,
+                               [t for t in tasks if t.state is TaskState.QUEUED])
+
+    def _take_back(self, run_id: str, topology: Topology, tasks: Sequence[TaskRecord]) -> None:
+        """With an active, empty :class:`Hold`: the task among ``tasks`` that the lost first
+        call of this completion claimed for its caller (RUNNING under the hand-over attempt
+        id) is handed over again, instead of waiting for its lease to expire."""
+        hold: Hold | None = getattr(self._holds, "hold", None)
+        if hold is None or hold.run_id != run_id or hold.ref is not None or not hold.attempt_id:
+            return
+        for task in tasks:
+            if task.state is TaskState.RUNNING and \
+                    task.attempt_id == handover_id(hold.attempt_id, task.task_id):
+                hold.ref = TaskRef(run_id, task.task_id, topology.node(task.node_index).plugin,
+                                   task.not_before)
+                hold.claimed = task
+                return
+
+    def _finish_launch(self, run_id: str, node: NodeRecord) -> list[TaskRecord]:
+        """The tasks of LAUNCHED ``node``'s generation, once the tasks a crash left unwritten
+        of its launch are written (:meth:`_relaunch`; not dispatched there)."""
+        def current() -> list[TaskRecord]:
+            return [t for t in self.store.list_tasks(run_id, node_index=node.index)
+                    if t.generation == node.generation]  # earlier generations' tasks stay
+
+        tasks = current()
+        if len(tasks) < node.total_tasks:
+            self._relaunch(run_id, node)
+            tasks = current()
+        return tasks
 
     def _dispatch(self, run_id: str, topology: Topology, tasks: Sequence[TaskRecord]) -> None:
         if not tasks:

@@ -17,7 +17,7 @@ from typing import Any
 
 import attrs
 
-from interlock._ids import new_id
+from interlock._ids import handover_id, new_id
 from interlock._kernel_context import ContextMixin, fail_fast
 from interlock._kernel_follow import FollowMixin, accept_any
 from interlock._kernel_launch import Hold, RunContext
@@ -186,9 +186,7 @@ class Kernel(ContextMixin, FollowMixin):
         self._advance(run_id, ready)
         for node in nodes:
             if node.state is NodeState.LAUNCHED:
-                have = len(self.store.list_tasks(run_id, node_index=node.index))
-                if have < node.total_tasks:
-                    self._relaunch(run_id, node)
+                self._finish_launch(run_id, node)  # its QUEUED tasks are in the read below
         queued = self.store.list_tasks(run_id, states=[TaskState.QUEUED])
         self._dispatch(run_id, topology, queued)
         return len(queued)
@@ -257,7 +255,10 @@ class Kernel(ContextMixin, FollowMixin):
         """Record the attempt's success and publish its outputs; launch what became ready.
 
         Malformed outputs raise UsageError and change nothing. Outputs over a limit fail the
-        task (no retry) and raise LimitExceeded naming the limit.
+        task (no retry) and raise LimitExceeded naming the limit. After an error (e.g.
+        StoreUnavailable) repeat the call with the same attempt: it applies once; a repeat of
+        an applied call returns 'duplicate' and finishes and re-dispatches what the first
+        call released (see ``_advance_children``).
         """
         context = self._context(run_id)
         index = self._node_index(context.topology, task_id)
@@ -320,9 +321,11 @@ class Kernel(ContextMixin, FollowMixin):
         that dies before reporting it. The window between the launch commit and the claim is
         the same as between any launch and its dispatch: a process dying there leaves the task
         QUEUED until ``reconcile_run``. Should the claim fail or raise, the task is dispatched.
-        With a ``handover`` store the launch itself claims the task (one atomic call).
+        With a ``handover`` store the launch itself claims the task (one atomic call). The
+        claim's attempt id derives from ``attempt_id`` and the task's id, so a repeat of a call
+        whose reply was lost returns the claim that call made.
         """
-        hold = Hold(run_id, accept or accept_any, worker)
+        hold = Hold(run_id, accept or accept_any, worker, attempt_id)
         self._holds.hold = hold
         try:
             transition = self.on_task_complete(run_id, task_id, attempt_id, outputs)
@@ -339,7 +342,8 @@ class Kernel(ContextMixin, FollowMixin):
         if hold.ref is None:
             return transition, None
         try:
-            claim = self.claim_task(run_id, hold.ref.task_id, worker=worker)
+            claim = self.claim_task(run_id, hold.ref.task_id, worker=worker,
+                                    attempt_id=handover_id(attempt_id, hold.ref.task_id))
         except BaseException:
             self._release(hold)
             raise

@@ -327,3 +327,69 @@ def test_run_survives_killed_client_connections(
     _assert_exactly_once(store, "kill", workers.completions, transparent_retries=True)
     client.close()
     admin.close()
+
+
+class _Queue:
+    def __init__(self) -> None:
+        self.refs: list[TaskRef] = []
+
+    def dispatch(self, tasks: Any) -> None:
+        self.refs.extend(tasks)
+
+
+@pytest.mark.parametrize("lose", ["request", "reply"])
+def test_a_repeated_completion_dispatches_what_its_lost_reply_launched(
+        faults: tuple[RedisStore, Faults], lose: str) -> None:
+    """A chain step's completion launches the next step in the same script (the ``follow``
+    ability); when its reply is lost, the worker's repeat ('duplicate') dispatches that step,
+    with no reconcile_run: the run completes through repeats alone."""
+    store, f = faults
+    queue = _Queue()
+    kernel = Kernel(store, queue)
+    kernel.start_run({"name": "chain", "nodes": [
+        {"slug": "a", "plugin": "p"}, {"slug": "b", "plugin": "p", "depends_on": ["a"]},
+        {"slug": "c", "plugin": "p", "depends_on": ["b"]}]}, run_id="c")
+    outcomes: list[str] = []
+    while queue.refs:
+        ref = queue.refs.pop(0)
+        claim = kernel.claim_task("c", ref.task_id)
+        assert claim is not None
+        f.lose = lose
+        with pytest.raises(RedisUnavailable):
+            kernel.on_task_complete("c", ref.task_id, claim.attempt_id, [{"data": 1}])
+        outcomes.append(kernel.on_task_complete("c", ref.task_id, claim.attempt_id,
+                                                [{"data": 1}]).outcome)
+    run = store.get_run("c")
+    assert run is not None and run.state is RunState.COMPLETED
+    expected = "duplicate" if lose == "reply" else "applied"
+    assert outcomes == [expected] * 3
+
+
+@pytest.mark.parametrize("lose", ["request", "reply"])
+def test_a_repeated_continuation_gets_the_claim_its_lost_reply_made(
+        faults: tuple[RedisStore, Faults], lose: str) -> None:
+    """``complete_and_continue``: the chain's completion launches and claims the next step
+    for the caller in one script (``follow`` + ``handover``). With that reply lost, the repeat
+    hands the same claim over (its attempt id derives from the completing attempt) rather than
+    leaving the step RUNNING under an attempt nobody knows until its lease expires."""
+    store, f = faults
+    queue = _Queue()
+    kernel = Kernel(store, queue)
+    kernel.start_run({"name": "chain", "nodes": [
+        {"slug": "a", "plugin": "p"}, {"slug": "b", "plugin": "p", "depends_on": ["a"]},
+        {"slug": "c", "plugin": "p", "depends_on": ["b"]}]}, run_id="k")
+    (ref,) = queue.refs
+    claim = kernel.claim_task("k", ref.task_id)
+    steps = []
+    while claim is not None:
+        steps.append(claim.task_id)
+        f.lose = lose
+        with pytest.raises(RedisUnavailable):
+            kernel.complete_and_continue("k", claim.task_id, claim.attempt_id, [{"data": 1}])
+        _, claim = kernel.complete_and_continue("k", claim.task_id, claim.attempt_id,
+                                                [{"data": 1}])
+    assert steps == ["a.0.0", "b.0.0", "c.0.0"]
+    assert queue.refs == [ref]  # every step after the first was handed over, never queued
+    run = store.get_run("k")
+    assert run is not None and run.state is RunState.COMPLETED
+    assert [t.attempt for t in store.list_tasks("k")] == [1, 1, 1]

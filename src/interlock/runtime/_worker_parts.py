@@ -10,11 +10,11 @@ import socket
 import threading
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import attrs
 
-from interlock.errors import InterlockError
+from interlock.errors import InterlockError, StoreUnavailable
 from interlock.kernel import Kernel
 from interlock.limits import Limits
 from interlock.plugins import PluginSpec
@@ -32,12 +32,40 @@ __all__ = [
     "call_plugin",
     "near_limits",
     "node_timeouts",
+    "repeat_while_unavailable",
     "worker_name",
 ]
 
 log = logging.getLogger("interlock.runtime.worker")
 
 Outputs = list[Output | Mapping[str, Any]]
+
+T = TypeVar("T")
+
+REPEAT_DELAYS = (0.05, 0.1, 0.2, 0.4, 0.8, 1.6, 3.2)
+"""The pauses (seconds) before each repeat of a report the store could not take: about 6 s
+in all, long enough for a reconnect or a failover, short against a task's lease."""
+
+
+def repeat_while_unavailable(call: Callable[[], T], what: str,
+                             stop: threading.Event | None) -> T:
+    """``call()``, repeated after each :class:`StoreUnavailable` with the pauses of
+    :data:`REPEAT_DELAYS` (ended early by ``stop``), then the last error raised.
+
+    For reports fenced by the attempt id (``on_task_complete``, ``on_tasks_complete``): a
+    repeat is safe whether the failed call applied or not, and the repeat of an applied one
+    ('duplicate') dispatches what that call launched but could not dispatch. Without it the
+    outputs in hand would be lost and the task run again once its lease expired."""
+    pause = stop if stop is not None else threading.Event()
+    for delay in REPEAT_DELAYS:
+        try:
+            return call()
+        except StoreUnavailable as exc:
+            log.warning("%s: the store is unavailable (%s); repeating in %.2f s", what, exc,
+                        delay)
+        if pause.wait(delay):
+            break
+    return call()
 Invoke = Callable[[PluginSpec, TaskInput], Outputs]
 """How a worker calls a plugin: in this thread (:func:`call_plugin`) or in a process pool."""
 

@@ -37,6 +37,7 @@ from ._worker_parts import (
     call_plugin,
     near_limits,
     node_timeouts,
+    repeat_while_unavailable,
     worker_name,
 )
 
@@ -64,9 +65,12 @@ class Worker:
     the plugin (through ``invoke``), then ``on_task_complete`` / ``on_task_failed`` /
     ``wait_task``, then ``source.ack``. Every ``recover_interval`` seconds it calls ``recover``
     (default ``kernel.recover_expired``; checked between deliveries and between the steps of
-    a chain of continuations), so expired leases are crashed and retried. An error
-    while handling one task is logged and the loop goes on; a failing ``receive`` is retried
-    with exponential backoff (0.5 s doubling to 30 s, cut short by ``stop``).
+    a chain of continuations), so expired leases are crashed and retried. A completion the
+    store could not take (:class:`~interlock.StoreUnavailable`) is repeated with the same
+    attempt for about 6 s (:func:`repeat_while_unavailable`: safe whether it applied or not,
+    and the repeat dispatches what the first call launched). Any other error while handling
+    one task is logged and the loop goes on; a failing ``receive`` is retried with
+    exponential backoff (0.5 s doubling to 30 s, cut short by ``stop``).
 
     With ``batch`` > 1 (see :meth:`execute_batch`) a receive asks for up to ``batch``
     deliveries. The claims of a batch are taken before its plugins run, so only *fast* tasks
@@ -341,9 +345,11 @@ class Worker:
         if len(done) <= 1:
             return [self._complete(*item, worker) for item in done]
         try:
-            transitions = self.kernel.on_tasks_complete(
-                run_id, [(claim.task_id, claim.attempt_id, outputs)
-                         for _, _, claim, outputs, _ in done])
+            completions = [(claim.task_id, claim.attempt_id, outputs)
+                           for _, _, claim, outputs, _ in done]
+            transitions = repeat_while_unavailable(
+                lambda: self.kernel.on_tasks_complete(run_id, completions),
+                f"worker {worker}: {len(done)} completions of run {run_id}", self._stop)
         except UsageError:
             # a malformed output somewhere, and nothing was applied: one by one, so that only
             # the task at fault is failed
@@ -388,15 +394,19 @@ class Worker:
     def _complete(self, ref: TaskRef, node: str, claim: Claim, outputs: Outputs,
                   started: float, worker: str) -> TaskOutcome:
         following: Claim | None = None
+        what = f"worker {worker}: completion of task {ref.task_id} of run {ref.run_id}"
         try:
             if self._stop is not None and self._next is None and not self._stop.is_set():
-                transition, following = self.kernel.complete_and_continue(
-                    ref.run_id, ref.task_id, claim.attempt_id, outputs, worker=worker,
-                    accept=self._accepts)
+                transition, following = repeat_while_unavailable(
+                    lambda: self.kernel.complete_and_continue(
+                        ref.run_id, ref.task_id, claim.attempt_id, outputs, worker=worker,
+                        accept=self._accepts), what, self._stop)
                 self._next = following
             else:
-                transition = self.kernel.on_task_complete(ref.run_id, ref.task_id,
-                                                          claim.attempt_id, outputs)
+                transition = repeat_while_unavailable(
+                    lambda: self.kernel.on_task_complete(ref.run_id, ref.task_id,
+                                                         claim.attempt_id, outputs),
+                    what, self._stop)
         except LimitExceeded as exc:  # the kernel has already failed the task
             return self._report(ref, node, "failed", started, str(exc))
         except UsageError as exc:  # malformed outputs: nothing was written; not retryable

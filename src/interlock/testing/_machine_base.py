@@ -164,7 +164,9 @@ class MachineBase(RuleBasedStateMachine):
 
     def _compare_dispatch(self, call: str, clauses: Sequence[str]) -> None:
         self.step_clauses.extend(c for c in clauses if c not in self.step_clauses)
-        sent = [sorted((r.task_id, r.not_before) for r in s.dispatcher.take())
+        # distinct refs: dispatch is at least once (a repeated completion re-dispatches what
+        # it released, however many racers repeated it)
+        sent = [sorted({(r.task_id, r.not_before) for r in s.dispatcher.take()})
                 for s in self.sides]
         if sent[0] != sent[1]:
             fail("same-outcome", clauses, f"{call} dispatched {sent[0]} with the store under "
