@@ -343,8 +343,25 @@ class FollowOnStaleFacts(MemoryStore):
             return _follow_through(tx, transition, facts, follow_up, now)  # the bug: unchecked
 
 
+class AheadSharesOneBuffer(MemoryStore):
+    """(15) launch.ahead: a pipelined launch that keeps the batch being sent in one buffer of
+    the store, written when the outcome is read: with two begun, both write the second batch
+    and the first batch's tasks are never written."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.buffer: Sequence[TaskRecord] = ()
+
+    def launch_node_ahead(self, run_id: str, node_index: int, generation: int,
+                          tasks: Sequence[TaskRecord], total_tasks: int, now: float
+                          ) -> Callable[[], Outcome]:
+        self.buffer = tasks
+        return lambda: self.launch_node(run_id, node_index, generation, self.buffer,
+                                        total_tasks, now)
+
+
 BROKEN_STORES = (NonAtomicClaim, ReplayPublishesTwice, LostCounterUpdate, TerminalTwice,
                  SkipsLastChild, FenceIgnoresAttempt, HalfWrittenLaunch,
                  HandoverUnrecordedAttempt, HandoverClaimsOtherTask, HandoverClaimOverwritten,
                  FollowCompletesApart, FollowLosesWrite, LaunchManyDropsTasks,
-                 FollowOnStaleFacts)
+                 FollowOnStaleFacts, AheadSharesOneBuffer)

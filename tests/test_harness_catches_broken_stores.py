@@ -83,6 +83,8 @@ CASES: dict[str, tuple[dict[str, str], tuple[set[str], set[str]] | None]] = {
     # a completion between the claim and the completion of a one-task node: the clause check
     # makes one; the machine only sometimes does
     "FollowOnStaleFacts": ({"complete.follow": "complete.follow"}, None),
+    # the machine's launches fit one batch (never sent ahead): only the clause check sees it
+    "AheadSharesOneBuffer": ({"launch.ahead": "launch.ahead"}, None),
 }
 
 ABILITIES: dict[str, tuple[str, ...]] = {
@@ -93,6 +95,7 @@ ABILITIES: dict[str, tuple[str, ...]] = {
     "FollowLosesWrite": ("threads", "follow"),
     "LaunchManyDropsTasks": ("threads", "launch_many"),
     "FollowOnStaleFacts": ("threads", "follow"),
+    "AheadSharesOneBuffer": ("threads", "launch_ahead"),
 }
 """What a variant declares (default: threads only); a declared ability is what the machine
 drives."""
@@ -132,7 +135,8 @@ def test_harness_fails_broken_store(name: str) -> None:
 
 def test_memory_store_passes_everything() -> None:
     report: ConformanceReport = check_store(
-        MemoryStore, abilities=("threads", "batched", "handover", "follow", "launch_many"),
+        MemoryStore, abilities=("threads", "batched", "handover", "follow", "launch_many",
+                                  "launch_ahead"),
         stateful_settings=DETECT)
     assert report.ok, str(report)
     # MemoryStore declares no 'prefetch' (reads are in-process) and no 'stream' (it holds the

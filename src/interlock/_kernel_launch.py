@@ -81,6 +81,16 @@ class Hold:
                 and self.accept(ref))
 
 
+def _drain(outcome_of: Callable[[], Outcome]) -> None:
+    """Read the outcome of a launch sent ahead that the kernel abandons (an earlier batch
+    failed or was refused): the store frees what the call holds; its error is not the one
+    being raised."""
+    try:
+        outcome_of()
+    except Exception:
+        log.debug("abandoned launch batch", exc_info=True)
+
+
 class LaunchMixin:
     """Needs ``store``, ``dispatcher``, ``limits``, ``clock``, ``_holds`` and the
     context/callback hooks."""
@@ -93,6 +103,7 @@ class LaunchMixin:
     _handover: bool
     _stream: bool
     _launch_many: bool
+    _launch_ahead: bool
 
     def _lease(self, topology: Topology, task_id: str) -> float:
         raise NotImplementedError
@@ -235,22 +246,55 @@ class LaunchMixin:
         the batches ramp up from ``launch_first_batch``; stop when someone else holds the node
         or the run ended, and dispatch each batch after it commits, so workers start on it
         while the rest is written. Without (a repair, nothing dispatched) append whatever is
-        missing in full ``launch_batch_size`` batches."""
-        for start, end in launch_batches(decision.count, self.limits, ramp=claim):
-            # planned here, batch by batch: a wide launch never holds every task at once
-            batch = task_records(run_id, topology, node, decision.plans(start, end),
-                                 self.clock.now())
-            outcome = self._launch_and_claim(run_id, topology, node, batch, total) \
-                if claim and start == 0 else None
-            if outcome is None:
-                outcome = self.store.launch_node(run_id, node.index, node.generation, batch,
-                                                 total, self.clock.now())
-            decision.release(start + len(batch))
-            if not claim:
-                continue
-            if outcome == "stale" or (start == 0 and outcome == "duplicate"):
-                return  # someone else launched it (or the run ended): theirs to finish
-            self._dispatch(run_id, topology, batch)
+        missing in full ``launch_batch_size`` batches.
+
+        With the ``launch_ahead`` ability, a new launch's batches after the first are sent
+        ahead: batch k+1 is planned and sent before batch k's outcome is read (then batch k is
+        dispatched), so the store writes while the kernel plans."""
+        ahead = claim and self._launch_ahead
+        begun: tuple[Callable[[], Outcome], list[TaskRecord], int] | None = None
+        try:
+            for start, end in launch_batches(decision.count, self.limits, ramp=claim):
+                # planned here, batch by batch: a wide launch never holds every task at once
+                batch = task_records(run_id, topology, node, decision.plans(start, end),
+                                     self.clock.now())
+                if ahead and start > 0:
+                    earlier, begun = begun, (self.store.launch_node_ahead(  # type: ignore[attr-defined]
+                        run_id, node.index, node.generation, batch, total, self.clock.now()),
+                        batch, start)
+                    if earlier is not None and not self._landed(run_id, topology, decision,
+                                                                *earlier):
+                        return
+                    continue
+                outcome = self._launch_and_claim(run_id, topology, node, batch, total) \
+                    if claim and start == 0 else None
+                if outcome is None:
+                    outcome = self.store.launch_node(run_id, node.index, node.generation,
+                                                     batch, total, self.clock.now())
+                decision.release(start + len(batch))
+                if not claim:
+                    continue
+                if outcome == "stale" or (start == 0 and outcome == "duplicate"):
+                    return  # someone else launched it (or the run ended): theirs to finish
+                self._dispatch(run_id, topology, batch)
+            if begun is not None:
+                last, begun = begun, None
+                self._landed(run_id, topology, decision, *last)
+        finally:
+            if begun is not None:  # not to be applied by us, but its reply must be read
+                _drain(begun[0])
+
+    def _landed(self, run_id: str, topology: Topology, decision: Launch,
+                outcome_of: Callable[[], Outcome], batch: list[TaskRecord], start: int
+                ) -> bool:
+        """Wait for a batch sent ahead and dispatch it; False when the launch is no longer
+        ours to write (the run ended: the batch was refused)."""
+        outcome = outcome_of()
+        decision.release(start + len(batch))
+        if outcome == "stale":
+            return False
+        self._dispatch(run_id, topology, batch)
+        return True
 
     def _launch_and_claim(self, run_id: str, topology: Topology, node: NodeRecord,
                           batch: Sequence[TaskRecord], total: int) -> Outcome | None:

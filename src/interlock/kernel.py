@@ -97,6 +97,7 @@ class Kernel(ContextMixin, FollowMixin):
         self._follow = "follow" in abilities
         self._stream = "stream" in abilities
         self._launch_many = "launch_many" in abilities
+        self._launch_ahead = "launch_ahead" in abilities
         self._contexts: OrderedDict[str, RunContext] = OrderedDict()
         self._lock = threading.Lock()
         self._holds = threading.local()

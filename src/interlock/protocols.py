@@ -57,6 +57,7 @@ __all__ = [
     "Dispatcher",
     "FollowingDagStore",
     "HandoverDagStore",
+    "LaunchAheadDagStore",
     "ManyLaunchDagStore",
     "PrefetchingDagStore",
     "StreamingDagStore",
@@ -430,6 +431,27 @@ class ManyLaunchDagStore(DagStore, Protocol):
         applied in one atomic step or as consecutive steps: a launch that raises (a node the
         run does not have) leaves every later one unapplied, and the earlier ones applied or
         not, as the store's steps go."""
+        ...
+
+
+@runtime_checkable
+class LaunchAheadDagStore(DagStore, Protocol):
+    """The optional ability ``"launch_ahead"``: a launch sent without waiting for its outcome,
+    so the kernel plans a wide launch's next batch while the store writes this one (for a
+    store across a network, whose write time is then hidden behind the planning)."""
+
+    abilities: frozenset[str]
+
+    def launch_node_ahead(self, run_id: str, node_index: int, generation: int,
+                          tasks: Sequence[TaskRecord], total_tasks: int, now: float
+                          ) -> Callable[[], Outcome]:
+        """[launch.ahead] ``launch_node`` with the same arguments, begun: the returned function
+        waits for it and returns its outcome, or raises what ``launch_node`` would (after a
+        StoreUnavailable the launch may or may not have applied). Call the function exactly
+        once, before any other call on this store from this thread except further
+        ``launch_node_ahead`` calls; launches begun one after the other apply in that order.
+        The kernel keeps at most two begun at once, and only for the batches after the first
+        of a launch (the first one's outcome says whether the launch is the caller's)."""
         ...
 
 

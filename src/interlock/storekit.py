@@ -98,9 +98,10 @@ class RunTransaction(Protocol):
 class TransactionalDagStore(abc.ABC):
     """Base class implementing the mutating half of :class:`~interlock.protocols.DagStore`,
     plus the optional abilities it declares in ``abilities`` (batched, handover, follow,
-    launch_many)."""
+    launch_many, launch_ahead)."""
 
-    abilities: frozenset[str] = frozenset({"batched", "handover", "follow", "launch_many"})
+    abilities: frozenset[str] = frozenset({"batched", "handover", "follow", "launch_many",
+                                           "launch_ahead"})
 
     @abc.abstractmethod
     def transaction(self, run_id: str) -> AbstractContextManager[RunTransaction | None]:
@@ -140,6 +141,14 @@ class TransactionalDagStore(abc.ABC):
                 return ["stale"] * len(launches)
             return [_launch(tx, launch.node_index, launch.generation, launch.tasks,
                             launch.total_tasks) for launch in launches]
+
+    def launch_node_ahead(self, run_id: str, node_index: int, generation: int,
+                          tasks: Sequence[TaskRecord], total_tasks: int, now: float
+                          ) -> Callable[[], Outcome]:
+        """[launch.ahead] ``launch_node``, applied at once (in-process there is nothing to
+        overlap); the returned function returns its outcome."""
+        outcome = self.launch_node(run_id, node_index, generation, tasks, total_tasks, now)
+        return lambda: outcome
 
     def launch_and_claim(
         self,

@@ -9,7 +9,7 @@ from interlock_memory import MemoryStore
 class TestMemoryConformance(DagStoreConformance):
     # one store object is thread-safe; it implements claim_tasks / complete_tasks
     abilities: ClassVar[frozenset[str]] = frozenset({"threads", "batched", "handover", "follow",
-                                                     "launch_many"})
+                                                     "launch_many", "launch_ahead"})
 
     def make_store(self) -> MemoryStore:
         return MemoryStore()

@@ -18,7 +18,7 @@ class TestRedisConformance(DagStoreConformance):
     # prefetch, handover, stream, launch_many
     abilities: ClassVar[frozenset[str]] = frozenset(
         {"threads", "processes", "batched", "prefetch", "handover", "follow", "stream",
-         "launch_many"})
+         "launch_many", "launch_ahead"})
 
     @pytest.fixture(autouse=True)
     def _redis(self, redis_url: str) -> None:

@@ -18,7 +18,7 @@ from interlock_sqlite import SqliteStore
 
 class TestSqliteConformance(DagStoreConformance):
     abilities = frozenset({"threads", "processes", "batched", "handover", "follow", "stream",
-                           "launch_many"})
+                           "launch_many", "launch_ahead"})
 
     @pytest.fixture(autouse=True)
     def _database_dir(self, tmp_path: Path) -> None:

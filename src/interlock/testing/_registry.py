@@ -6,6 +6,7 @@ from collections.abc import Callable
 
 import attrs
 
+from interlock.testing import _checks_ahead as ahead
 from interlock.testing import _checks_batch as batch
 from interlock.testing import _checks_follow as follow
 from interlock.testing import _checks_runs as runs
@@ -71,6 +72,7 @@ CHECKS: tuple[Check, ...] = (
     _clause("complete.prefetch", batch.check_complete_prefetch, "prefetch"),
     _clause("launch.claim", batch.check_launch_claim, "handover"),
     _clause("launch.many", runs.check_launch_many, "launch_many"),
+    _clause("launch.ahead", ahead.check_launch_ahead, "launch_ahead"),
     _clause("complete.follow", follow.check_complete_follow, "follow"),
     _clause("artifacts.stream", batch.check_artifacts_stream, "stream"),
     _race("launch.atomic", races.race_launch_atomic),

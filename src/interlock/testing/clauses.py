@@ -11,7 +11,7 @@ from typing import NamedTuple
 
 __all__ = ["ABILITIES", "CLAUSES", "SUITE_VERSION", "Clause", "parse_version", "test_name"]
 
-SUITE_VERSION = "0.2"
+SUITE_VERSION = "0.3"
 """The version of the conformance suite (the Interlock minor version that shipped it)."""
 
 
@@ -92,6 +92,9 @@ CLAUSES: dict[str, Clause] = {
     "launch.many": Clause(
         "0.2", "launch_nodes (ability 'launch_many') applies its launches in order, each as "
                "launch_node alone would have there; a run not RUNNING launches none"),
+    "launch.ahead": Clause(
+        "0.3", "launch_node_ahead (ability 'launch_ahead') applies as launch_node would, in "
+               "the order begun, its outcome read later; begun ones may overlap"),
     "complete.follow": Clause(
         "0.2", "complete_and_follow (ability 'follow') is complete_task plus, in the same "
                "atomic step, the launch and claim its callback plans from the facts offered"),
@@ -115,6 +118,9 @@ ABILITIES: dict[str, str] = {
     "launch_many": "the store implements launch_nodes (ManyLaunchDagStore) and lists "
                    "'launch_many' in its abilities attribute (the kernel then launches the "
                    "nodes one step readies together)",
+    "launch_ahead": "the store implements launch_node_ahead (LaunchAheadDagStore) and lists "
+                    "'launch_ahead' in its abilities attribute (the kernel then sends a wide "
+                    "launch's later batches ahead of their outcome)",
     "stream": "the store implements iter_artifacts (StreamingDagStore) and lists 'stream' "
               "in its abilities attribute (the kernel then reads wide nodes packed)",
     "threads": "one store object may be called from several threads at once (races run with "

@@ -124,6 +124,52 @@ class Scripts:
                 raise reply
         return replies[:len(commands)]
 
+    def begin(self, scripts: Sequence[ScriptCall], *after: Command) -> Callable[[], list[Any]]:
+        """:meth:`calls` in two halves: the commands are written now, on a connection of the
+        pool held until the returned function has read their replies (it returns what
+        ``calls`` returns, and raises as it does). Call that function exactly once. Not
+        retried on a connection error (a repeat is the caller's); without direct calls, the
+        whole round trip happens here."""
+        if not self._direct:
+            done = self.calls(scripts, *after)
+            return lambda: done
+        if not self._loaded:
+            self.load()
+        commands: list[Command] = [("EVALSHA", self._sha_bytes[name], len(keys), *keys, *args)
+                                   for name, keys, args in scripts]
+        every = [*commands, *after]
+        pool = self._client.connection_pool
+        conn: Any = pool.get_connection()
+        try:
+            if _hiredis_pack is not None:
+                conn.send_packed_command([b"".join([_hiredis_pack(c) for c in every])])
+            else:
+                conn.send_packed_command(conn.pack_commands(every))
+        except BaseException:
+            conn.disconnect()
+            pool.release(conn)
+            raise
+
+        def replies() -> list[Any]:
+            try:
+                got = _read(conn, len(every))
+            finally:
+                pool.release(conn)
+            missing = [k for k, reply in enumerate(got[:len(commands)])
+                       if isinstance(reply, NoScriptError)]
+            if missing:  # those did not run: as calls() does
+                self.load()
+                again = self._send([*(commands[k] for k in missing), *after])
+                for k, reply in zip(missing, again, strict=False):
+                    got[k] = reply
+                got[len(commands):] = again[len(missing):]
+            for reply in got:
+                if isinstance(reply, Exception):
+                    raise reply
+            return got[:len(commands)]
+
+        return replies
+
     def _send(self, commands: Sequence[Command]) -> list[Any]:
         """The replies of ``commands`` in one round trip, error replies as exceptions in
         place; raises any other error (the connection's)."""
@@ -184,11 +230,20 @@ class Scripts:
 
 
 def _exchange(conn: Any, packed: Sequence[bytes], count: int) -> list[Any]:
-    """Send ``packed`` (``count`` commands) and read every reply, error replies as exceptions
-    in place (the connection stays in step). Anything else disconnects: a reply may be
-    unread, the connection cannot be reused as it is."""
+    """Send ``packed`` (``count`` commands) and read every reply (:func:`_read`)."""
     try:
         conn.send_packed_command(packed)
+    except BaseException:
+        conn.disconnect()
+        raise
+    return _read(conn, count)
+
+
+def _read(conn: Any, count: int) -> list[Any]:
+    """Read ``count`` replies, error replies as exceptions in place (the connection stays in
+    step). Anything else disconnects: a reply may be unread, the connection cannot be reused
+    as it is."""
+    try:
         replies: list[Any] = []
         for _ in range(count):
             try:

@@ -89,7 +89,7 @@ class RedisStore(RedisReads):
     """
 
     abilities: frozenset[str] = frozenset({"batched", "prefetch", "handover", "follow",
-                                           "stream", "launch_many"})
+                                           "stream", "launch_many", "launch_ahead"})
 
     def __init__(self, client: redis.Redis | str, namespace: str = "interlock", *,
                  direct_calls: bool = True) -> None:
@@ -147,6 +147,25 @@ class RedisStore(RedisReads):
         if not leased:
             return decode_outcome(self._call("launch_node", run_id, args))
         return decode_outcome(self._call_leased("launch_node", run_id, args))
+
+    @reachable
+    def launch_node_ahead(self, run_id: str, node_index: int, generation: int,
+                          tasks: Sequence[TaskRecord], total_tasks: int, now: float
+                          ) -> Callable[[], Outcome]:
+        """[launch.ahead] ``launch_node``'s script call written now, its reply read by the
+        returned function (the connection is held until then)."""
+        triples, leased = launch_args(tasks)
+        args: list[Arg] = [str(node_index), str(generation), str(total_tasks), dumps(now),
+                           *triples]
+        after: list[Command] = [("SADD", self.keys.leased_runs, run_id)] if leased else []
+        replies = self.scripts.begin(
+            [("launch_node", self.keys.run_keys_bytes(run_id), args)], *after)
+
+        @reachable
+        def launch_node_ahead() -> Outcome:
+            return decode_outcome(checked(replies()[0], run_id))
+
+        return launch_node_ahead
 
     @reachable
     def launch_nodes(self, run_id: str, launches: Sequence[NodeLaunch], now: float
