@@ -393,3 +393,61 @@ def test_a_repeated_continuation_gets_the_claim_its_lost_reply_made(
     run = store.get_run("k")
     assert run is not None and run.state is RunState.COMPLETED
     assert [t.attempt for t in store.list_tasks("k")] == [1, 1, 1]
+
+
+@pytest.mark.parametrize("lose", ["request", "reply"])
+def test_a_launch_sent_ahead_and_lost_is_finished_by_the_repeat(
+        faults: tuple[RedisStore, Faults], lose: str) -> None:
+    """A 1 -> 300 launch goes out in batches of 64, 128, 108, the later ones sent ahead
+    (``launch_ahead``): the third batch's request or reply is lost while the second's is in
+    flight. The completion raises; the batch in flight is read (its connection freed), and
+    the repeat ('duplicate') writes what is missing and dispatches every task."""
+    store, f = faults
+    queue = _Queue()
+    kernel = Kernel(store, queue)
+    kernel.start_run({"name": "wide", "nodes": [
+        {"slug": "src", "plugin": "p"}, {"slug": "each", "plugin": "p", "depends_on": ["src"]},
+        {"slug": "sum", "plugin": "p", "depends_on": ["each"], "fan_mode": "aggregate"}]},
+        run_id="w")
+    (ref,) = queue.refs
+    queue.refs.clear()
+    claim = kernel.claim_task("w", ref.task_id)
+    assert claim is not None
+    real = store.launch_node_ahead
+    sent = 0
+
+    def ahead(*args: Any, **kwargs: Any) -> Any:
+        nonlocal sent
+        sent += 1
+        if sent == 2:
+            f.lose = lose
+        return real(*args, **kwargs)
+
+    store.launch_node_ahead = ahead  # type: ignore[method-assign]
+    # two connections made beforehand: the fault hits the launch, not a new connection's
+    # handshake (the second batch holds one connection while the third is sent)
+    pool = store.client.connection_pool
+    held = [pool.get_connection(), pool.get_connection()]
+    for conn in held:
+        pool.release(conn)
+    outputs = [{"id": f"a{i}", "data": i} for i in range(300)]
+    with pytest.raises(RedisUnavailable):
+        kernel.on_task_complete("w", ref.task_id, claim.attempt_id, outputs)
+    assert sent == 2
+    del store.launch_node_ahead
+    written = len(store.list_tasks("w", node_index=1))
+    assert written == (300 if lose == "reply" else 64 + 128)
+    queue.refs.clear()
+    assert kernel.on_task_complete("w", ref.task_id, claim.attempt_id,
+                                   outputs).outcome == "duplicate"
+    assert sorted(r.task_id for r in queue.refs) == sorted(f"each.0.{i}" for i in range(300))
+    while queue.refs:
+        task = queue.refs.pop(0)
+        step = kernel.claim_task("w", task.task_id)
+        assert step is not None
+        data = 0 if task.task_id.startswith("sum") else step.input.inputs["src"][0].data * 2
+        kernel.on_task_complete("w", task.task_id, step.attempt_id, [{"data": data}])
+    run = store.get_run("w")
+    assert run is not None and run.state is RunState.COMPLETED
+    assert sorted(a.data for a in store.get_artifacts("w", 1, 0)) == [2 * i for i in range(300)]
+    assert len(pool._in_use_connections) == 0  # nothing left held
