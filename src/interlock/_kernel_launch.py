@@ -259,9 +259,9 @@ class LaunchMixin:
                 batch = task_records(run_id, topology, node, decision.plans(start, end),
                                      self.clock.now())
                 if ahead and start > 0:
-                    earlier, begun = begun, (self.store.launch_node_ahead(  # type: ignore[attr-defined]
-                        run_id, node.index, node.generation, batch, total, self.clock.now()),
-                        batch, start)
+                    sent = self.store.launch_node_ahead(  # type: ignore[attr-defined]
+                        run_id, node.index, node.generation, batch, total, self.clock.now())
+                    earlier, begun = begun, (sent, batch, start)
                     if earlier is not None and not self._landed(run_id, topology, decision,
                                                                 *earlier):
                         return

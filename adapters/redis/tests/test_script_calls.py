@@ -127,6 +127,16 @@ def test_scripts_are_reloaded_after_script_flush(
                                      [1], 3.0)
     assert transition.applied and transition.ready == (1,)
     assert [a.artifact_id for a in store.get_artifacts("r", 0, 0)] == ["src.0.0/0"]
+    # launches sent ahead: the second is written while the first's reply is unread, both
+    # after a flush (each gets NOSCRIPT and is sent again when its outcome is read)
+    client.script_flush()
+    tasks = [TaskRecord("r", f"each.0.{k}", 1, 0, k, TaskState.QUEUED,
+                        {"inputs": {}, "bindings": {}}, None, "self") for k in range(4)]
+    first = store.launch_node_ahead("r", 1, 0, tasks[:2], 4, 4.0)
+    second = store.launch_node_ahead("r", 1, 0, tasks[2:], 4, 4.0)
+    assert (first(), second()) == ("applied", "duplicate")
+    assert [t.task_id for t in store.list_tasks("r", node_index=1)] == \
+        [t.task_id for t in tasks]
 
 
 def test_an_error_reply_in_a_pipelined_call_raises_and_keeps_the_connection_in_step(

@@ -66,6 +66,8 @@ def repeat_while_unavailable(call: Callable[[], T], what: str,
         if pause.wait(delay):
             break
     return call()
+
+
 Invoke = Callable[[PluginSpec, TaskInput], Outputs]
 """How a worker calls a plugin: in this thread (:func:`call_plugin`) or in a process pool."""
 

@@ -110,7 +110,13 @@ class Scripts:
             self.load()
         commands: list[Command] = [("EVALSHA", self._sha_bytes[name], len(keys), *keys, *args)
                                    for name, keys, args in scripts]
-        replies = self._send([*commands, *after])
+        return self._settled(commands, after, self._send([*commands, *after]))
+
+    def _settled(self, commands: Sequence[Command], after: Sequence[Command],
+                 replies: list[Any]) -> list[Any]:
+        """The scripts' replies of a round trip of ``commands`` then ``after``: the calls that
+        got NOSCRIPT (they did not run) sent again after a reload, with ``after``; raises the
+        first error reply."""
         missing = [k for k, reply in enumerate(replies[:len(commands)])
                    if isinstance(reply, NoScriptError)]
         if missing:
@@ -155,18 +161,7 @@ class Scripts:
                 got = _read(conn, len(every))
             finally:
                 pool.release(conn)
-            missing = [k for k, reply in enumerate(got[:len(commands)])
-                       if isinstance(reply, NoScriptError)]
-            if missing:  # those did not run: as calls() does
-                self.load()
-                again = self._send([*(commands[k] for k in missing), *after])
-                for k, reply in zip(missing, again, strict=False):
-                    got[k] = reply
-                got[len(commands):] = again[len(missing):]
-            for reply in got:
-                if isinstance(reply, Exception):
-                    raise reply
-            return got[:len(commands)]
+            return self._settled(commands, after, got)
 
         return replies
 
