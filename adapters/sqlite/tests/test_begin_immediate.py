@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from interlock_sqlite import SqliteStore
+from interlock import StoreUnavailable
+from interlock_sqlite import SqliteBusy, SqliteStore
 from interlock_sqlite.connections import begin_immediate
 
 
@@ -73,9 +74,35 @@ def test_a_waiter_gets_the_lock_once_the_holder_commits(path: Path) -> None:
 def test_the_timeout_raises_database_is_locked_and_restores_the_setting(path: Path) -> None:
     holder, waiter = _connect(path), _connect(path, 50)
     holder.execute("BEGIN IMMEDIATE")
-    with pytest.raises(sqlite3.OperationalError, match="locked"):
+    with pytest.raises(sqlite3.OperationalError, match="locked") as error:
         begin_immediate(waiter, 50)
+    # a StoreUnavailable too: the runtime Worker repeats a report that got it
+    assert isinstance(error.value, SqliteBusy) and isinstance(error.value, StoreUnavailable)
+    assert "busy_timeout_ms=50" in str(error.value)
     assert not waiter.in_transaction and _busy_timeout(waiter) == 50
-    with pytest.raises(sqlite3.OperationalError, match="locked"):
+    with pytest.raises(SqliteBusy, match="locked"):
         begin_immediate(waiter, 0)  # no waiting at all
     holder.execute("COMMIT")
+
+
+def test_a_store_step_locked_out_raises_store_unavailable_and_applies_nothing(
+        path: Path) -> None:
+    from interlock import Kernel
+
+    store = SqliteStore(path, busy_timeout_ms=50)
+    kernel = Kernel(store, _Nowhere())
+    kernel.start_run({"name": "p", "nodes": [{"slug": "a", "plugin": "x"}]}, run_id="r")
+    holder = _connect(path)
+    holder.execute("BEGIN IMMEDIATE")
+    with pytest.raises(StoreUnavailable, match="busy_timeout_ms=50"):
+        kernel.cancel_run("r", "enough")
+    holder.execute("ROLLBACK")
+    run = store.get_run("r")
+    assert run is not None and run.state.value == "running"
+    assert kernel.cancel_run("r", "enough").run_state is not None  # the repeat applies
+    store.close()
+
+
+class _Nowhere:
+    def dispatch(self, tasks: object) -> None:
+        pass

@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable
 from typing import Final
 
-from interlock.errors import UsageError
+from interlock.errors import StoreUnavailable, UsageError
 
 __all__ = ["SYNCHRONOUS_LEVELS", "ConnectionPool", "begin_immediate"]
 
@@ -137,6 +137,13 @@ class ConnectionPool:
         self._local = threading.local()
 
 
+class SqliteBusy(StoreUnavailable, sqlite3.OperationalError):
+    """The write lock stayed held by another connection past ``busy_timeout_ms`` ("database
+    is locked"): nothing of the step was applied, and repeating it later is safe. A
+    :class:`~interlock.StoreUnavailable` (so a worker repeats its report, as after a lost
+    connection) and still a ``sqlite3.OperationalError`` (what SQLite's own handler raises)."""
+
+
 _FIRST_PAUSE: Final = 50e-6
 _MAX_PAUSE: Final = 1e-3
 
@@ -151,10 +158,16 @@ def begin_immediate(conn: sqlite3.Connection, busy_timeout_ms: int) -> None:
     worker processes on one file: one of them spent 104 ms of a 170 ms run waiting (35
     transactions) while the other ran 100. The connection's busy timeout is 0 during the tries
     only: its other statements keep waiting as configured. When the timeout passes, raises
-    ``sqlite3.OperationalError`` ("database is locked"), as SQLite's handler does.
+    :class:`SqliteBusy` ("database is locked"; an ``sqlite3.OperationalError``, as SQLite's
+    handler raises).
     """
     if busy_timeout_ms <= 0:
-        conn.execute("BEGIN IMMEDIATE")
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as exc:
+            if _is_busy(exc):
+                raise SqliteBusy(f"{exc} (the write lock is held; busy_timeout_ms=0)") from exc
+            raise
         return
     conn.execute("PRAGMA busy_timeout = 0")
     try:
@@ -166,8 +179,11 @@ def begin_immediate(conn: sqlite3.Connection, busy_timeout_ms: int) -> None:
                 return
             except sqlite3.OperationalError as exc:
                 left = deadline - time.monotonic()
-                if not _is_busy(exc) or left <= 0:
+                if not _is_busy(exc):
                     raise
+                if left <= 0:
+                    raise SqliteBusy(f"{exc} (the write lock stayed held for "
+                                     f"busy_timeout_ms={busy_timeout_ms})") from exc
             time.sleep(min(pause, left))  # a backoff, as SQLite's handler's, in finer steps
             pause = min(pause * 1.5, _MAX_PAUSE)
     finally:
