@@ -117,15 +117,7 @@ def test_reconcile_repairs_a_large_launch_cut_short(store: Any) -> None:
     (the same ids, deterministic planning) and the run completes with every task once."""
     h = Harness(store=store, limits=Limits(max_outputs_per_task=N, launch_batch_size=200,
                                            launch_first_batch=50))
-    pipeline = {"name": "p", "nodes": [
-        {"slug": "src", "plugin": "list"},
-        {"slug": "each", "plugin": "work", "depends_on": ["src"]},
-        {"slug": "agg", "plugin": "reduce", "depends_on": ["each"], "fan_mode": "aggregate"},
-    ]}
-    h.kernel.start_run(pipeline, run_id="r")
-    ref = h.dispatcher.refs.pop(0)
-    claim = h.kernel.claim_task("r", ref.task_id, worker="w")
-    assert claim is not None
+    task_id, attempt_id = _wide(h)
 
     class Crash(Exception):
         pass
@@ -142,7 +134,7 @@ def test_reconcile_repairs_a_large_launch_cut_short(store: Any) -> None:
 
     h.store.launch_node = crash_on_third
     with pytest.raises(Crash):
-        h.kernel.on_task_complete("r", ref.task_id, claim.attempt_id,
+        h.kernel.on_task_complete("r", task_id, attempt_id,
                                   [{"id": f"a{i}", "fields": {"i": i}} for i in range(N)])
     del h.store.launch_node
     # the two batches written before the crash: 50, then 100 (the ramp doubles up to 200)

@@ -192,7 +192,7 @@ class _StoreTap:
     and the writes that launch or settle released nodes."""
 
     _COMPLETE = ("complete_task", "complete_task_prefetch", "complete_and_follow")
-    _WRITES = ("launch_node", "launch_nodes", "settle_node")
+    _WRITES = ("launch_node", "launch_node_ahead", "launch_nodes", "settle_node")
 
     def __init__(self, store: Any, rts: RoundTrips) -> None:
         self.store = store

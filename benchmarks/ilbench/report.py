@@ -186,7 +186,7 @@ def _round_trips(section: Section | None) -> list[Verdict]:
             f"{max(store) if store else '-'}; other round trips (planning reads): mean "
             f"{_mean(other):.2f}, max {max(other) if other else '-'}; the rest are "
             f"launch and settle writes: one launch_nodes for the small nodes a step "
-            f"readies, one launch_node per batch of a wider node's launch "
+            f"readies, one launch_node (later ones sent ahead) per batch of a wider node's launch "
             f"(launch_first_batch, doubling up to launch_batch_size tasks)"))
     return out
 

@@ -447,7 +447,9 @@ class LaunchAheadDagStore(DagStore, Protocol):
                           ) -> Callable[[], Outcome]:
         """[launch.ahead] ``launch_node`` with the same arguments, begun: the returned function
         waits for it and returns its outcome, or raises what ``launch_node`` would (after a
-        StoreUnavailable the launch may or may not have applied). Call the function exactly
+        StoreUnavailable the launch may or may not have applied); the call itself may raise
+        so too (a request that could not be sent, or a store that applies at once and failed
+        — then there is no function to call). Call the function exactly
         once, before any other call on this store from this thread except further
         ``launch_node_ahead`` calls; launches begun one after the other apply in that order.
         The kernel keeps at most two begun at once, and only for the batches after the first

@@ -337,6 +337,17 @@ class _Queue:
         self.refs.extend(tasks)
 
 
+def _chain(store: RedisStore, run_id: str) -> tuple[Kernel, _Queue]:
+    """A kernel on ``store`` with an in-process queue, and run ``run_id`` of a -> b -> c
+    started (a's task in the queue)."""
+    queue = _Queue()
+    kernel = Kernel(store, queue)
+    kernel.start_run({"name": "chain", "nodes": [
+        {"slug": "a", "plugin": "p"}, {"slug": "b", "plugin": "p", "depends_on": ["a"]},
+        {"slug": "c", "plugin": "p", "depends_on": ["b"]}]}, run_id=run_id)
+    return kernel, queue
+
+
 @pytest.mark.parametrize("lose", ["request", "reply"])
 def test_a_repeated_completion_dispatches_what_its_lost_reply_launched(
         faults: tuple[RedisStore, Faults], lose: str) -> None:
@@ -344,11 +355,7 @@ def test_a_repeated_completion_dispatches_what_its_lost_reply_launched(
     ability); when its reply is lost, the worker's repeat ('duplicate') dispatches that step,
     with no reconcile_run: the run completes through repeats alone."""
     store, f = faults
-    queue = _Queue()
-    kernel = Kernel(store, queue)
-    kernel.start_run({"name": "chain", "nodes": [
-        {"slug": "a", "plugin": "p"}, {"slug": "b", "plugin": "p", "depends_on": ["a"]},
-        {"slug": "c", "plugin": "p", "depends_on": ["b"]}]}, run_id="c")
+    kernel, queue = _chain(store, "c")
     outcomes: list[str] = []
     while queue.refs:
         ref = queue.refs.pop(0)
@@ -373,11 +380,7 @@ def test_a_repeated_continuation_gets_the_claim_its_lost_reply_made(
     hands the same claim over (its attempt id derives from the completing attempt) rather than
     leaving the step RUNNING under an attempt nobody knows until its lease expires."""
     store, f = faults
-    queue = _Queue()
-    kernel = Kernel(store, queue)
-    kernel.start_run({"name": "chain", "nodes": [
-        {"slug": "a", "plugin": "p"}, {"slug": "b", "plugin": "p", "depends_on": ["a"]},
-        {"slug": "c", "plugin": "p", "depends_on": ["b"]}]}, run_id="k")
+    kernel, queue = _chain(store, "k")
     (ref,) = queue.refs
     claim = kernel.claim_task("k", ref.task_id)
     steps = []

@@ -12,7 +12,6 @@ from interlock.testing._checks_runs import _committed
 from interlock.testing._support import (
     Harness,
     Scenario,
-    expect,
     expect_ability,
     expect_eq,
     pipeline,
@@ -66,16 +65,8 @@ def _through_the_kernel(h: Harness) -> None:
                                 {"slug": "b", "plugin": "work", "depends_on": ["a"]},
                                 {"slug": "c", "plugin": "work", "depends_on": ["b"],
                                  "fan_mode": "aggregate"}), {}, run_id=run_id)
-    queue = d.dispatcher.take()
-    while queue:
-        ref = queue.pop(0)
-        claim = d.kernel.claim_task(run_id, ref.task_id, worker="w")
-        expect(claim is not None, c, f"claim of the dispatched task {ref.task_id}")
-        assert claim is not None
-        width = 13 if ref.task_id.startswith("a.") else 1
-        d.kernel.on_task_complete(run_id, ref.task_id, claim.attempt_id,
-                                  [{"fields": {"k": k}} for k in range(width)])
-        queue += d.dispatcher.take()
+    d.work(run_id, c, lambda task_id: [
+        {"fields": {"k": k}} for k in range(13 if task_id.startswith("a.") else 1)])
     run = h.store.get_run(run_id)
     expect_eq(run.state if run is not None else None, RunState.COMPLETED, c,
               "a 1 -> 13 -> 1 run launched in batches of 2, 4, 4, 3")

@@ -152,15 +152,7 @@ def _launch_many_kernel(h: Harness) -> None:
                                 {"slug": "c", "plugin": "work", "depends_on": ["a"]},
                                 {"slug": "d", "plugin": "work", "depends_on": ["b", "c"],
                                  "fan_mode": "aggregate"}), {}, run_id=run_id)
-    queue = d.dispatcher.take()
-    while queue:
-        ref = queue.pop(0)
-        claim = d.kernel.claim_task(run_id, ref.task_id, worker="w")
-        expect(claim is not None, c, f"claim of the dispatched task {ref.task_id}")
-        assert claim is not None
-        d.kernel.on_task_complete(run_id, ref.task_id, claim.attempt_id,
-                                  [{"fields": {"k": 1}}, {"fields": {"k": 2}}])
-        queue += d.dispatcher.take()
+    d.work(run_id, c, lambda _: [{"fields": {"k": 1}}, {"fields": {"k": 2}}])
     run = h.store.get_run(run_id)
     expect_eq(run.state if run is not None else None, RunState.COMPLETED, c,
               "a diamond run whose first completion readies two nodes")

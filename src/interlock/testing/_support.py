@@ -110,6 +110,20 @@ class Driver:
     dispatcher: RecordingDispatcher
     finished: list[RunFinished]
 
+    def work(self, run_id: str, clause: str,
+             outputs: Callable[[str], Sequence[Mapping[str, Any]]]) -> None:
+        """Claim and complete every dispatched task of ``run_id``, and what those release,
+        until nothing is dispatched; ``outputs(task_id)`` is what each task publishes."""
+        queue = self.dispatcher.take()
+        while queue:
+            ref = queue.pop(0)
+            claim = self.kernel.claim_task(run_id, ref.task_id, worker="w")
+            expect(claim is not None, clause, f"claim of the dispatched task {ref.task_id}")
+            assert claim is not None
+            self.kernel.on_task_complete(run_id, ref.task_id, claim.attempt_id,
+                                         outputs(ref.task_id))
+            queue += self.dispatcher.take()
+
 
 class Harness:
     """Context of one check: the store(s) under test, a fake clock and a namespace."""
