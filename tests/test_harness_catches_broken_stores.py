@@ -83,7 +83,8 @@ CASES: dict[str, tuple[dict[str, str], tuple[set[str], set[str]] | None]] = {
     # a completion between the claim and the completion of a one-task node: the clause check
     # makes one; the machine only sometimes does
     "FollowOnStaleFacts": ({"complete.follow": "complete.follow"}, None),
-    # the machine's launches fit one batch (never sent ahead): only the clause check sees it
+    # the machine's launches (at most 3 tasks: batches of 1 and 2) never have two batches in
+    # flight at once: only the clause check sees it
     "AheadSharesOneBuffer": ({"launch.ahead": "launch.ahead"}, None),
 }
 

@@ -15,6 +15,7 @@ from hypothesis.stateful import RuleBasedStateMachine
 
 from interlock.errors import InterlockError
 from interlock.kernel import Kernel
+from interlock.limits import Limits
 from interlock.protocols import DagStore
 from interlock.records import RunRecord, TaskRecord, TaskRef, Transition
 from interlock.states import NodeState, RunState, TaskState
@@ -35,7 +36,7 @@ T = TypeVar("T")
 Outputs = list[dict[str, Any]]
 COMPLETE = ("complete.once", "complete.fenced", "complete.counters")
 FAIL = ("fail.retry", "fail.fenced")
-MACHINE_ABILITIES = frozenset({"batched", "handover", "follow", "launch_many"})
+MACHINE_ABILITIES = frozenset({"batched", "handover", "follow", "launch_many", "launch_ahead"})
 """The optional abilities whose store paths the machine drives when they are declared."""
 
 
@@ -53,7 +54,8 @@ class MachineConfig:
     """The declared abilities the machine drives (:data:`MACHINE_ABILITIES`): both kernels take
     their store paths and their rules run. ``batched``: claim_tasks / complete_tasks;
     ``handover``: launch_and_claim; ``follow``: complete_and_follow (every completion);
-    ``launch_many``: launch_nodes (whenever a step readies several nodes)."""
+    ``launch_many``: launch_nodes (whenever a step readies several nodes); ``launch_ahead``:
+    launch_node_ahead (the later batches of a launch, in runs with narrow batches)."""
 
     @property
     def batched(self) -> bool:
@@ -123,12 +125,16 @@ class MachineBase(RuleBasedStateMachine):
         self.calls: list[str] = []
         self.step_clauses: list[str] = []
         """The clauses of the calls of the current step (named by a ``same-state`` failure)."""
+        self.limits = Limits()
+        """The kernels' limits; a run with narrow batches (see ``StoreMachine.start``)
+        launches one task, then two at a time (``launch.batches``, and ``launch.ahead`` when
+        declared)."""
         CALLS.set(self.calls)
 
     def _kernel(self, store: DagStore, dispatcher: RecordingDispatcher,
                 finished: list[RunFinished]) -> Kernel:
         return Kernel(store, dispatcher, clock=self.clock, on_run_finished=finished.append,
-                      lease_seconds=60.0, crash_attempts=2)
+                      lease_seconds=60.0, crash_attempts=2, limits=self.limits)
 
     def _both(self, call: str, clauses: Sequence[str],
               fn: Callable[[Side], T]) -> list[T | None]:

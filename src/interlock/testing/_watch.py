@@ -19,6 +19,7 @@ from interlock.protocols import (
     DagStore,
     FollowingDagStore,
     HandoverDagStore,
+    LaunchAheadDagStore,
     ManyLaunchDagStore,
 )
 from interlock.records import (
@@ -121,6 +122,21 @@ class Watched:
         if outcome == "applied":
             self.tally.note(self.tally.launched, (node_index, generation))
             self._barrier(run_id, node_index, "launched")
+        return outcome
+
+    def launch_node_ahead(self, run_id: str, node_index: int, generation: int,
+                          tasks: Sequence[TaskRecord], total_tasks: int, now: float
+                          ) -> Callable[[], Outcome]:
+        outcome_of = cast(LaunchAheadDagStore, self.inner).launch_node_ahead(
+            run_id, node_index, generation, tasks, total_tasks, now)
+
+        def outcome() -> Outcome:
+            result = outcome_of()
+            if result == "applied":
+                self.tally.note(self.tally.launched, (node_index, generation))
+                self._barrier(run_id, node_index, "launched (launch_node_ahead)")
+            return result
+
         return outcome
 
     def launch_nodes(self, run_id: str, launches: Sequence[NodeLaunch], now: float
