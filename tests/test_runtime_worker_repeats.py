@@ -133,7 +133,7 @@ def test_repeats_end_with_the_stop_event_and_raise_the_last_error() -> None:
     stop = threading.Event()
     stop.set()  # a stopping worker does not wait out the pauses: one repeat, then the error
     with pytest.raises(StoreUnavailable, match=r"down \(2\)"):
-        repeat_while_unavailable(unavailable, "test", stop)
+        repeat_while_unavailable(unavailable, stop, "test %s", 1)
     assert calls == 2
     results = iter([StoreUnavailable("once"), "done"])
 
@@ -143,4 +143,4 @@ def test_repeats_end_with_the_stop_event_and_raise_the_last_error() -> None:
             raise result
         return result
 
-    assert repeat_while_unavailable(once, "test", None) == "done"
+    assert repeat_while_unavailable(once, None, "test") == "done"

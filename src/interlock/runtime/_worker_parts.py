@@ -47,10 +47,12 @@ REPEAT_DELAYS = (0.05, 0.1, 0.2, 0.4, 0.8, 1.6, 3.2)
 in all, long enough for a reconnect or a failover, short against a task's lease."""
 
 
-def repeat_while_unavailable(call: Callable[[], T], what: str,
-                             stop: threading.Event | None) -> T:
+def repeat_while_unavailable(call: Callable[[], T], stop: threading.Event | None,
+                             what: str, *args: object) -> T:
     """``call()``, repeated after each :class:`StoreUnavailable` with the pauses of
-    :data:`REPEAT_DELAYS` (ended early by ``stop``), then the last error raised.
+    :data:`REPEAT_DELAYS` (ended early by ``stop``), then the last error raised. ``what %
+    args`` names the call in the log (formatted only when it is logged: this wraps every
+    completion of a worker).
 
     For reports fenced by the attempt id (``on_task_complete``, ``on_tasks_complete``): a
     repeat is safe whether the failed call applied or not, and the repeat of an applied one
@@ -61,8 +63,8 @@ def repeat_while_unavailable(call: Callable[[], T], what: str,
         try:
             return call()
         except StoreUnavailable as exc:
-            log.warning("%s: the store is unavailable (%s); repeating in %.2f s", what, exc,
-                        delay)
+            log.warning(f"{what}: the store is unavailable (%s); repeating in %.2f s", *args,
+                        exc, delay)
         if pause.wait(delay):
             break
     return call()

@@ -58,6 +58,8 @@ log = logging.getLogger("interlock.runtime.worker")
 _Done = tuple[TaskRef, str, Claim, Outputs, float]  # ran, to complete: ref, node, claim, ..
 
 
+_COMPLETION = "worker %s: completion of task %s of run %s"
+
 class Worker:
     """Runs tasks from ``source`` until ``stop`` is set.
 
@@ -348,8 +350,8 @@ class Worker:
             completions = [(claim.task_id, claim.attempt_id, outputs)
                            for _, _, claim, outputs, _ in done]
             transitions = repeat_while_unavailable(
-                lambda: self.kernel.on_tasks_complete(run_id, completions),
-                f"worker {worker}: {len(done)} completions of run {run_id}", self._stop)
+                lambda: self.kernel.on_tasks_complete(run_id, completions), self._stop,
+                "worker %s: %d completions of run %s", worker, len(done), run_id)
         except UsageError:
             # a malformed output somewhere, and nothing was applied: one by one, so that only
             # the task at fault is failed
@@ -394,19 +396,19 @@ class Worker:
     def _complete(self, ref: TaskRef, node: str, claim: Claim, outputs: Outputs,
                   started: float, worker: str) -> TaskOutcome:
         following: Claim | None = None
-        what = f"worker {worker}: completion of task {ref.task_id} of run {ref.run_id}"
         try:
             if self._stop is not None and self._next is None and not self._stop.is_set():
                 transition, following = repeat_while_unavailable(
                     lambda: self.kernel.complete_and_continue(
                         ref.run_id, ref.task_id, claim.attempt_id, outputs, worker=worker,
-                        accept=self._accepts), what, self._stop)
+                        accept=self._accepts), self._stop, _COMPLETION, worker, ref.task_id,
+                    ref.run_id)
                 self._next = following
             else:
                 transition = repeat_while_unavailable(
                     lambda: self.kernel.on_task_complete(ref.run_id, ref.task_id,
                                                          claim.attempt_id, outputs),
-                    what, self._stop)
+                    self._stop, _COMPLETION, worker, ref.task_id, ref.run_id)
         except LimitExceeded as exc:  # the kernel has already failed the task
             return self._report(ref, node, "failed", started, str(exc))
         except UsageError as exc:  # malformed outputs: nothing was written; not retryable
