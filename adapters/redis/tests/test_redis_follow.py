@@ -9,7 +9,7 @@ from typing import Any
 
 import redis
 
-from interlock import Kernel, Output, RunState
+from interlock import Claim, Kernel, Output, RunState
 from interlock.records import TaskRef
 from interlock_redis import RedisStore
 
@@ -31,15 +31,23 @@ def chain(n: int, *, extra_root: bool = False) -> dict[str, Any]:
     return {"name": "chain", "nodes": nodes}
 
 
-def test_a_continued_chain_step_is_one_round_trip(counting: Any, namespace: str) -> None:
-    client, log = counting
+def _started(client: Any, namespace: str, steps: int
+             ) -> tuple[Collect, Kernel, TaskRef, Claim]:
+    """A kernel on a RedisStore with run "r" of a chain of ``steps`` started and its root
+    task claimed by worker "w": (queue, kernel, root ref, claim)."""
     store = RedisStore(client, namespace)
     queue = Collect()
     kernel = Kernel(store, queue)
-    kernel.start_run(chain(6), {}, run_id="r")
+    kernel.start_run(chain(steps), {}, run_id="r")
     (root,) = queue.refs
     claim = kernel.claim_task("r", root.task_id, worker="w")
     assert claim is not None
+    return queue, kernel, root, claim
+
+
+def test_a_continued_chain_step_is_one_round_trip(counting: Any, namespace: str) -> None:
+    client, log = counting
+    queue, kernel, root, claim = _started(client, namespace, 6)
     trips = []
     for step in range(5):
         log.reset()
@@ -106,13 +114,7 @@ def test_a_stale_callback_keeps_the_prediction_of_the_current_attempt(counting: 
     """A completion by an older attempt is refused and must not cost the current attempt its
     one-round-trip step."""
     client, log = counting
-    store = RedisStore(client, namespace)
-    queue = Collect()
-    kernel = Kernel(store, queue)
-    kernel.start_run(chain(2), {}, run_id="r")
-    (root,) = queue.refs
-    claim = kernel.claim_task("r", root.task_id, worker="w")
-    assert claim is not None
+    _, kernel, root, claim = _started(client, namespace, 2)
     stale = kernel.on_task_complete("r", root.task_id, "not-the-attempt", [{"fields": {"k": 0}}])
     assert stale.outcome == "stale"
     log.reset()
