@@ -147,10 +147,7 @@ class Scripts:
         pool = self._client.connection_pool
         conn: Any = pool.get_connection()
         try:
-            if _hiredis_pack is not None:
-                conn.send_packed_command([b"".join([_hiredis_pack(c) for c in every])])
-            else:
-                conn.send_packed_command(conn.pack_commands(every))
+            conn.send_packed_command(_packed(conn, every))
         except BaseException:
             conn.disconnect()
             pool.release(conn)
@@ -189,11 +186,7 @@ class Scripts:
         pool = self._client.connection_pool
         conn = pool.get_connection()
         try:
-            if _hiredis_pack is not None:
-                # one buffer: the connection writes each item with its own sendall
-                packed = [b"".join([_hiredis_pack(command) for command in commands])]
-            else:
-                packed = conn.pack_commands(commands)  # type: ignore[no-untyped-call]
+            packed = _packed(conn, commands)
             return conn.retry.call_with_retry(
                 lambda: _exchange(conn, packed, len(commands)),
                 lambda error: conn.disconnect())  # type: ignore[no-untyped-call]
@@ -222,6 +215,14 @@ class Scripts:
                     raise result
             return results
         raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _packed(conn: Any, commands: Sequence[Command]) -> list[bytes]:
+    """``commands`` packed for ``conn.send_packed_command``: one buffer by hiredis when it is
+    installed (the connection writes each item with its own sendall), else redis-py's packer."""
+    if _hiredis_pack is not None:
+        return [b"".join([_hiredis_pack(command) for command in commands])]
+    return conn.pack_commands(commands)  # type: ignore[no-any-return]
 
 
 def _exchange(conn: Any, packed: Sequence[bytes], count: int) -> list[Any]:
