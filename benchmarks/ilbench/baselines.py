@@ -151,21 +151,16 @@ def redis_evalsha_us(client: Any, prefix: str, calls: int, reps: int, *,
 
 
 def _direct_sender(client: Any) -> Callable[[Sequence[tuple[Any, ...]]], list[Any]]:
-    """Sends commands on a pooled connection in one buffer (packed by hiredis when installed),
-    as the store's ``Scripts`` does, and returns their replies."""
-    pack_command: Callable[[Any], bytes] | None
-    try:
-        from hiredis import pack_command
-    except ImportError:
-        pack_command = None
+    """Sends commands on a pooled connection in one buffer, packed by the store's own packer
+    (``interlock_redis.scripts._packed``: hiredis when installed), and returns their replies."""
+    from interlock_redis.scripts import _packed
+
     pool = client.connection_pool
 
     def send(commands: Sequence[tuple[Any, ...]]) -> list[Any]:
         conn = pool.get_connection()
         try:
-            packed = [b"".join([pack_command(c) for c in commands])] \
-                if pack_command is not None else conn.pack_commands(commands)
-            conn.send_packed_command(packed)
+            conn.send_packed_command(_packed(conn, commands))
             return [conn.read_response() for _ in commands]
         finally:
             pool.release(conn)
