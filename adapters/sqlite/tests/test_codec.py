@@ -32,8 +32,9 @@ def test_params_follow_the_column_lists() -> None:
         "r", "t.3.0")
     run = RUN.to_dict()
     assert codec.run_state_params(RUN) == (*(run[c] for c in codec.RUN_STATE_COLUMNS[1:]), "r")
-    assert codec.run_params(RUN) == (*(run[c] for c in codec.RUN_STATE_COLUMNS),
-                                     codec.dumps(RUN.pipeline), codec.dumps(RUN.input))
+    assert codec.run_params(RUN) == tuple(run[c] for c in codec.RUN_STATE_COLUMNS)
+    assert codec.run_static_params(RUN) == ("r", codec.dumps(RUN.pipeline),
+                                            codec.dumps(RUN.input))
     node = NODE.to_dict()
     assert codec.node_params("r", NODE) == ("r", *(node[f] for f in codec.NODE_FIELDS))
 

@@ -38,6 +38,7 @@ from interlock import (
 )
 from interlock.values import Claim
 from interlock_sqlite import SCHEMA_VERSION, SchemaVersionError, SqliteStore, from_url
+from interlock_sqlite.schema import MIGRATIONS, read_version
 from interlock_sqlite.url import parse_url
 
 FORK = multiprocessing.get_context("fork")  # children inherit the (importlib-loaded) test module
@@ -140,6 +141,55 @@ def test_database_from_a_future_version_is_refused(tmp_path: Path) -> None:
     assert f"schema version {SCHEMA_VERSION + 1}" in message
     assert f"up to {SCHEMA_VERSION}" in message and "upgrade interlock-sqlite" in message
     assert isinstance(info.value, UsageError)
+
+
+def _downgrade_to_v1(path: Path) -> None:
+    """Rewrite a version-2 file as version 1 wrote it: the pipeline and input inline in
+    ``runs`` (a rowid table), no ``run_static``. Nodes, tasks and artifacts are unchanged."""
+    with raw(path) as conn:
+        conn.execute("BEGIN IMMEDIATE")
+        conn.execute("ALTER TABLE runs RENAME TO runs_v2")
+        runs_v1 = next(s for s in MIGRATIONS[0] if "CREATE TABLE runs" in s)
+        conn.execute(runs_v1)
+        conn.execute("INSERT INTO runs SELECT r.*, s.pipeline, s.input FROM runs_v2 AS r "
+                     "JOIN run_static AS s USING (run_id)")
+        conn.execute("DROP TABLE runs_v2")
+        conn.execute("DROP TABLE run_static")
+        conn.execute("DELETE FROM schema_version WHERE version > 1")
+        conn.execute("COMMIT")
+
+
+def test_a_version_1_file_is_migrated_and_its_runs_go_on(tmp_path: Path) -> None:
+    # Version 2 moved the pipeline and input out of the row every step rewrites.
+    path = tmp_path / "old.db"
+    store = SqliteStore(path)
+    kernel = Kernel(store)
+    kernel.start_run(fan_pipeline(3), run_id="old", input={"note": "kept"})
+    (source,) = store.list_tasks("old", states=[TaskState.QUEUED])
+    claim = kernel.claim_task("old", source.task_id, worker="w")
+    assert claim is not None
+    kernel.on_task_complete("old", source.task_id, claim.attempt_id, work(claim))
+    before = snapshot(store, "old")
+    store.close()
+    _downgrade_to_v1(path)
+    with raw(path) as conn:
+        columns = [row[1] for row in conn.execute("PRAGMA table_info(runs)")]
+        version = read_version(conn)
+    assert "pipeline" in columns and version == 1
+
+    reopened = SqliteStore(path)
+    assert reopened.schema_version == SCHEMA_VERSION == 2
+    assert snapshot(reopened, "old") == before
+    with raw(path) as conn:
+        columns = [row[1] for row in conn.execute("PRAGMA table_info(runs)")]
+        static = conn.execute("SELECT run_id FROM run_static").fetchall()
+    assert "pipeline" not in columns and static == [("old",)]
+    again = Kernel(reopened)
+    assert drain_queued(again, "old") == 4  # three items and the total
+    run = reopened.get_run("old")
+    assert run is not None and run.state is RunState.COMPLETED and run.input == {"note": "kept"}
+    (total,) = reopened.get_artifacts("old", 2, 0)
+    assert total.fields == {"count": 3, "total": 0 + 1 + 4}
 
 
 def _open_fresh(path: str, barrier: Any, results: Any) -> None:

@@ -22,7 +22,8 @@ from interlock.states import NodeState, RunState, TaskState
 RUN_STATE_COLUMNS = ("run_id", "state", "node_count", "unsettled", "failed_nodes", "retries",
                      "artifact_seq", "created_at", "updated_at", "reason")
 """Columns a transaction reads and rewrites; ``pipeline`` and ``input`` never change."""
-RUN_COLUMNS = (*RUN_STATE_COLUMNS, "pipeline", "input")
+STATIC_COLUMNS = ("run_id", "pipeline", "input")
+"""Table ``run_static``: what never changes, apart from the row every step rewrites."""
 
 NODE_FIELDS = ("index", "generation", "state", "remaining_parents", "total_tasks",
                "remaining_tasks", "reason")
@@ -54,12 +55,14 @@ def _assign(columns: Sequence[str]) -> str:
 
 
 SELECT_RUN_STATE = f"SELECT {_names(RUN_STATE_COLUMNS)} FROM runs WHERE run_id = ?"
-SELECT_RUN_STATIC = "SELECT pipeline, input FROM runs WHERE run_id = ?"
-INSERT_RUN = (f"INSERT INTO runs ({_names(RUN_COLUMNS)}) VALUES ({_marks(RUN_COLUMNS)}) "
-              "ON CONFLICT (run_id) DO NOTHING")
+SELECT_RUN_STATIC = "SELECT pipeline, input FROM run_static WHERE run_id = ?"
+INSERT_RUN = (f"INSERT INTO runs ({_names(RUN_STATE_COLUMNS)}) "
+              f"VALUES ({_marks(RUN_STATE_COLUMNS)}) ON CONFLICT (run_id) DO NOTHING")
+INSERT_RUN_STATIC = (f"INSERT INTO run_static ({_names(STATIC_COLUMNS)}) "
+                     f"VALUES ({_marks(STATIC_COLUMNS)})")
 UPDATE_RUN_STATE = (f"UPDATE runs SET {', '.join(f'{c} = ?' for c in RUN_STATE_COLUMNS[1:])} "
                     "WHERE run_id = ?")
-UPDATE_RUN_STATIC = "UPDATE runs SET pipeline = ?, input = ? WHERE run_id = ?"
+UPDATE_RUN_STATIC = "UPDATE run_static SET pipeline = ?, input = ? WHERE run_id = ?"
 
 SELECT_NODES = f"SELECT {_names(NODE_COLUMNS)} FROM nodes WHERE run_id = ?"
 UPSERT_NODE = (f"INSERT INTO nodes (run_id, {_names(NODE_COLUMNS)}) "
@@ -133,8 +136,13 @@ def loads_nullable(text: str | None) -> Any:
 
 
 def run_params(run: RunRecord) -> tuple[Any, ...]:
-    """Values for :data:`RUN_COLUMNS`."""
-    return (run.run_id, *run_state_params(run)[:-1], dumps(run.pipeline), dumps(run.input))
+    """Values for :data:`INSERT_RUN` (:data:`RUN_STATE_COLUMNS`)."""
+    return (run.run_id, *run_state_params(run)[:-1])
+
+
+def run_static_params(run: RunRecord) -> tuple[Any, ...]:
+    """Values for :data:`INSERT_RUN_STATIC` (:data:`STATIC_COLUMNS`)."""
+    return (run.run_id, dumps(run.pipeline), dumps(run.input))
 
 
 def run_state_params(run: RunRecord) -> tuple[Any, ...]:

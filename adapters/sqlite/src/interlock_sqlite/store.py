@@ -144,6 +144,7 @@ class SqliteStore(TransactionalDagStore):
         try:
             created = conn.execute(codec.INSERT_RUN, codec.run_params(run)).rowcount == 1
             if created:
+                conn.execute(codec.INSERT_RUN_STATIC, codec.run_static_params(run))
                 conn.executemany(codec.UPSERT_NODE,
                                  [codec.node_params(run.run_id, n) for n in nodes])
                 stored: RunRecord | None = run
