@@ -81,6 +81,8 @@ def verdicts(sections: Sequence[Section], plan: Plan, rss: dict[str, Any] | None
         out.append(Verdict("in-memory cycle <= 10x graphlib", "SKIP", "no in-memory figures"))
     for adapter in ("memory", "sqlite", "redis"):
         out.append(_growth(adapter, by.get(adapter), plan))
+    for adapter in ("memory", "sqlite", "redis"):
+        out.append(_chain_growth(adapter, by.get(adapter), plan))
     for adapter, what in (("sqlite", "raw transaction"), ("redis", "raw EVALSHA")):
         section = by.get(adapter)
         rows = list(_rows(section))
@@ -153,6 +155,25 @@ def _growth(adapter: str, section: Section | None, plan: Plan) -> Verdict:
                   f"{large.complete_us:.1f} us), {cycle:.2f}x per cycle; cyclic GC "
                   f"{small.gc_us:.1f} -> {large.gc_us:.1f} us/task, the cycle without it "
                   f"{without_gc:.2f}x{note}")
+
+
+def _chain_growth(adapter: str, section: Section | None, plan: Plan) -> Verdict:
+    """Not a target of the issue, but the same rule along the other axis: a step of a
+    pipeline of 10,000 nodes costs what a step of 1,000 does."""
+    small_n, large_n = plan.chain_growth
+    chains = {r.size: r for r in _rows(section) if r.family == "chain"}
+    name = (f"{adapter} per-completion cost flat in the pipeline's size (chain of "
+            f"{large_n:,} within 1.5x of {small_n:,})")
+    if small_n not in chains or large_n not in chains:
+        return Verdict(name, "SKIP", _why(section) if not chains else "chains missing")
+    small, large = chains[small_n], chains[large_n]
+    ratio = large.complete_us / small.complete_us
+    without_gc = (large.cycle_us - large.gc_us) / (small.cycle_us - small.gc_us)
+    return _check(name, ratio <= 1.5,
+                  f"{ratio:.2f}x per completion ({small.complete_us:.1f} -> "
+                  f"{large.complete_us:.1f} us), {large.cycle_us / small.cycle_us:.2f}x per "
+                  f"cycle; cyclic GC {small.gc_us:.1f} -> {large.gc_us:.1f} us/task, the "
+                  f"cycle without it {without_gc:.2f}x")
 
 
 def _round_trips(section: Section | None) -> list[Verdict]:

@@ -30,6 +30,10 @@ class Plan:
     redis: tuple[ShapeSpec, ...]
     growth: tuple[int, int]
     """Fan-out sizes compared by the growth target (small, large)."""
+    chain_growth: tuple[int, int]
+    """Chain lengths compared by the pipeline-size growth check (small, large): a step must
+    not cost more in a longer pipeline (SQLite rewrote the whole pipeline's JSON per step
+    until schema version 2)."""
     graphlib_reps: int
     baseline_reps: int
     sqlite_raw_tx: int
@@ -49,32 +53,37 @@ def make_plan(quick: bool, rss_tasks: int | None = None) -> Plan:
     if quick:
         return Plan(
             quick=True,
-            memory=(_spec(shapes.chain, 1_000, 1), _spec(shapes.fan_out, 1_000, 2),
-                    _spec(shapes.fan_out, 10_000, 1), _spec(shapes.grouped, 1_000, 1),
-                    _spec(shapes.layered, 2_000, 1)),
-            sqlite=(_spec(shapes.chain, 200, 1), _spec(shapes.fan_out, 1_000, 1),
-                    _spec(shapes.fan_out, 4_000, 1), _spec(shapes.grouped, 300, 1),
-                    _spec(shapes.layered, 500, 1)),
-            redis=(_spec(shapes.chain, 200, 1), _spec(shapes.fan_out, 1_000, 1),
-                   _spec(shapes.fan_out, 4_000, 1), _spec(shapes.grouped, 200, 1),
-                   _spec(shapes.layered, 500, 1)),
+            memory=(_spec(shapes.chain, 200, 1), _spec(shapes.chain, 2_000, 1),
+                    _spec(shapes.fan_out, 1_000, 2), _spec(shapes.fan_out, 10_000, 1),
+                    _spec(shapes.grouped, 1_000, 1), _spec(shapes.layered, 2_000, 1)),
+            sqlite=(_spec(shapes.chain, 200, 1), _spec(shapes.chain, 2_000, 1),
+                    _spec(shapes.fan_out, 1_000, 1), _spec(shapes.fan_out, 4_000, 1),
+                    _spec(shapes.grouped, 300, 1), _spec(shapes.layered, 500, 1)),
+            redis=(_spec(shapes.chain, 200, 1), _spec(shapes.chain, 2_000, 1),
+                   _spec(shapes.fan_out, 1_000, 1), _spec(shapes.fan_out, 4_000, 1),
+                   _spec(shapes.grouped, 200, 1), _spec(shapes.layered, 500, 1)),
             growth=(1_000, 0),  # 0: the largest fan-out of the section
+            chain_growth=(200, 2_000),
             graphlib_reps=3, baseline_reps=2, sqlite_raw_tx=1_000, redis_calls=2_000,
             rss_tasks=None, batch_tasks=200,
         )
     return Plan(
         quick=False,
-        memory=(_spec(shapes.chain, 1_000, 3), _spec(shapes.fan_out, 1_000, 3),
+        memory=(_spec(shapes.chain, 1_000, 3), _spec(shapes.chain, 10_000, 1),
+                _spec(shapes.fan_out, 1_000, 3),
                 _spec(shapes.fan_out, 10_000, 3), _spec(shapes.fan_out, 100_000, 1),
                 _spec(shapes.grouped, 1_000, 3), _spec(shapes.grouped, 10_000, 1),
                 _spec(shapes.layered, 10_000, 2)),
-        sqlite=(_spec(shapes.chain, 1_000, 2), _spec(shapes.fan_out, 1_000, 2),
+        sqlite=(_spec(shapes.chain, 1_000, 2), _spec(shapes.chain, 10_000, 1),
+                _spec(shapes.fan_out, 1_000, 2),
                 _spec(shapes.fan_out, 10_000, 1), _spec(shapes.fan_out, 100_000, 1),
                 _spec(shapes.grouped, 1_000, 1), _spec(shapes.layered, 10_000, 1)),
-        redis=(_spec(shapes.chain, 1_000, 2), _spec(shapes.fan_out, 1_000, 2),
+        redis=(_spec(shapes.chain, 1_000, 2), _spec(shapes.chain, 10_000, 1),
+               _spec(shapes.fan_out, 1_000, 2),
                _spec(shapes.fan_out, 10_000, 1), _spec(shapes.fan_out, 100_000, 1),
                _spec(shapes.grouped, 1_000, 1), _spec(shapes.layered, 10_000, 1)),
         growth=(1_000, 100_000),
+        chain_growth=(1_000, 10_000),
         graphlib_reps=5, baseline_reps=3, sqlite_raw_tx=5_000, redis_calls=10_000,
         rss_tasks=rss_tasks if rss_tasks is not None else 1_000_000,
     )
