@@ -20,8 +20,9 @@ Backends, each with 2 worker processes:
 - ``sqlite``: :class:`interlock.runtime.LocalRunner` on a :class:`interlock_sqlite.SqliteStore`
   file, ``mode="processes", workers=2``: the store has a ``url``, so two worker processes each
   run their own kernel, store connection and batching Worker; this process starts the run and
-  watches it. The SQLite statement counts cover this process's connections only (the
-  children open theirs from the URL, without the counting hook); CPU covers every process;
+  watches it. The SQLite statement counts cover this process's connections and the worker
+  processes' (which open theirs from the URL: they count into a shared file,
+  ``e2e_support/sqlcount.py``); CPU covers every process;
 - ``redis``: :class:`interlock_redis.RedisStore` + :class:`interlock_redis.RedisStreamsDispatcher`
   on a private redis-server; this process calls ``start_run`` and two worker processes
   (``interlock worker`` if the CLI offers it, else ``benchmarks/e2e_support/worker.py``) run every
@@ -71,7 +72,7 @@ ROOT = HERE.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from benchmarks.e2e_support import optimer, plugins, procs, rtt  # noqa: E402
+from benchmarks.e2e_support import optimer, plugins, procs, rtt, sqlcount  # noqa: E402
 
 WORKERS = 2
 PLUGINS_MODULE = "benchmarks.e2e_support.plugins"
@@ -295,8 +296,18 @@ class SqliteBackend:
 
         self.counter = SqlCounter()
         self.store = SqliteStore(workdir / "e2e.db", on_connect=self.counter.on_connect)
+        # the worker processes (forked from a fork server that inherits this environment)
+        # count their statements into this file when they import the plugins
+        self.sql_file = str(workdir / "sqlite-workers.counts")
+        sqlcount.create(self.sql_file)
+        os.environ[sqlcount.ENV] = self.sql_file
         self.runner = LocalRunner(self.store, default_registry, workers=WORKERS,
                                   mode="processes")
+
+    def _sql(self) -> Counter[str]:
+        counts = self.counter.snapshot()
+        counts.update(sqlcount.read(self.sql_file))
+        return counts
 
     def close(self) -> None:
         close = getattr(self.store, "close", None)
@@ -306,7 +317,7 @@ class SqliteBackend:
     def run(self, shape: Shape) -> Measurement:
         pipeline = shape.pipeline()
         run_id = uuid.uuid4().hex
-        sql0 = self.counter.snapshot()
+        sql0 = self._sql()
         ops0 = optimer.snapshot()
         busy0, (me0, kids0), desc0 = Machine.busy(), _self_cpu(), _descendants_cpu()
         t0 = time.time()
@@ -316,7 +327,7 @@ class SqliteBackend:
         me1, kids1 = _self_cpu()
         desc1 = _descendants_cpu()
         busy1 = Machine.busy()
-        sql = self.counter.snapshot()
+        sql = self._sql()
         sql.subtract(sql0)
         ops = _ops_delta(optimer.snapshot(), ops0)
         run = self.store.get_run(run_id)
@@ -327,8 +338,8 @@ class SqliteBackend:
         ok, check = _check(shape, arts[-1].fields if arts else None)
         ok = ok and result.state.value == "completed"
         timeline(self.store, run_id, run.created_at, shape)
-        cpu = {"runner process (kernel+store+threads)": me1 - me0,
-               "plugin processes": kids1 - kids0 + desc1 - desc0}
+        cpu = {"runner process (start_run, relaying)": me1 - me0,
+               "worker processes (kernel+store+plugins)": kids1 - kids0 + desc1 - desc0}
         return Measurement(
             self.name, shape.key, shape.tasks, window, ok, check,
             round_trips={k: v for k, v in sql.items() if v},
@@ -444,6 +455,7 @@ def worker_command(url: str, mode: str, concurrency: int = 1) -> tuple[list[str]
 
 def _child_env(**extra: str) -> dict[str, str]:
     env = dict(os.environ)
+    env.pop(sqlcount.ENV, None)  # the SQLite runner's workers count their statements, not these
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT), *filter(None, [env.get("PYTHONPATH")])])
     env.update(extra)
     return env

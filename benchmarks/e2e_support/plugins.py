@@ -14,7 +14,9 @@ With ``INTERLOCK_E2E_STATS=<file>`` in the environment, importing this module al
 client-side Redis round-trip counter of :mod:`benchmarks.e2e_support.rtt` in this process (the
 benchmark uses it to count what ``interlock worker`` processes send; SIGUSR1 makes the process
 write its counts to that file), and with ``INTERLOCK_E2E_OPTIMER=1`` the per-operation timers of
-:mod:`benchmarks.e2e_support.optimer`.
+:mod:`benchmarks.e2e_support.optimer`. With ``INTERLOCK_E2E_SQL=<file>``, it counts this
+process's SQLite statements into that shared file (:mod:`benchmarks.e2e_support.sqlcount`: the
+SQLite runner's worker processes).
 """
 
 from __future__ import annotations
@@ -82,3 +84,7 @@ if os.environ.get("INTERLOCK_E2E_STATS"):
     from benchmarks.e2e_support import rtt
 
     rtt.install(os.environ["INTERLOCK_E2E_STATS"])
+if os.environ.get("INTERLOCK_E2E_SQL"):
+    from benchmarks.e2e_support import sqlcount
+
+    sqlcount.install(os.environ["INTERLOCK_E2E_SQL"])
