@@ -11,7 +11,7 @@ import pytest
 
 from interlock import StoreUnavailable
 from interlock_sqlite import SqliteBusy, SqliteStore
-from interlock_sqlite.connections import begin_immediate
+from interlock_sqlite.connections import ConnectionPool, begin_immediate
 
 
 def _connect(path: Path, busy_timeout_ms: int = 5_000) -> sqlite3.Connection:
@@ -101,6 +101,54 @@ def test_a_store_step_locked_out_raises_store_unavailable_and_applies_nothing(
     assert run is not None and run.state.value == "running"
     assert kernel.cancel_run("r", "enough").run_state is not None  # the repeat applies
     store.close()
+
+
+def test_a_pool_sets_the_timeout_only_between_writes_and_reads(path: Path) -> None:
+    # ConnectionPool.begin leaves the timeout at 0 (a write transaction in WAL mode never waits
+    # on a lock); get(), the connection for reads, puts it back first
+    pool = ConnectionPool(str(path), busy_timeout_ms=4321, synchronous="NORMAL")
+    statements: list[str] = []
+    conn = pool.get()
+    conn.set_trace_callback(statements.append)
+    for _ in range(3):
+        assert pool.begin() is conn and conn.in_transaction
+        conn.execute("COMMIT")
+    assert statements == ["PRAGMA busy_timeout = 0", "BEGIN IMMEDIATE", "COMMIT",
+                          "BEGIN IMMEDIATE", "COMMIT", "BEGIN IMMEDIATE", "COMMIT"]
+    assert pool.get() is conn and _busy_timeout(conn) == 4321
+    statements.clear()
+    assert pool.get() is conn  # already waiting: nothing to set
+    assert statements == []
+    pool.close()
+
+
+def test_a_pool_writer_waits_for_the_lock_and_times_out_as_configured(path: Path) -> None:
+    holder = _connect(path)
+    holder.execute("BEGIN IMMEDIATE")
+    pool = ConnectionPool(str(path), busy_timeout_ms=50, synchronous="NORMAL")
+    with pytest.raises(SqliteBusy, match="busy_timeout_ms=50"):
+        pool.begin()
+    assert not pool.get().in_transaction and _busy_timeout(pool.get()) == 50
+    tries: list[str] = []
+    retried, done = threading.Event(), threading.Event()
+
+    def trace(sql: str) -> None:
+        if sql == "BEGIN IMMEDIATE":
+            tries.append(sql)
+            if len(tries) >= 3:
+                retried.set()
+
+    patient = ConnectionPool(str(path), busy_timeout_ms=30_000, synchronous="NORMAL",
+                             on_connect=lambda conn: conn.set_trace_callback(trace))
+    thread = threading.Thread(target=lambda: (patient.begin(), done.set()))
+    thread.start()
+    assert retried.wait(10)  # trying again and again, in short steps
+    assert not done.is_set()
+    holder.execute("COMMIT")
+    assert done.wait(10)
+    thread.join()
+    pool.close()
+    patient.close()
 
 
 class _Nowhere:

@@ -37,7 +37,7 @@ from interlock.records import Artifact, NodeRecord, RunRecord, TaskRecord
 from interlock.states import TaskState
 from interlock.storekit import TransactionalDagStore
 from interlock_sqlite import codec, schema
-from interlock_sqlite.connections import SYNCHRONOUS_LEVELS, ConnectionPool, begin_immediate
+from interlock_sqlite.connections import SYNCHRONOUS_LEVELS, ConnectionPool
 from interlock_sqlite.transaction import SqliteRunTransaction
 
 __all__ = ["SqliteStore"]
@@ -139,8 +139,7 @@ class SqliteStore(TransactionalDagStore):
 
     def create_run(self, run: RunRecord, nodes: Sequence[NodeRecord]) -> tuple[RunRecord, bool]:
         """Insert the run and its nodes in one transaction unless the run exists."""
-        conn = self._conn()
-        begin_immediate(conn, self.busy_timeout_ms)
+        conn = self._pool.begin()
         try:
             created = conn.execute(codec.INSERT_RUN, codec.run_params(run)).rowcount == 1
             if created:
@@ -275,8 +274,7 @@ class _Step:
 
     def __enter__(self) -> SqliteRunTransaction | None:
         store, run_id = self._store, self._run_id
-        conn = self._conn = store._conn()
-        begin_immediate(conn, store.busy_timeout_ms)
+        conn = self._conn = store._pool.begin()
         try:
             if self._task_id is None:
                 run = store._read_run(conn, run_id)
