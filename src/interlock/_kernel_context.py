@@ -4,9 +4,12 @@ and the lookups built on it (task input, lease, node of a task id). Mixed into
 
 from __future__ import annotations
 
+import hashlib
+import json
 import threading
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any, Final
 
 from interlock._kernel_launch import RunContext
 from interlock._kernel_support import read_artifacts
@@ -17,17 +20,25 @@ from interlock.protocols import DagStore
 from interlock.records import Artifact, RunRecord, TaskRecord
 from interlock.values import TaskInput, task_node_slug
 
-__all__ = ["ContextMixin", "fail_fast"]
+__all__ = ["PIPELINES_CACHED", "RUNS_CACHED", "ContextMixin", "fail_fast"]
+
+RUNS_CACHED: Final = 1024
+"""Runs whose context a kernel keeps (LRU); past it, a run's next event reads the run again."""
+PIPELINES_CACHED: Final = 64
+"""Distinct pipeline snapshots whose compiled Topology a kernel keeps (LRU), shared by runs."""
+_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), allow_nan=False).encode
 
 
 class ContextMixin:
-    """Needs ``store``, ``lease_seconds``, ``_contexts`` (an LRU of 256 runs), ``_lock`` and
-    ``_stream`` (the store's declared ability)."""
+    """Needs ``store``, ``lease_seconds``, ``_contexts`` (an LRU of :data:`RUNS_CACHED` runs),
+    ``_topologies`` (an LRU of :data:`PIPELINES_CACHED` snapshots), ``_lock`` and ``_stream``
+    (the store's declared ability)."""
 
     store: DagStore
     _stream: bool
     lease_seconds: float
     _contexts: OrderedDict[str, RunContext]
+    _topologies: OrderedDict[bytes, Topology]
     _lock: threading.Lock
 
     def _input(self, context: RunContext, task: TaskRecord) -> TaskInput:
@@ -66,7 +77,7 @@ class ContextMixin:
                 self._contexts.move_to_end(run_id)
                 return context
         run = self._run(run_id)
-        topology = validate(run.pipeline)  # the snapshot has passthrough resolved
+        topology = self._compiled(run.pipeline)
         context = RunContext(topology, dict(run.input), fail_fast(topology))
         self._remember(run_id, context)
         return context
@@ -74,8 +85,33 @@ class ContextMixin:
     def _remember(self, run_id: str, context: RunContext) -> None:
         with self._lock:
             self._contexts[run_id] = context
-            while len(self._contexts) > 256:
+            while len(self._contexts) > RUNS_CACHED:
                 self._contexts.popitem(last=False)
+
+    def _compiled(self, pipeline: Mapping[str, Any]) -> Topology:
+        """The Topology of a stored snapshot (passthrough resolved), shared by every run whose
+        snapshot is equal — the common case of many runs of one pipeline. Why: compiling costs
+        about seven times the canonical JSON text that keys the cache (80 against 11 us for 20
+        nodes), and a kernel serving more runs at once than it keeps contexts for would
+        otherwise compile the pipeline again at nearly every event (measured: 45 -> 159 us per
+        task of 20-node chains past 256 interleaved runs). The key is a BLAKE2b digest of that
+        text, so the cache holds no copy of the pipeline."""
+        try:
+            text = _CANONICAL(pipeline)
+        except (TypeError, ValueError):  # not JSON: nothing to key it by (stores keep JSON)
+            return validate(pipeline)
+        key = hashlib.blake2b(text.encode(), digest_size=16).digest()
+        with self._lock:
+            topology = self._topologies.get(key)
+            if topology is not None:
+                self._topologies.move_to_end(key)
+                return topology
+        topology = validate(pipeline)
+        with self._lock:
+            self._topologies[key] = topology
+            while len(self._topologies) > PIPELINES_CACHED:
+                self._topologies.popitem(last=False)
+        return topology
 
 
 def fail_fast(topology: Topology) -> bool:

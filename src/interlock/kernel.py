@@ -28,7 +28,7 @@ from interlock._kernel_support import (
     outputs_to_artifacts,
 )
 from interlock.errors import ConflictError, LimitExceeded, UsageError
-from interlock.graph import PluginCatalog, validate
+from interlock.graph import PluginCatalog, Topology, validate
 from interlock.jsonvalues import JSON
 from interlock.limits import DEFAULT_LIMITS, Limits
 from interlock.model import Pipeline
@@ -99,6 +99,7 @@ class Kernel(ContextMixin, FollowMixin):
         self._launch_many = "launch_many" in abilities
         self._launch_ahead = "launch_ahead" in abilities
         self._contexts: OrderedDict[str, RunContext] = OrderedDict()
+        self._topologies: OrderedDict[bytes, Topology] = OrderedDict()
         self._lock = threading.Lock()
         self._holds = threading.local()
 
