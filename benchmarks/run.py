@@ -25,7 +25,7 @@ HERE = Path(__file__).resolve().parent
 if str(HERE) not in sys.path:
     sys.path.insert(0, str(HERE))
 
-from ilbench import adapters, batched, report, rss  # noqa: E402
+from ilbench import adapters, batched, interleaved, report, rss  # noqa: E402
 from ilbench.runner import Plan, Section, make_plan, run_section  # noqa: E402
 
 RESULTS = HERE / "results" / "latest.json"
@@ -132,6 +132,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(batched.table(grouped))
         print()
         print(batched.LEGEND)
+    many = [row for s in sections for row in s.interleaved]
+    if many:
+        print()
+        print("Interleaved runs (many runs at once, each a step at a time):")
+        print(interleaved.table(many))
+        print()
+        print(interleaved.LEGEND)
     if rss_result is not None:
         print()
         print(f"peak RSS run: {json.dumps(rss_result)}")
@@ -153,7 +160,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "sections": [{"adapter": s.adapter, "skipped": s.skipped, "notes": s.notes,
                       "baseline_us": s.baseline_us, "baseline": s.baseline,
                       "rows": [r.to_json() for r in s.rows],
-                      "batched": [b.to_json() for b in s.batched]} for s in sections],
+                      "batched": [b.to_json() for b in s.batched],
+                      "interleaved": [r.to_json() for r in s.interleaved]} for s in sections],
         "rss": rss_result,
         "targets": [{"target": v.target, "status": v.status, "detail": v.detail}
                     for v in verdicts],

@@ -8,6 +8,7 @@ from typing import Any
 import attrs
 
 from ilbench.runner import Plan, Row, Section
+from interlock._kernel_context import RUNS_CACHED
 
 
 @attrs.frozen
@@ -83,6 +84,8 @@ def verdicts(sections: Sequence[Section], plan: Plan, rss: dict[str, Any] | None
         out.append(_growth(adapter, by.get(adapter), plan))
     for adapter in ("memory", "sqlite", "redis"):
         out.append(_chain_growth(adapter, by.get(adapter), plan))
+    for adapter in ("memory", "sqlite", "redis"):
+        out.append(_interleaved(adapter, by.get(adapter)))
     for adapter, what in (("sqlite", "raw transaction"), ("redis", "raw EVALSHA")):
         section = by.get(adapter)
         rows = list(_rows(section))
@@ -174,6 +177,30 @@ def _chain_growth(adapter: str, section: Section | None, plan: Plan) -> Verdict:
                   f"{large.complete_us:.1f} us), {large.cycle_us / small.cycle_us:.2f}x per "
                   f"cycle; cyclic GC {small.gc_us:.1f} -> {large.gc_us:.1f} us/task, the "
                   f"cycle without it {without_gc:.2f}x")
+
+
+def _interleaved(adapter: str, section: Section | None) -> Verdict:
+    """Along a third axis: a task of one of many runs served at once costs what a task of one
+    of 100 does."""
+    rows = [] if section is None or section.skipped else section.interleaved
+    if len(rows) < 2:
+        return Verdict(f"{adapter} per-task cost flat in the runs served at once", "SKIP",
+                       _why(section) if not rows else "one count of runs only")
+    small = rows[0]
+    within = [r for r in rows[1:] if r.runs <= RUNS_CACHED]
+    past = [r for r in rows[1:] if r.runs > RUNS_CACHED]
+    note = "".join(f"; past it, {r.runs:,} runs: {r.us_per_task / small.us_per_task:.2f}x "
+                   f"({r.us_per_task:.1f} us, each event reads its run again)" for r in past)
+    if not within:
+        return Verdict(f"{adapter} per-task cost flat in the runs served at once", "SKIP",
+                       f"no count within the kernel's {RUNS_CACHED:,} run contexts{note}")
+    large = within[-1]
+    ratio = large.us_per_task / small.us_per_task
+    return _check(f"{adapter} per-task cost flat in the runs served at once ({large.runs:,} "
+                  f"runs within 1.5x of {small.runs:,}, within the kernel's {RUNS_CACHED:,} "
+                  "run contexts)", ratio <= 1.5,
+                  f"{ratio:.2f}x ({small.us_per_task:.1f} -> {large.us_per_task:.1f} us per "
+                  f"task of a {large.length}-node chain){note}")
 
 
 def _round_trips(section: Section | None) -> list[Verdict]:

@@ -11,11 +11,12 @@ from typing import Any
 
 import attrs
 
-from ilbench import batched, shapes
+from ilbench import batched, interleaved, shapes
 from ilbench.adapters import Backend
 from ilbench.baselines import graphlib_us_per_node
 from ilbench.batched import BatchRow
 from ilbench.driver import RunStats, drive
+from ilbench.interleaved import RunsRow
 from ilbench.shapes import Shape
 
 ShapeSpec = tuple[Callable[[], Shape], int]
@@ -43,6 +44,11 @@ class Plan:
     """Tasks per completion call in the batched section (1: one at a time)."""
     batch_tasks: int = 1_000
     """Tasks completed per batch size."""
+    interleaved: tuple[int, ...] = (100, 2_000, 8_000)
+    """Runs served at once in the interleaved-runs section (the first is the reference; a
+    count past the kernel's run-context cache shows what a miss costs)."""
+    interleaved_length: int = 5
+    """Nodes of the chain each interleaved run follows."""
 
 
 def _spec(factory: Callable[[int], Shape], n: int, reps: int) -> ShapeSpec:
@@ -65,7 +71,7 @@ def make_plan(quick: bool, rss_tasks: int | None = None) -> Plan:
             growth=(1_000, 0),  # 0: the largest fan-out of the section
             chain_growth=(200, 2_000),
             graphlib_reps=3, baseline_reps=2, sqlite_raw_tx=1_000, redis_calls=2_000,
-            rss_tasks=None, batch_tasks=200,
+            rss_tasks=None, batch_tasks=200, interleaved=(100, 1_500), interleaved_length=4,
         )
     return Plan(
         quick=False,
@@ -148,6 +154,7 @@ class Section:
     baseline_us: float | None = None
     baseline: str = ""
     batched: list[BatchRow] = attrs.field(factory=list)
+    interleaved: list[RunsRow] = attrs.field(factory=list)
 
 
 def run_section(adapter: str, backend_cm: contextlib.AbstractContextManager[Backend],
@@ -185,6 +192,17 @@ def run_section(adapter: str, backend_cm: contextlib.AbstractContextManager[Back
                 except Exception as exc:  # the shapes' rows stand without it
                     section.notes.append(f"{adapter} batched: error {exc!r}")
                     log(f"  batched: ERROR {exc!r}\n{traceback.format_exc()}")
+            if plan.interleaved:
+                try:
+                    section.interleaved = interleaved.measure(
+                        adapter, backend.new_store, plan.interleaved, plan.interleaved_length,
+                        lambda: _between(backend))
+                    for runs_row in section.interleaved:
+                        log(f"  interleaved {runs_row.runs:,} runs {runs_row.us_per_task:9.1f}"
+                            " us/task")
+                except Exception as exc:
+                    section.notes.append(f"{adapter} interleaved: error {exc!r}")
+                    log(f"  interleaved: ERROR {exc!r}\n{traceback.format_exc()}")
     except Exception as exc:
         section.skipped = f"{adapter}: error {exc!r}"
         log(f"  section failed: {exc!r}\n{traceback.format_exc()}")

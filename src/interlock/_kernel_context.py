@@ -22,8 +22,10 @@ from interlock.values import TaskInput, task_node_slug
 
 __all__ = ["PIPELINES_CACHED", "RUNS_CACHED", "ContextMixin", "fail_fast"]
 
-RUNS_CACHED: Final = 1024
-"""Runs whose context a kernel keeps (LRU); past it, a run's next event reads the run again."""
+RUNS_CACHED: Final = 4096
+"""Runs whose context a kernel keeps (LRU): the compiled pipeline (shared) and the run's input.
+Past it, a run's next event reads the run again (one more round trip on Redis), so a worker
+serving a few thousand runs at once still completes each task in one."""
 PIPELINES_CACHED: Final = 64
 """Distinct pipeline snapshots whose compiled Topology a kernel keeps (LRU), shared by runs."""
 _CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), allow_nan=False).encode
