@@ -4,8 +4,8 @@
   (construct, ``prepare``, ``get_ready``/``done`` until inactive): the floor for scheduling in
   CPython.
 - :func:`sqlite_raw_tx_us`: one ``BEGIN IMMEDIATE; UPDATE; UPDATE; INSERT; COMMIT`` on a file in
-  WAL mode with ``synchronous=NORMAL`` (the tables mirror interlock-sqlite's schema v1, indexes
-  included, so each write maintains the same indexes a completion does).
+  WAL mode with ``synchronous=NORMAL`` (the tables it writes mirror interlock-sqlite's schema,
+  indexes included, so each write maintains the same indexes a completion does).
 - :func:`redis_evalsha_us`: one ``EVALSHA`` of a script running three writes (HSET, HINCRBY,
   RPUSH) on the same server, over the same kind of connection; sent, like the store's own
   script calls, straight on a pooled connection (``direct``: packed by hiredis when installed),

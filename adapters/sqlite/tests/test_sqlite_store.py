@@ -192,6 +192,28 @@ def test_a_version_1_file_is_migrated_and_its_runs_go_on(tmp_path: Path) -> None
     assert total.fields == {"count": 3, "total": 0 + 1 + 4}
 
 
+def test_runs_of_one_pipeline_share_its_decoded_snapshot(tmp_path: Path) -> None:
+    # Many runs of one pipeline cost the run cache little more than their inputs; a store
+    # opened afresh (another worker process) reads each run from the file.
+    path = tmp_path / "shared.db"
+    kernel = Kernel(SqliteStore(path))
+    for i in range(3):
+        kernel.start_run(fan_pipeline(2), run_id=f"same-{i}", input={"i": i})
+    kernel.start_run(fan_pipeline(5), run_id="other")
+    fresh = SqliteStore(path)
+    runs = [fresh.get_run(f"same-{i}") for i in range(3)]
+    assert all(run is not None for run in runs)
+    first = runs[0]
+    assert first is not None
+    for i, run in enumerate(runs):
+        assert run is not None and run.pipeline is first.pipeline and run.input == {"i": i}
+    other = fresh.get_run("other")
+    assert other is not None and other.pipeline is not first.pipeline
+    assert other.pipeline != first.pipeline and other.pipeline["nodes"][0]["config"] == {
+        "count": 5}
+    fresh.close()
+
+
 def _open_fresh(path: str, barrier: Any, results: Any) -> None:
     barrier.wait()
     try:

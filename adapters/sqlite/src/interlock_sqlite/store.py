@@ -18,8 +18,11 @@ How the store contract is met:
   committed snapshot and never blocks or is blocked by the writer (WAL).
 
 ``pipeline`` and ``input`` of a run are immutable once created, so their decoded JSON is cached
-per store object and a transaction reads only the run's small state columns. Run records handed
-out share those dicts: treat records (frozen) and their contents as read-only.
+per store object (4,096 runs, as many as the kernel keeps contexts for) and a transaction reads
+only the run's small state columns; runs whose pipelines have the same text share one decoded
+pipeline (the common case of many runs of one pipeline: the cache then costs little more than
+the inputs). Run records handed out share those dicts: treat records (frozen) and their
+contents as read-only.
 """
 
 from __future__ import annotations
@@ -42,7 +45,8 @@ from interlock_sqlite.transaction import SqliteRunTransaction
 
 __all__ = ["SqliteStore"]
 
-_STATIC_CACHE_SIZE = 1024  # runs whose decoded pipeline/input are kept per store instance
+_STATIC_CACHE_SIZE = 4096  # runs whose decoded pipeline/input are kept per store instance
+_PIPELINES_SHARED = 64  # distinct pipeline texts whose decoded dict runs share
 _IN_CHUNK = 500  # bound on ``?`` placeholders per statement (old SQLite builds allow 999)
 _Static = tuple[dict[str, Any], dict[str, Any]]
 _CREATED_AT = codec.RUN_STATE_COLUMNS.index("created_at")
@@ -89,6 +93,7 @@ class SqliteStore(TransactionalDagStore):
         self._pool = ConnectionPool(filename, busy_timeout_ms=busy_timeout_ms,
                                     synchronous=level, on_connect=on_connect)
         self._static: OrderedDict[tuple[str, float], _Static] = OrderedDict()
+        self._pipelines: OrderedDict[str, dict[str, Any]] = OrderedDict()
         self._static_lock = threading.Lock()
         try:
             self.schema_version = schema.migrate(self._conn(), filename)
@@ -247,12 +252,27 @@ class SqliteStore(TransactionalDagStore):
                 self._static.move_to_end(key)
         if static is None:
             text = conn.execute(codec.SELECT_RUN_STATIC, (run_id,)).fetchall()[0]
-            static = (codec.loads_nullable(text[0]), codec.loads_nullable(text[1]))
+            static = (self._shared_pipeline(text[0]), codec.loads_nullable(text[1]))
             with self._static_lock:
                 self._static[key] = static
                 while len(self._static) > _STATIC_CACHE_SIZE:
                     self._static.popitem(last=False)
         return codec.decode_run(row[:_RUN_WIDTH], *static)
+
+    def _shared_pipeline(self, text: str) -> dict[str, Any]:
+        """The decoded pipeline of ``text``, one dict for every run whose pipeline is that
+        text."""
+        with self._static_lock:
+            pipeline = self._pipelines.get(text)
+            if pipeline is not None:
+                self._pipelines.move_to_end(text)
+                return pipeline
+        decoded: dict[str, Any] = codec.loads_nullable(text)
+        with self._static_lock:
+            self._pipelines[text] = decoded
+            while len(self._pipelines) > _PIPELINES_SHARED:
+                self._pipelines.popitem(last=False)
+        return decoded
 
     def _forget_static(self, run_id: str) -> None:
         with self._static_lock:
