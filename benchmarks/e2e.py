@@ -310,6 +310,9 @@ class SqliteBackend:
         return counts
 
     def close(self) -> None:
+        # the worker processes first: left alive, they would share the machine with the
+        # backends measured after this one
+        self.runner.close()
         close = getattr(self.store, "close", None)
         if close is not None:
             close()
