@@ -85,6 +85,8 @@ def verdicts(sections: Sequence[Section], plan: Plan, rss: dict[str, Any] | None
     for adapter in ("memory", "sqlite", "redis"):
         out.append(_chain_growth(adapter, by.get(adapter), plan))
     for adapter in ("memory", "sqlite", "redis"):
+        out.append(_join_growth(adapter, by.get(adapter), plan))
+    for adapter in ("memory", "sqlite", "redis"):
         out.append(_interleaved(adapter, by.get(adapter)))
     for adapter, what in (("sqlite", "raw transaction"), ("redis", "raw EVALSHA")):
         section = by.get(adapter)
@@ -163,13 +165,26 @@ def _growth(adapter: str, section: Section | None, plan: Plan) -> Verdict:
 def _chain_growth(adapter: str, section: Section | None, plan: Plan) -> Verdict:
     """Not a target of the issue, but the same rule along the other axis: a step of a
     pipeline of 10,000 nodes costs what a step of 1,000 does."""
-    small_n, large_n = plan.chain_growth
-    chains = {r.size: r for r in _rows(section) if r.family == "chain"}
-    name = (f"{adapter} per-completion cost flat in the pipeline's size (chain of "
-            f"{large_n:,} within 1.5x of {small_n:,})")
-    if small_n not in chains or large_n not in chains:
-        return Verdict(name, "SKIP", _why(section) if not chains else "chains missing")
-    small, large = chains[small_n], chains[large_n]
+    return _family_growth(adapter, section, "chain", plan.chain_growth,
+                          "in the pipeline's size (chain of {large:,} within 1.5x of "
+                          "{small:,})")
+
+
+def _join_growth(adapter: str, section: Section | None, plan: Plan) -> Verdict:
+    """And along the fan-in: a parent's completion costs the same whatever the number of
+    its join's parents."""
+    return _family_growth(adapter, section, "join", plan.join_growth,
+                          "in a join's parents (join of {large:,} within 1.5x of {small:,})")
+
+
+def _family_growth(adapter: str, section: Section | None, family: str, sizes: tuple[int, int],
+                   what: str) -> Verdict:
+    small_n, large_n = sizes
+    rows = {r.size: r for r in _rows(section) if r.family == family}
+    name = f"{adapter} per-completion cost flat {what.format(small=small_n, large=large_n)}"
+    if small_n not in rows or large_n not in rows:
+        return Verdict(name, "SKIP", _why(section) if not rows else f"{family} rows missing")
+    small, large = rows[small_n], rows[large_n]
     ratio = large.complete_us / small.complete_us
     without_gc = (large.cycle_us - large.gc_us) / (small.cycle_us - small.gc_us)
     return _check(name, ratio <= 1.5,

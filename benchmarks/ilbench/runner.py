@@ -35,6 +35,10 @@ class Plan:
     """Chain lengths compared by the pipeline-size growth check (small, large): a step must
     not cost more in a longer pipeline (SQLite rewrote the whole pipeline's JSON per step
     until schema version 2)."""
+    join_growth: tuple[int, int]
+    """Join widths compared by the fan-in growth check (small, large): a parent's completion
+    must not cost more when the join has more parents (Redis sent every parent's index with
+    each completion until session 9)."""
     graphlib_reps: int
     baseline_reps: int
     sqlite_raw_tx: int
@@ -61,15 +65,19 @@ def make_plan(quick: bool, rss_tasks: int | None = None) -> Plan:
             quick=True,
             memory=(_spec(shapes.chain, 200, 1), _spec(shapes.chain, 2_000, 1),
                     _spec(shapes.fan_out, 1_000, 2), _spec(shapes.fan_out, 10_000, 1),
-                    _spec(shapes.grouped, 1_000, 1), _spec(shapes.layered, 2_000, 1)),
+                    _spec(shapes.grouped, 1_000, 1), _spec(shapes.layered, 2_000, 1),
+                    _spec(shapes.join, 200, 1), _spec(shapes.join, 1_000, 1)),
             sqlite=(_spec(shapes.chain, 200, 1), _spec(shapes.chain, 2_000, 1),
                     _spec(shapes.fan_out, 1_000, 1), _spec(shapes.fan_out, 4_000, 1),
-                    _spec(shapes.grouped, 300, 1), _spec(shapes.layered, 500, 1)),
+                    _spec(shapes.grouped, 300, 1), _spec(shapes.layered, 500, 1),
+                    _spec(shapes.join, 200, 1), _spec(shapes.join, 1_000, 1)),
             redis=(_spec(shapes.chain, 200, 1), _spec(shapes.chain, 2_000, 1),
                    _spec(shapes.fan_out, 1_000, 1), _spec(shapes.fan_out, 4_000, 1),
-                   _spec(shapes.grouped, 200, 1), _spec(shapes.layered, 500, 1)),
+                   _spec(shapes.grouped, 200, 1), _spec(shapes.layered, 500, 1),
+                   _spec(shapes.join, 200, 1), _spec(shapes.join, 1_000, 1)),
             growth=(1_000, 0),  # 0: the largest fan-out of the section
             chain_growth=(200, 2_000),
+            join_growth=(200, 1_000),
             graphlib_reps=3, baseline_reps=2, sqlite_raw_tx=1_000, redis_calls=2_000,
             rss_tasks=None, batch_tasks=200, interleaved=(100, 1_500), interleaved_length=4,
         )
@@ -79,17 +87,21 @@ def make_plan(quick: bool, rss_tasks: int | None = None) -> Plan:
                 _spec(shapes.fan_out, 1_000, 3),
                 _spec(shapes.fan_out, 10_000, 3), _spec(shapes.fan_out, 100_000, 1),
                 _spec(shapes.grouped, 1_000, 3), _spec(shapes.grouped, 10_000, 1),
-                _spec(shapes.layered, 10_000, 2)),
+                _spec(shapes.layered, 10_000, 2), _spec(shapes.join, 1_000, 2),
+                _spec(shapes.join, 5_000, 1)),
         sqlite=(_spec(shapes.chain, 1_000, 2), _spec(shapes.chain, 10_000, 1),
                 _spec(shapes.fan_out, 1_000, 2),
                 _spec(shapes.fan_out, 10_000, 1), _spec(shapes.fan_out, 100_000, 1),
-                _spec(shapes.grouped, 1_000, 1), _spec(shapes.layered, 10_000, 1)),
+                _spec(shapes.grouped, 1_000, 1), _spec(shapes.layered, 10_000, 1),
+                _spec(shapes.join, 1_000, 1), _spec(shapes.join, 5_000, 1)),
         redis=(_spec(shapes.chain, 1_000, 2), _spec(shapes.chain, 10_000, 1),
                _spec(shapes.fan_out, 1_000, 2),
                _spec(shapes.fan_out, 10_000, 1), _spec(shapes.fan_out, 100_000, 1),
-               _spec(shapes.grouped, 1_000, 1), _spec(shapes.layered, 10_000, 1)),
+               _spec(shapes.grouped, 1_000, 1), _spec(shapes.layered, 10_000, 1),
+               _spec(shapes.join, 1_000, 1), _spec(shapes.join, 5_000, 1)),
         growth=(1_000, 100_000),
         chain_growth=(1_000, 10_000),
+        join_growth=(1_000, 5_000),
         graphlib_reps=5, baseline_reps=3, sqlite_raw_tx=5_000, redis_calls=10_000,
         rss_tasks=rss_tasks if rss_tasks is not None else 1_000_000,
     )

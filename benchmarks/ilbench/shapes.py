@@ -107,6 +107,24 @@ def grouped(n: int) -> Shape:
                  {"src": _source_outputs(n), "merge": _NONE}, 3 * n + 1, graph, max(n, 10_000))
 
 
+def join(n: int) -> Shape:
+    """``root -> m0 .. m{n-1} -> join``: n sibling nodes of one task each, joined by one
+    aggregate node of n parents (a node-level fan-out and fan-in; every sibling's completion
+    decrements the join's counter, the last one releases it)."""
+    nodes: list[dict[str, Any]] = [{"slug": "root", "plugin": "step"}]
+    nodes += [{"slug": f"m{i}", "plugin": "step", "depends_on": ["root"]} for i in range(n)]
+    nodes.append({"slug": "join", "plugin": "step", "fan_mode": "aggregate",
+                  "depends_on": [f"m{i}" for i in range(n)]})
+
+    def graph() -> TaskGraph:
+        out: TaskGraph = {0: ()}
+        out.update({1 + i: (0,) for i in range(n)})
+        out[n + 1] = tuple(range(1, n + 1))
+        return out
+
+    return Shape(f"join-{n}", "join", n, {"name": "join", "nodes": nodes}, {}, n + 2, graph)
+
+
 def layered(n: int, width: int = 100, seed: int = 7) -> Shape:
     """A random layered DAG of ``n`` aggregate nodes, ``width`` per layer; each node of a layer
     depends on 1-3 random nodes of the layer before (seeded: the same graph every run)."""

@@ -65,6 +65,12 @@ class Keys:
     def artifacts(self, run_id: str, node_index: int, generation: int) -> str:
         return f"{self.prefix(run_id)}:arts:{node_index}:{generation}"
 
+    def parents(self, run_id: str, node_index: int) -> str:
+        """The parent indices (comma-joined) of a node with more than
+        :data:`~interlock_redis.replies.WIDE_PARENTS` parents, stored by the first completion
+        that needed them (complete_task_prefetch.lua, complete_follow.lua)."""
+        return f"{self.prefix(run_id)}:parents:{node_index}"
+
     @property
     def leased_runs(self) -> str:
         """Namespace-level set of run ids that may hold task leases (for ``list_expired``)."""

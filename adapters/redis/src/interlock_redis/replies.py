@@ -90,13 +90,34 @@ def output_args(outputs: Sequence[NewArtifact]) -> list[Arg]:
     return args
 
 
-def prefetch_args(children: Sequence[int], parents: Sequence[Sequence[int]]) -> list[Arg]:
+WIDE_PARENTS = 32
+"""A child with more parents than this has its parents stored in the run (``Keys.parents``)
+by the first completion that needs them, and named by the later ones, instead of sent with
+each: a join of N parents then costs O(1) per completion, not O(N) (O(N^2) in all)."""
+
+
+def prefetch_args(children: Sequence[int], parents: Sequence[Sequence[int]],
+                  store: bool = False) -> list[Arg]:
     """The children block of complete_task_prefetch.lua's ARGV: their number, then per child
-    its index, its number of parents and their indices."""
+    its index, its parents' count and their indices — for a child of more than
+    :data:`WIDE_PARENTS` parents only ``-P`` (stored in the run), or with ``store`` (the
+    script answered :func:`wants_parents`) ``sP`` and the indices, which the script stores."""
     args: list[Arg] = [len(children)]
     for child, its in zip(children, parents, strict=True):
-        args += [child, len(its), *index_args(its)]
+        if len(its) <= WIDE_PARENTS:
+            args += [child, len(its), *index_args(its)]
+        elif store:
+            args += [child, f"s{len(its)}", *index_args(its)]
+        else:
+            args += [child, f"-{len(its)}"]
     return args
+
+
+def wants_parents(reply: Any) -> bool:
+    """Whether a prefetching script answered ``{'parents', child}`` (before any write): a
+    wide child's parents are not stored in the run yet; repeat with ``store=True``."""
+    return (isinstance(reply, list) and len(reply) == 2
+            and isinstance(reply[0], bytes | str) and text(reply[0]) == "parents")
 
 
 def decode_facts(flat: Sequence[Any]) -> list[NodeFacts]:

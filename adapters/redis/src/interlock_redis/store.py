@@ -54,6 +54,7 @@ from interlock_redis.replies import (
     opt_arg,
     output_args,
     prefetch_args,
+    wants_parents,
 )
 from interlock_redis.scripts import (
     STORE_SCRIPTS,
@@ -304,10 +305,24 @@ class RedisStore(RedisReads):
         now: float,
     ) -> tuple[Transition, list[NodeFacts]]:
         """[complete.prefetch] One script: the completion and the facts of what it readied."""
-        args: list[Arg] = [task_id, dumps(attempt_id), dumps(now), len(outputs),
-                           *output_args(outputs), *prefetch_args(children, parents)]
-        reply, flat = self._call("complete_task_prefetch", run_id, args)
+        head: list[Arg] = [task_id, dumps(attempt_id), dumps(now), len(outputs),
+                           *output_args(outputs)]
+        reply, flat = self._prefetching("complete_task_prefetch", run_id, head, children,
+                                        parents, (), False)
         return decode_transition(reply), decode_facts(flat)
+
+    def _prefetching(self, name: str, run_id: str, head: Sequence[Arg],
+                     children: Sequence[int], parents: Sequence[Sequence[int]],
+                     tail: Sequence[Arg], leased: bool) -> Any:
+        """A prefetching script (``head``, the children block, ``tail``), repeated once with
+        the wide children's parents when it answers that they are not stored in the run yet
+        (``replies.wants_parents``: before any write, once per wide child and run)."""
+        call = self._call_leased if leased else self._call
+        reply = call(name, run_id, [*head, *prefetch_args(children, parents), *tail])
+        if wants_parents(reply):
+            reply = call(name, run_id,
+                         [*head, *prefetch_args(children, parents, store=True), *tail])
+        return reply
 
     @reachable
     def complete_and_follow(
@@ -331,7 +346,7 @@ class RedisStore(RedisReads):
             return self._prefetched(run_id, task_id, attempt_id, outputs, children, parents, now)
         task, seq = known
         only = [child for child, its in zip(children, parents, strict=True)
-                if list(its) == [task.node_index]]
+                if len(its) == 1 and its[0] == task.node_index]
         if len(only) != 1:  # no child, or several, readied by this node alone
             self._predictions.drop(run_id, task_id)
             return self._prefetched(run_id, task_id, attempt_id, outputs, children, parents, now)
@@ -344,14 +359,16 @@ class RedisStore(RedisReads):
             return self._prefetched(run_id, task_id, attempt_id, outputs, children, parents, now)
         claim = follow_up.claim
         triples, leased = launch_args(follow_up.tasks)
-        args: list[Arg] = [task_id, dumps(attempt_id), dumps(now), len(outputs),
-                           *output_args(outputs), *prefetch_args(children, parents), seq,
-                           str(child.index), str(child.generation), str(len(follow_up.tasks))]
-        args += ([claim[0], dumps(claim[1]), dumps(claim[2]), dumps(claim[3])]
+        head: list[Arg] = [task_id, dumps(attempt_id), dumps(now), len(outputs),
+                           *output_args(outputs)]
+        tail: list[Arg] = [seq, str(child.index), str(child.generation),
+                           str(len(follow_up.tasks))]
+        tail += ([claim[0], dumps(claim[1]), dumps(claim[2]), dumps(claim[3])]
                  if claim is not None else ["", "", "", ""])
-        args += triples
+        tail += triples
         leased = leased or (claim is not None and claim[3] is not None)
-        reply = (self._call_leased if leased else self._call)("complete_follow", run_id, args)
+        reply = self._prefetching("complete_follow", run_id, head, children, parents, tail,
+                                  leased)
         transition = decode_transition(reply[0])
         if not (len(reply) >= 3 and isinstance(reply[1], bytes | str)
                 and text(reply[1]) == "followed"):

@@ -487,10 +487,16 @@ end
 -- ---- the prefetch facts, shared by complete_task_prefetch and complete_follow --------------
 
 -- complete_task_prefetch.lua's ARGV: task id, attempt id, now, M outputs (id, body pairs),
--- C children each with its P parents. Returns outputs, children, parents_of (child index text
--- -> its parents) and the index of the first ARGV after them.
+-- C children each with its parents: the child's index, then its count, one of
+--   'P'   the P parent indices follow;
+--   'sP'  they follow, and are stored under PREFIX:parents:<child> (comma-joined) for later
+--         calls (a child with many parents: sending them with every parent's completion
+--         would make a join of N parents cost O(N) per completion, O(N^2) in all);
+--   '-P'  none follow: they were stored by an earlier call, read here if the child is ready.
+-- Returns outputs, children, parents_of (child index text -> its parents, or false: stored),
+-- the index of the first ARGV after them, and the lists to store (child -> joined text).
 local function prefetch_args()
-  local outputs, children, parents_of = {}, {}, {}
+  local outputs, children, parents_of, store = {}, {}, {}, {}
   local count = tonumber(ARGV[4])
   for k = 1, count do
     outputs[k] = {ARGV[3 + 2 * k], ARGV[4 + 2 * k]}
@@ -499,17 +505,44 @@ local function prefetch_args()
   local nchildren = tonumber(ARGV[i])
   i = i + 1
   for c = 1, nchildren do
-    local child, nparents = ARGV[i], tonumber(ARGV[i + 1])
+    local child, spec = ARGV[i], ARGV[i + 1]
     i = i + 2
-    local parents = {}
-    for p = 1, nparents do
-      parents[p] = ARGV[i]
-      i = i + 1
+    local parents = false
+    if string.sub(spec, 1, 1) ~= '-' then
+      local keep = string.sub(spec, 1, 1) == 's'
+      local nparents = tonumber(keep and string.sub(spec, 2) or spec)
+      parents = {}
+      for p = 1, nparents do
+        parents[p] = ARGV[i]
+        i = i + 1
+      end
+      if keep then
+        store[child] = table.concat(parents, ',')
+      end
     end
     children[c] = child
     parents_of[child] = parents
   end
-  return outputs, children, parents_of, i
+  return outputs, children, parents_of, i, store
+end
+
+-- Before any write: {'parents', child} when a child's parents are to be read from the run
+-- but no call stored them yet (the client repeats the call with them, 'sP'); nil otherwise.
+local function parents_precheck(children, parents_of)
+  for _, child in ipairs(children) do
+    if parents_of[child] == false
+        and redis.call('EXISTS', PREFIX .. ':parents:' .. child) == 0 then
+      return {'parents', child}
+    end
+  end
+  return nil
+end
+
+-- Store the parents lists prefetch_args was asked to keep (after the prechecks passed).
+local function store_parents(store)
+  for child, joined in pairs(store) do
+    redis.call('SET', PREFIX .. ':parents:' .. child, joined, 'NX')
+  end
 end
 
 -- [complete.prefetch] the facts of every node the completion ``reply`` readied and of each of
@@ -537,7 +570,15 @@ local function prefetch_facts(reply, parents_of)
   for r = 3, #reply do
     local child = tostring(reply[r])
     add(child)
-    for _, parent in ipairs(parents_of[child]) do
+    local parents = parents_of[child]
+    if parents == false then
+      local joined = redis.call('GET', PREFIX .. ':parents:' .. child)
+      parents = {}
+      for parent in string.gmatch(joined, '[^,]+') do
+        parents[#parents + 1] = parent
+      end
+    end
+    for _, parent in ipairs(parents) do
       add(parent)
     end
   end

@@ -8,7 +8,8 @@
 -- KEYS: the five run keys of _common.lua (run, nodes, tasks, plans, leases).
 -- ARGV[1 ..] as complete_task_prefetch.lua: task id, attempt id (JSON), now (JSON), number M
 --            of outputs, M (artifact id, body) pairs, number C of children, per child its
---            index, its number P of parents and the P parent indices; then, from ARGV[f]:
+--            index, its parents' count and the parent indices ('P', 'sP', '-P'); then, from
+--            ARGV[f]:
 -- ARGV[f]    the expected artifact_seq (as stored)   ARGV[f+1] the expected child's index
 -- ARGV[f+2]  its expected generation                 ARGV[f+3] total_tasks of the launch
 -- ARGV[f+4]  task id to claim ('' for none)          ARGV[f+5] attempt id (JSON)
@@ -16,15 +17,17 @@
 -- ARGV[f+8 ..] the launch's task id, task jmap (without plan), plan JSON triples
 -- Returns {transition, 'followed', launch outcome, claim reply...} when it launched (the claim
 -- reply as claim_task.lua's, absent when none was asked or the launch did not apply), else
--- {transition, facts} exactly as complete_task_prefetch.lua; or {'nonode', index} before any
--- write.
+-- {transition, facts} exactly as complete_task_prefetch.lua; or {'nonode', index} or
+-- {'parents', child} before any write.
 
-local outputs, children, parents_of, i = prefetch_args()
+local outputs, children, parents_of, i, keep = prefetch_args()
 local expected_seq, child, generation, total = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
 local missing, read = complete_precheck(ARGV[1], children, false)
+missing = missing or parents_precheck(children, parents_of)
 if missing then
   return missing
 end
+store_parents(keep)
 local seq_held = run_field('artifact_seq') == expected_seq
 local reply = complete_one(ARGV[1], ARGV[2], outputs, children, ARGV[3], nil, read)
 
