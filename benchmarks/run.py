@@ -64,6 +64,16 @@ def _sections(plan: Plan, only: set[str]) -> list[Section]:
     return sections
 
 
+def _block(title: str, table: str, legend: str) -> None:
+    """A titled table and its legend, unless the table has no rows (its header only)."""
+    if len(table.splitlines()) > 2:
+        print()
+        print(title)
+        print(table)
+        print()
+        print(legend)
+
+
 def _machine() -> dict[str, Any]:
     load: tuple[float, ...] = ()
     with contextlib.suppress(OSError):
@@ -125,20 +135,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(report.table(sections))
     print()
     print(report.LEGEND)
-    grouped = [row for s in sections for row in s.batched]
-    if grouped:
-        print()
-        print("Batched completions against raw group commit:")
-        print(batched.table(grouped))
-        print()
-        print(batched.LEGEND)
-    many = [row for s in sections for row in s.interleaved]
-    if many:
-        print()
-        print("Interleaved runs (many runs at once, each a step at a time):")
-        print(interleaved.table(many))
-        print()
-        print(interleaved.LEGEND)
+    _block("Batched completions against raw group commit:",
+           batched.table([row for s in sections for row in s.batched]), batched.LEGEND)
+    _block("Interleaved runs (many runs at once, each a step at a time):",
+           interleaved.table([row for s in sections for row in s.interleaved]),
+           interleaved.LEGEND)
     if rss_result is not None:
         print()
         print(f"peak RSS run: {json.dumps(rss_result)}")
