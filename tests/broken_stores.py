@@ -360,8 +360,19 @@ class AheadSharesOneBuffer(MemoryStore):
                                         total_tasks, now)
 
 
+class ReadManySorted(MemoryStore):
+    """(16) artifacts.many: the node generations read in their sorted order, not in the order
+    asked (a store that sorts the keys to read them in one scan and forgets to put them
+    back)."""
+
+    def get_artifacts_many(self, run_id: str, generations: Sequence[tuple[int, int]]
+                           ) -> list[Sequence[Artifact]]:
+        return [self.get_artifacts(run_id, index, generation)
+                for index, generation in sorted(generations)]
+
+
 BROKEN_STORES = (NonAtomicClaim, ReplayPublishesTwice, LostCounterUpdate, TerminalTwice,
                  SkipsLastChild, FenceIgnoresAttempt, HalfWrittenLaunch,
                  HandoverUnrecordedAttempt, HandoverClaimsOtherTask, HandoverClaimOverwritten,
                  FollowCompletesApart, FollowLosesWrite, LaunchManyDropsTasks,
-                 FollowOnStaleFacts, AheadSharesOneBuffer)
+                 FollowOnStaleFacts, AheadSharesOneBuffer, ReadManySorted)

@@ -86,6 +86,8 @@ CASES: dict[str, tuple[dict[str, str], tuple[set[str], set[str]] | None]] = {
     # the machine's launches (at most 3 tasks: batches of 1 and 2) never have two batches in
     # flight at once: only the clause check sees it
     "AheadSharesOneBuffer": ({"launch.ahead": "launch.ahead"}, None),
+    # the machine never reads by reference across several nodes: only the clause check
+    "ReadManySorted": ({"artifacts.many": "artifacts.many"}, None),
 }
 
 ABILITIES: dict[str, tuple[str, ...]] = {
@@ -97,6 +99,7 @@ ABILITIES: dict[str, tuple[str, ...]] = {
     "LaunchManyDropsTasks": ("threads", "launch_many"),
     "FollowOnStaleFacts": ("threads", "follow"),
     "AheadSharesOneBuffer": ("threads", "launch_ahead"),
+    "ReadManySorted": ("threads", "read_many"),
 }
 """What a variant declares (default: threads only); a declared ability is what the machine
 drives."""
@@ -140,9 +143,10 @@ def test_memory_store_passes_everything() -> None:
                                   "launch_ahead"),
         stateful_settings=DETECT)
     assert report.ok, str(report)
-    # MemoryStore declares no 'prefetch' (reads are in-process) and no 'stream' (it holds the
-    # records anyway): only those clauses are skipped
-    assert [r.check for r in report.skipped] == ["complete.prefetch", "artifacts.stream"], \
-        str(report)
+    # MemoryStore declares no 'prefetch' (reads are in-process), no 'stream' (it holds the
+    # records anyway) and no 'read_many' (a read per node costs no round trip): only those
+    # clauses are skipped
+    assert [r.check for r in report.skipped] == [
+        "complete.prefetch", "artifacts.stream", "artifacts.many"], str(report)
     assert "needs the ability 'prefetch'" in report.skipped[0].message
     assert {r.check for r in report.results} >= {"claim.cas", "claim.cas-race", "stateful-runs"}

@@ -98,6 +98,7 @@ class Kernel(ContextMixin, FollowMixin):
         self._stream = "stream" in abilities
         self._launch_many = "launch_many" in abilities
         self._launch_ahead = "launch_ahead" in abilities
+        self._read_many = "read_many" in abilities
         self._contexts: OrderedDict[str, RunContext] = OrderedDict()
         self._topologies: OrderedDict[bytes, Topology] = OrderedDict()
         self._lock = threading.Lock()

@@ -59,6 +59,7 @@ __all__ = [
     "HandoverDagStore",
     "LaunchAheadDagStore",
     "ManyLaunchDagStore",
+    "ManyReadDagStore",
     "PrefetchingDagStore",
     "StreamingDagStore",
     "TaskSource",
@@ -472,4 +473,23 @@ class StreamingDagStore(DagStore, Protocol):
         packed sequence (:class:`~interlock.packed.ArtifactTexts`,
         :class:`~interlock.packed.PackedArtifacts`) that the kernel keeps as it is. The caller
         consumes an iterator before making any other call on the store from its thread."""
+        ...
+
+
+@runtime_checkable
+class ManyReadDagStore(DagStore, Protocol):
+    """The optional ability ``"read_many"``: the artifacts of several node generations of a run
+    in one call. The kernel uses it for the input of a task that holds its parents' artifacts
+    by reference (an aggregate over many nodes: a join of N parents), which it would otherwise
+    read one node at a time — N round trips to a store across a network."""
+
+    abilities: frozenset[str]
+
+    def get_artifacts_many(self, run_id: str, generations: Sequence[tuple[int, int]]
+                           ) -> list[Sequence[Artifact]]:
+        """[artifacts.many] ``get_artifacts(run_id, index, generation)`` of each pair, in the
+        order given (a pair given twice, twice), all read from one committed snapshot: a
+        sequence equal to that list of records (a wide one may be packed, as
+        ``iter_artifacts`` may give it); ``[]`` for a generation that published nothing, a node
+        or a run that does not exist."""
         ...

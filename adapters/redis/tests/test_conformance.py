@@ -15,10 +15,10 @@ from interlock_redis import RedisStore
 class TestRedisConformance(DagStoreConformance):
     # one store object is thread-safe; separate store objects (separate clients, as in
     # separate worker processes) on one namespace share their data; batched claim/complete;
-    # prefetch, handover, stream, launch_many
+    # prefetch, handover, stream, launch_many, launch_ahead, read_many
     abilities: ClassVar[frozenset[str]] = frozenset(
         {"threads", "processes", "batched", "prefetch", "handover", "follow", "stream",
-         "launch_many", "launch_ahead"})
+         "launch_many", "launch_ahead", "read_many"})
 
     @pytest.fixture(autouse=True)
     def _redis(self, redis_url: str) -> None:

@@ -144,3 +144,34 @@ def test_a_narrow_join_sends_its_parents_with_each_completion(
     costs = _run(RedisStore(client, namespace), sent, "narrow", WIDE_PARENTS)
     assert all(trips == 1 for node, trips, _ in costs[1:-2])  # never asked: nothing stored
     assert client.exists(Keys(namespace).parents("narrow", WIDE_PARENTS + 1)) == 0
+
+
+def test_a_join_holding_its_input_by_reference_reads_it_in_one_round_trip(
+        sizing: tuple[redis.Redis, _Sent], namespace: str) -> None:
+    # ability read_many: 40 parents of 25 artifacts each (1,000: the join's plan holds them
+    # by reference) are read in one round trip when its task is claimed, not one per parent
+    client, sent = sizing
+    store = RedisStore(client, namespace)
+    assert "read_many" in store.abilities
+    width, each = 40, 25
+    queue = _Collect()
+    kernel = Kernel(store, queue)
+    kernel.start_run(_join(width), run_id="refs")
+    seen: dict[str, list[int]] = {}
+    while queue.refs:
+        ref = queue.refs.pop(0)
+        sent.round_trips = 0
+        claim = kernel.claim_task("refs", ref.task_id, worker="w")
+        assert claim is not None
+        if claim.input.node == "join":
+            assert sent.round_trips == 2  # the claim, then every parent's artifacts at once
+            stored = store.get_task("refs", ref.task_id)
+            assert stored is not None and "refs" in stored.plan
+            seen = {slug: [int(a.fields["k"]) for a in arts]
+                    for slug, arts in claim.input.inputs.items()}
+        count = 1 if claim.input.node == "root" else each
+        kernel.on_task_complete("refs", ref.task_id, claim.attempt_id,
+                                [{"fields": {"k": k}} for k in range(count)])
+    assert seen == {f"m{i}": list(range(each)) for i in range(width)}
+    run = store.get_run("refs")
+    assert run is not None and run.state is RunState.COMPLETED

@@ -251,3 +251,30 @@ def check_artifacts_stream(h: Harness) -> None:
     expect_eq(stream(1), [], c, "iter_artifacts of a node that published nothing")
     expect_eq(stream(0, 1), [], c, "iter_artifacts of a generation that published nothing")
     expect_eq(stream(0, 0, "no-such-run"), [], c, "iter_artifacts of a run that does not exist")
+
+
+def check_artifacts_many(h: Harness) -> None:
+    """[artifacts.many]"""
+    c = "artifacts.many"
+    store = h.store
+    expect_ability(store, "read_many", c, "read several nodes' artifacts in one call")
+    sc = Scenario(h, "many", [[], [0], [0]])
+    t0, t1 = sc.start(0, 2)
+    sc.complete(t1, f"{t1}@1", outputs_for(t1, 3))
+    sc.complete(t0, f"{t0}@1", outputs_for(t0, 2, note="é\u2603"))
+
+    def many(pairs: list[tuple[int, int]], run_id: str = sc.run_id) -> list[list[Any]]:
+        read = store.get_artifacts_many(run_id, pairs)  # type: ignore[attr-defined]
+        expect_eq(len(read), len(pairs), c, f"one sequence per pair asked ({pairs})")
+        return [list(arts) for arts in read]
+
+    published = sc.artifacts(0)
+    expect_eq(len(published), 5, c, "artifacts published by the node (get_artifacts)")
+    # in the order asked, not sorted; a pair asked twice read twice; nodes and generations
+    # without artifacts, and a node the run does not have, read as []
+    expect_eq(many([(1, 0), (0, 0), (0, 1), (0, 0), (9, 0)]),
+              [[], published, [], published, []], c,
+              "get_artifacts_many against get_artifacts, pair by pair, in the order asked")
+    expect_eq(many([]), [], c, "get_artifacts_many of no pair")
+    expect_eq(many([(0, 0), (1, 0)], "no-such-run"), [[], []], c,
+              "get_artifacts_many in a run that does not exist")

@@ -75,6 +75,7 @@ CHECKS: tuple[Check, ...] = (
     _clause("launch.ahead", ahead.check_launch_ahead, "launch_ahead"),
     _clause("complete.follow", follow.check_complete_follow, "follow"),
     _clause("artifacts.stream", batch.check_artifacts_stream, "stream"),
+    _clause("artifacts.many", batch.check_artifacts_many, "read_many"),
     _race("launch.atomic", races.race_launch_atomic),
     _race("settle.once", races.race_settle_once),
     _race("claim.cas", races.race_claim_cas),

@@ -11,7 +11,7 @@ from typing import NamedTuple
 
 __all__ = ["ABILITIES", "CLAUSES", "SUITE_VERSION", "Clause", "parse_version", "test_name"]
 
-SUITE_VERSION = "0.3"
+SUITE_VERSION = "0.4"
 """The version of the conformance suite (the Interlock minor version that shipped it)."""
 
 
@@ -101,6 +101,9 @@ CLAUSES: dict[str, Clause] = {
     "artifacts.stream": Clause(
         "0.2", "iter_artifacts (ability 'stream') yields exactly what get_artifacts returns, "
                "in the same order, from one committed snapshot"),
+    "artifacts.many": Clause(
+        "0.4", "get_artifacts_many (ability 'read_many') returns get_artifacts of each pair, "
+               "in the order asked, from one committed snapshot"),
     "artifacts.origin": Clause(
         "0.1", "the store derives each artifact's origin from the task's origin_mode and keeps "
                "fields and data exactly"),
@@ -123,6 +126,9 @@ ABILITIES: dict[str, str] = {
                     "launch's later batches ahead of their outcome)",
     "stream": "the store implements iter_artifacts (StreamingDagStore) and lists 'stream' "
               "in its abilities attribute (the kernel then reads wide nodes packed)",
+    "read_many": "the store implements get_artifacts_many (ManyReadDagStore) and lists "
+                 "'read_many' in its abilities attribute (the kernel then reads the input of "
+                 "a task holding several nodes' artifacts by reference in one call)",
     "threads": "one store object may be called from several threads at once (races run with "
                "threads sharing it)",
     "processes": "several store objects made by make_store() in one test share their data, as "

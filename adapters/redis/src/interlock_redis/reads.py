@@ -125,6 +125,19 @@ class RedisReads:
             self.keys.artifacts(run_id, node_index, generation), 0, -1))
 
     @reachable
+    def get_artifacts_many(self, run_id: str, generations: Sequence[tuple[int, int]]
+                           ) -> list[Sequence[Artifact]]:
+        """[artifacts.many] One LRANGE per pair in one MULTI/EXEC: one round trip, one
+        snapshot; from :data:`~interlock.packed.PACK_MIN` artifacts on a list comes as the
+        stored texts (as ``iter_artifacts`` gives it)."""
+        if not generations:
+            return []
+        pipe = self.client.pipeline(transaction=True)
+        for node_index, generation in generations:
+            pipe.lrange(self.keys.artifacts(run_id, node_index, generation), 0, -1)
+        return [wide_artifacts(raws) for raws in pipe.execute()]
+
+    @reachable
     def list_expired(self, now: float, limit: int) -> list[TaskRecord]:
         """RUNNING tasks whose lease ran out, of any run of the namespace.
 

@@ -90,7 +90,8 @@ class RedisStore(RedisReads):
     """
 
     abilities: frozenset[str] = frozenset({"batched", "prefetch", "handover", "follow",
-                                           "stream", "launch_many", "launch_ahead"})
+                                           "stream", "launch_many", "launch_ahead",
+                                           "read_many"})
 
     def __init__(self, client: redis.Redis | str, namespace: str = "interlock", *,
                  direct_calls: bool = True) -> None:
