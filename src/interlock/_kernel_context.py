@@ -33,8 +33,8 @@ _CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), allow_nan=F
 
 class ContextMixin:
     """Needs ``store``, ``lease_seconds``, ``_contexts`` (an LRU of :data:`RUNS_CACHED` runs),
-    ``_topologies`` (an LRU of :data:`PIPELINES_CACHED` snapshots), ``_lock`` and ``_stream``
-    (the store's declared ability)."""
+    ``_topologies`` (an LRU of :data:`PIPELINES_CACHED` snapshots), ``_lock``, and ``_stream``
+    and ``_read_many`` (the store's declared abilities)."""
 
     store: DagStore
     _stream: bool

@@ -11,7 +11,7 @@ Contract:
   WAL mode never waits on a lock (its commit needs no other lock, and the checkpoint that may
   follow is PASSIVE, which never calls the busy handler), so a worker going from transaction
   to transaction sets the timeout only when it reads between them — two ``PRAGMA`` statements
-  less per transaction (~10 us per task of the benchmark's SQLite cycle).
+  less per transaction (~3-5 us per task of the benchmark's SQLite cycle).
 - A connection is never used by two threads. SQLite connections must not cross ``fork()``
   either: a child process that inherited the pool opens fresh connections and never touches (not
   even closes) the inherited ones, since closing them could release or corrupt the parent's
