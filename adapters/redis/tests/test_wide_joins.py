@@ -4,8 +4,9 @@ The prefetching completion scripts read, for a node the completion readies, that
 and their artifacts. They used to receive every child's parent list with every completion, so a
 join of N parents cost O(N) per completion and O(N^2) in all (a 4,000-way join took 5.3 s,
 1,327 us per task, against 432 us per task at 1,000 and now at 4,000). A child of more than
-``WIDE_PARENTS`` parents now has its list stored in the run by the first completion that needs
-it (the script asks for it, before any write) and is named by the later ones.
+``WIDE_PARENTS`` parents now has its list sent once by each store object (with the first
+completion that names the child), stored in the run, and named by the later completions; a
+list the run has lost is asked for before any write.
 """
 
 from __future__ import annotations
@@ -107,11 +108,11 @@ def test_a_wide_join_names_its_parents_once_stored(sizing: tuple[redis.Redis, _S
         costs = _run(store, sent, f"join-{width}", width)
         middles = [c for c in costs if c[0] not in ("root", "join")]
         first, *rest = middles
-        # the first parent's completion is asked for the list and sends it; then one trip each
-        # (the last one also launches the join: the completion, then its launch)
-        assert first[1] == 2
-        assert [c[1] for c in rest[:-1]] == [1] * (width - 2) and rest[-1][1] == 2
+        # one round trip each, the first one sending the list (the last one also launches the
+        # join: the completion, then its launch)
+        assert [c[1] for c in middles[:-1]] == [1] * (width - 1) and rest[-1][1] == 2
         per_width[width] = sum(c[2] for c in rest[:-1]) / len(rest[:-1])
+        assert first[2] > per_width[width] + 4 * width  # the list: 2+ digits, a header each
     # what a later parent's completion sends does not grow with the parents (the list of the
     # wide join's 400 parents alone is ~1,900 bytes)
     assert abs(per_width[wide] - per_width[narrow]) < 64, per_width
@@ -134,8 +135,36 @@ def test_a_lost_parents_list_is_asked_for_again(sizing: tuple[redis.Redis, _Sent
 
     costs = _run(store, sent, "lost", width, drop_at_m10)
     trips = {node: trips for node, trips, _ in costs}
-    assert trips["m0"] == 2 and trips["m10"] == 2 and trips["m11"] == 1
+    assert trips["m0"] == 1 and trips["m10"] == 2 and trips["m11"] == 1
     assert client.exists(key) == 1
+
+
+def test_each_store_object_sends_a_wide_list_once(sizing: tuple[redis.Redis, _Sent],
+                                                  namespace: str) -> None:
+    # another worker process (another store object) does not know the list is stored: its
+    # first completion naming the child sends it too (SET NX: nothing changes), in one trip
+    client, sent = sizing
+    first, second = RedisStore(client, namespace), RedisStore(client, namespace)
+    width = WIDE_PARENTS + 1
+    queue = _Collect()
+    kernel = Kernel(first, queue)
+    kernel.start_run(_join(width), run_id="two")
+    others = Kernel(second, _Collect())
+    sizes: list[tuple[str, int, int]] = []
+    while queue.refs:
+        ref = queue.refs.pop(0)
+        driver = others if ref.task_id.startswith(("m1.", "m2.")) else kernel
+        claim = driver.claim_task("two", ref.task_id, worker="w")
+        assert claim is not None
+        sent.round_trips = sent.bytes = 0
+        driver.on_task_complete("two", ref.task_id, claim.attempt_id, [{"fields": {"n": 1}}])
+        sizes.append((claim.input.node, sent.round_trips, sent.bytes))
+    by_node = {node: (trips, size) for node, trips, size in sizes}
+    assert by_node["m0"][0] == by_node["m1"][0] == by_node["m2"][0] == 1
+    assert by_node["m1"][1] > by_node["m2"][1] + 4 * width  # the second object's first send
+    assert abs(by_node["m0"][1] - by_node["m1"][1]) < 16
+    run = first.get_run("two")
+    assert run is not None and run.state is RunState.COMPLETED
 
 
 def test_a_narrow_join_sends_its_parents_with_each_completion(

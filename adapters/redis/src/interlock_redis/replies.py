@@ -7,7 +7,7 @@ this one the wire shapes; every function here is pure.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from typing import Any
 
 from interlock.errors import UsageError
@@ -92,21 +92,27 @@ def output_args(outputs: Sequence[NewArtifact]) -> list[Arg]:
 
 WIDE_PARENTS = 32
 """A child with more parents than this has its parents stored in the run (``Keys.parents``)
-by the first completion that needs them, and named by the later ones, instead of sent with
-each: a join of N parents then costs O(1) per completion, not O(N) (O(N^2) in all)."""
+by a completion that sends them once, and named by the later ones, instead of sent with each:
+a join of N parents then costs O(1) per completion, not O(N) (O(N^2) in all)."""
+
+
+def wide_children(children: Sequence[int], parents: Sequence[Sequence[int]]) -> list[int]:
+    """The children of more than :data:`WIDE_PARENTS` parents."""
+    return [child for child, its in zip(children, parents, strict=True)
+            if len(its) > WIDE_PARENTS]
 
 
 def prefetch_args(children: Sequence[int], parents: Sequence[Sequence[int]],
-                  store: bool = False) -> list[Arg]:
+                  send: Collection[int] = ()) -> list[Arg]:
     """The children block of complete_task_prefetch.lua's ARGV: their number, then per child
     its index, its parents' count and their indices — for a child of more than
-    :data:`WIDE_PARENTS` parents only ``-P`` (stored in the run), or with ``store`` (the
-    script answered :func:`wants_parents`) ``sP`` and the indices, which the script stores."""
+    :data:`WIDE_PARENTS` parents only ``-P`` (stored in the run), unless it is in ``send``:
+    then ``sP`` and the indices, which the script stores."""
     args: list[Arg] = [len(children)]
     for child, its in zip(children, parents, strict=True):
         if len(its) <= WIDE_PARENTS:
             args += [child, len(its), *index_args(its)]
-        elif store:
+        elif child in send:
             args += [child, f"s{len(its)}", *index_args(its)]
         else:
             args += [child, f"-{len(its)}"]
@@ -115,7 +121,7 @@ def prefetch_args(children: Sequence[int], parents: Sequence[Sequence[int]],
 
 def wants_parents(reply: Any) -> bool:
     """Whether a prefetching script answered ``{'parents', child}`` (before any write): a
-    wide child's parents are not stored in the run yet; repeat with ``store=True``."""
+    wide child's parents are not stored in the run; repeat, sending them."""
     return (isinstance(reply, list) and len(reply) == 2
             and isinstance(reply[0], bytes | str) and text(reply[0]) == "parents")
 

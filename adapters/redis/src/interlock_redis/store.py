@@ -12,6 +12,7 @@ number or a user value: what Python wrote is what Python reads back.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -55,6 +56,7 @@ from interlock_redis.replies import (
     output_args,
     prefetch_args,
     wants_parents,
+    wide_children,
 )
 from interlock_redis.scripts import (
     STORE_SCRIPTS,
@@ -104,6 +106,8 @@ class RedisStore(RedisReads):
         self.scripts = Scripts(self.client, STORE_SCRIPTS, prelude=lua_source("_common"),
                                direct=direct_calls)
         self._predictions = Predictions()
+        self._parents_sent: set[tuple[str, int]] = set()  # (run, wide child) this object sent
+        self._parents_lock = threading.Lock()
 
     def __repr__(self) -> str:
         return f"RedisStore({self.client!r}, namespace={self.namespace!r})"
@@ -315,14 +319,24 @@ class RedisStore(RedisReads):
     def _prefetching(self, name: str, run_id: str, head: Sequence[Arg],
                      children: Sequence[int], parents: Sequence[Sequence[int]],
                      tail: Sequence[Arg], leased: bool) -> Any:
-        """A prefetching script (``head``, the children block, ``tail``), repeated once with
-        the wide children's parents when it answers that they are not stored in the run yet
-        (``replies.wants_parents``: before any write, once per wide child and run)."""
+        """A prefetching script (``head``, the children block, ``tail``). A wide child's
+        parents (``replies.WIDE_PARENTS``) go with the first call of this store object that
+        names the child in the run, which stores them; later calls name them. If the run has
+        lost them (deleted keys), the script answers so before any write
+        (``replies.wants_parents``) and the call is repeated with them."""
         call = self._call_leased if leased else self._call
-        reply = call(name, run_id, [*head, *prefetch_args(children, parents), *tail])
+        wide = wide_children(children, parents)
+        with self._parents_lock:
+            send = [child for child in wide if (run_id, child) not in self._parents_sent]
+        reply = call(name, run_id, [*head, *prefetch_args(children, parents, send), *tail])
         if wants_parents(reply):
-            reply = call(name, run_id,
-                         [*head, *prefetch_args(children, parents, store=True), *tail])
+            send = wide
+            reply = call(name, run_id, [*head, *prefetch_args(children, parents, send), *tail])
+        if send:
+            with self._parents_lock:
+                if len(self._parents_sent) >= 4096:  # bounded: forgetting costs a resend
+                    self._parents_sent.clear()
+                self._parents_sent.update((run_id, child) for child in send)
         return reply
 
     @reachable
