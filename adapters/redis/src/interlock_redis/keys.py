@@ -67,8 +67,9 @@ class Keys:
 
     def parents(self, run_id: str, node_index: int) -> str:
         """The parent indices (comma-joined) of a node with more than
-        :data:`~interlock_redis.replies.WIDE_PARENTS` parents, stored by the first completion
-        that needed them (complete_task_prefetch.lua, complete_follow.lua)."""
+        :data:`~interlock_redis.replies.WIDE_PARENTS` parents, stored by the completion that
+        sent them (complete_task_prefetch.lua, complete_follow.lua: ``sP``) for the completions
+        that name them (``-P``)."""
         return f"{self.prefix(run_id)}:parents:{node_index}"
 
     @property

@@ -489,10 +489,12 @@ end
 -- complete_task_prefetch.lua's ARGV: task id, attempt id, now, M outputs (id, body pairs),
 -- C children each with its parents: the child's index, then its count, one of
 --   'P'   the P parent indices follow;
---   'sP'  they follow, and are stored under PREFIX:parents:<child> (comma-joined) for later
---         calls (a child with many parents: sending them with every parent's completion
---         would make a join of N parents cost O(N) per completion, O(N^2) in all);
---   '-P'  none follow: they were stored by an earlier call, read here if the child is ready.
+--   'sP'  they follow, and are stored under PREFIX:parents:<child> (comma-joined, SET NX)
+--         for later calls (a child with many parents: sending them with every parent's
+--         completion would make a join of N parents cost O(N) per completion, O(N^2) in all;
+--         each client sends them once);
+--   '-P'  none follow: an earlier call stored them; read here if the child is ready, and if
+--         they are missing the script answers {'parents', child} before any write.
 -- Returns outputs, children, parents_of (child index text -> its parents, or false: stored),
 -- the index of the first ARGV after them, and the lists to store (child -> joined text).
 local function prefetch_args()
