@@ -222,7 +222,8 @@ def _check(shape: Shape, fields: dict[str, Any] | None) -> tuple[bool, str]:
 
 
 class SqlCounter:
-    """Counts the statements each SQLite connection runs (``set_trace_callback``)."""
+    """Counts the statements each SQLite connection of this process runs
+    (``set_trace_callback``; :func:`sqlcount.classify` names them)."""
 
     def __init__(self) -> None:
         self._per_conn: list[Counter[str]] = []
@@ -234,18 +235,9 @@ class SqlCounter:
         with self._lock:
             self._per_conn.append(counts)
 
-        def trace(sql: str) -> None:
-            word = sql.lstrip()[:8].upper().split(None, 1)[0] if sql.strip() else "?"
-            if word == "BEGIN":
-                state["tx"] = True
-                counts["BEGIN"] += 1
-            elif word in ("COMMIT", "ROLLBACK", "END"):
-                state["tx"] = False
-                counts[word] += 1
-            elif state["tx"]:
-                counts[f"{word} (in tx)"] += 1
-            else:
-                counts[f"{word} (autocommit)"] += 1
+        def trace(sql: str) -> None:  # named as the worker processes' counts are
+            kind, state["tx"] = sqlcount.classify(sql, state["tx"])
+            counts[kind] += 1
 
         conn.set_trace_callback(trace)
 

@@ -24,7 +24,7 @@ from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["ENV", "create", "install", "read"]
+__all__ = ["ENV", "KINDS", "classify", "create", "install", "read"]
 
 ENV = "INTERLOCK_E2E_SQL"
 _ENDS = ("BEGIN", "COMMIT", "ROLLBACK")
@@ -81,23 +81,27 @@ def _claim_slot(path: str) -> int:
     raise RuntimeError(f"{path}: all {SLOTS} counter slots are taken")
 
 
+def classify(sql: str, in_tx: bool) -> tuple[str, bool]:
+    """The counter name of a traced statement (one of :data:`KINDS`) and whether the
+    connection is in a transaction after it."""
+    head = sql.lstrip()[:8].upper().split(None, 1)
+    word = head[0] if head else "OTHER"
+    if word == "BEGIN":
+        return word, True
+    if word in ("COMMIT", "ROLLBACK", "END"):
+        return ("COMMIT" if word == "END" else word), False
+    where = "in tx" if in_tx else "autocommit"
+    return f"{word if word in _WORDS else 'OTHER'} ({where})", in_tx
+
+
 def _tracer(counters: memoryview, base: int) -> Callable[[str], None]:
     """The trace callback of one connection (its own in-transaction flag)."""
     in_tx = [False]
     index = _INDEX
 
     def trace(sql: str) -> None:
-        head = sql.lstrip()[:8].upper().split(None, 1)
-        word = head[0] if head else "OTHER"
-        if word == "BEGIN":
-            in_tx[0] = True
-        elif word in ("COMMIT", "ROLLBACK", "END"):
-            in_tx[0] = False
-            word = "COMMIT" if word == "END" else word
-        else:
-            where = "in tx" if in_tx[0] else "autocommit"
-            word = f"{word if word in _WORDS else 'OTHER'} ({where})"
-        counters[base + index[word]] += 1
+        kind, in_tx[0] = classify(sql, in_tx[0])
+        counters[base + index[kind]] += 1
 
     return trace
 

@@ -19,6 +19,7 @@ from typing import Any
 
 import attrs
 
+from ilbench import shapes
 from ilbench.driver import FakeClock, QueueDispatcher
 from interlock import Kernel
 
@@ -38,19 +39,12 @@ class RunsRow:
         return attrs.asdict(self)
 
 
-def chain(length: int) -> dict[str, Any]:
-    nodes: list[dict[str, Any]] = [{"slug": "c0", "plugin": "step"}]
-    nodes += [{"slug": f"c{i}", "plugin": "step", "depends_on": [f"c{i - 1}"]}
-              for i in range(1, length)]
-    return {"name": f"interleaved-chain-{length}", "nodes": nodes}
-
-
 def drive_runs(store: Any, runs: int, length: int, prefix: str) -> RunsRow:
     """Start ``runs`` chains, then run every task first in, first out; raises unless every run
     completed."""
     dispatcher = QueueDispatcher()
     kernel = Kernel(store, dispatcher, clock=FakeClock())
-    pipeline = chain(length)
+    pipeline = shapes.chain(length).pipeline
     run_ids = [f"{prefix}-{i}" for i in range(runs)]
     for run_id in run_ids:
         kernel.start_run(pipeline, run_id=run_id)
