@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from interlock import Kernel, RunFinished, TaskInput, TaskRef
@@ -83,3 +85,19 @@ class Calls:
                 return attribute(*args)
             return call
         return attribute
+
+
+@contextmanager
+def worker_running(worker: Any, queue: Any, *, daemon: bool = True) -> Iterator[None]:
+    """Run ``worker.run(stop)`` in a thread for the block; then stop it, close ``queue`` and
+    check that the thread has ended."""
+    stop = threading.Event()
+    thread = threading.Thread(target=worker.run, args=(stop,), daemon=daemon)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        queue.close()
+        thread.join(30)
+    assert not thread.is_alive()

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import pytest
+from support import worker_running
 
 from interlock import Kernel, Output, RunState, TaskInput, TaskState
 from interlock.plugins import PluginRegistry
@@ -121,17 +122,9 @@ def test_batched_worker_runs_a_fan_out_once_per_task_with_batched_store_calls() 
     outcomes: list[TaskOutcome] = []
     worker = Worker(kernel, queue, plugins.registry, batch=8, receive_timeout=5.0,
                     recover_interval=None, on_outcome=outcomes.append)
-    stop = threading.Event()
-    thread = threading.Thread(target=worker.run, args=(stop,), daemon=True)
-    thread.start()
-    try:
+    with worker_running(worker, queue):
         kernel.start_run(FAN, {"n": 50}, run_id="fan")
         assert finished.wait(30)
-    finally:
-        stop.set()
-        queue.close()
-        thread.join(30)
-    assert not thread.is_alive()
 
     run = store.get_run("fan")
     assert run is not None and run.state is RunState.COMPLETED

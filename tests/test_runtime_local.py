@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from support import worker_running
 
 from interlock import (
     GraphError,
@@ -432,7 +433,7 @@ def test_worker_runs_each_task_once_under_duplicate_deliveries(store: SqliteStor
     from interlock.runtime import TaskOutcome, Worker
 
     numbers = Numbers()
-    idle, stop = threading.Event(), threading.Event()
+    idle = threading.Event()
     queue = QueueDispatcher(on_idle=idle.set)
     kernel = Kernel(store, queue, plugins=numbers.registry)
     run = kernel.start_run(PIPELINE, {"n": 4}, run_id="dupes")
@@ -441,12 +442,8 @@ def test_worker_runs_each_task_once_under_duplicate_deliveries(store: SqliteStor
     outcomes: list[TaskOutcome] = []
     worker = Worker(kernel, queue, numbers.registry, on_outcome=outcomes.append,
                     recover_interval=None)
-    thread = threading.Thread(target=worker.run, args=(stop,))
-    thread.start()
-    assert idle.wait(30)
-    stop.set()
-    queue.close()
-    thread.join(30)
+    with worker_running(worker, queue, daemon=False):
+        assert idle.wait(30)
     assert store.get_run(run.run_id).state is RunState.COMPLETED  # type: ignore[union-attr]
     statuses = [o.status for o in outcomes]
     assert statuses.count("lost") == 3 and statuses.count("completed") == 1 + 4 + 1

@@ -12,6 +12,7 @@ from collections import Counter
 from typing import Any
 
 import pytest
+from support import worker_running
 
 from interlock import Kernel, Output, RunState, StoreUnavailable, TaskInput
 from interlock.plugins import PluginRegistry
@@ -85,17 +86,9 @@ def _run(store: FlakyStore, pipeline: dict[str, Any], **worker_args: Any) -> Cou
     kernel = Kernel(store, queue, plugins=registry, on_run_finished=lambda _: finished.set())
     worker = Worker(kernel, queue, registry, receive_timeout=5.0, recover_interval=None,
                     **worker_args)
-    stop = threading.Event()
-    thread = threading.Thread(target=worker.run, args=(stop,), daemon=True)
-    thread.start()
-    try:
+    with worker_running(worker, queue):
         kernel.start_run(pipeline, run_id="r")
         assert finished.wait(30), "the run did not finish"
-    finally:
-        stop.set()
-        queue.close()
-        thread.join(30)
-    assert not thread.is_alive()
     run = store.get_run("r")
     assert run is not None and run.state is RunState.COMPLETED
     assert store.faults == 3
