@@ -50,6 +50,14 @@ class RoundTrips:
         self.n = 0
 
 
+class Phase:
+    """Which kernel call the driver is in (``start``, ``claim``, ``complete``), for a store
+    wrapper that attributes what the store does to it (``benchmarks/store_floor.py``)."""
+
+    def __init__(self) -> None:
+        self.now = "start"
+
+
 @attrs.define
 class RunStats:
     """The measurements of one driven run."""
@@ -120,8 +128,12 @@ def make_kernel(store: DagStore, shape: Shape) -> tuple[Kernel, QueueDispatcher]
     return Kernel(store, dispatcher, clock=FakeClock(), limits=limits), dispatcher
 
 
-def drive(store: DagStore, shape: Shape, run_id: str, rts: RoundTrips | None = None) -> RunStats:
-    """Run ``shape`` to completion on ``store``; raises if the run does not complete."""
+def drive(store: DagStore, shape: Shape, run_id: str, rts: RoundTrips | None = None,
+          phase: Phase | None = None) -> RunStats:
+    """Run ``shape`` to completion on ``store``; raises if the run does not complete.
+    ``phase``, if given, names the kernel call in progress."""
+    if phase is None:
+        phase = Phase()
     kernel, dispatcher = make_kernel(store, shape)
     queue = dispatcher.queue
     outputs_of = shape.outputs_of
@@ -138,12 +150,14 @@ def drive(store: DagStore, shape: Shape, run_id: str, rts: RoundTrips | None = N
     try:
         gc.callbacks.append(timer)
         cpu0 = process_time()
+        phase.now = "start"
         t0 = perf_counter()
         kernel.start_run(shape.pipeline, run_id=run_id)
         t_started = perf_counter()
         while queue:
             ref = queue.popleft()
             before = rts.n if rts is not None else 0
+            phase.now = "claim"
             a = perf_counter()
             claim = kernel.claim_task(run_id, ref.task_id, worker="bench")
             b = perf_counter()
@@ -155,6 +169,7 @@ def drive(store: DagStore, shape: Shape, run_id: str, rts: RoundTrips | None = N
             outputs = outputs_of(task_node_slug(ref.task_id))
             middle = rts.n if rts is not None else 0
             writes = tap.write_rts if tap is not None else 0
+            phase.now = "complete"
             c = perf_counter()
             transition = kernel.on_task_complete(run_id, ref.task_id, claim.attempt_id, outputs)
             d = perf_counter()
