@@ -34,6 +34,24 @@ _STALE = Transition("stale")
 _APPLIED = Transition("applied")  # records are frozen: one shared value for the common result
 _FACTS_LIMIT = 1_000  # artifacts a completion step may read to hand its follow-up facts
 
+def _cancel_unfinished(tx: RunTransaction, node: tuple[int, int] | None, now: float, *,
+                       clear_lease: bool) -> None:
+    """Every QUEUED, RUNNING and WAITING task of the run — or of ``node = (index,
+    generation)`` — CANCELLED, ``updated_at = now`` (and ``lease_until = None`` if
+    ``clear_lease``). A transaction that can do it without reading the tasks (an optional
+    ``cancel_unfinished`` method with this signature, e.g. SQLite's one UPDATE) does: a
+    cancelled run of 100,000 tasks otherwise reads and rewrites every one of them while its
+    store holds the write lock."""
+    bulk = getattr(tx, "cancel_unfinished", None)
+    if bulk is not None:
+        bulk(node, now, clear_lease=clear_lease)
+        return
+    for task in list(tx.unfinished_tasks(None if node is None else node[0])):
+        if node is None or task.generation == node[1]:
+            tx.put_task(_evolve_task(task, state=TaskState.CANCELLED, updated_at=now,
+                                     lease_until=None if clear_lease else task.lease_until))
+
+
 def _preload(tx: RunTransaction, task_ids: Sequence[str]) -> None:
     """Let a transaction that can (an optional ``preload(task_ids)`` method, e.g. SQLite's one
     SELECT for a batch) read the tasks of a batch at once."""
@@ -246,9 +264,7 @@ def _terminate(
 ) -> Transition:
     """The terminate procedure: terminal run state, unfinished work cancelled, together."""
     check("run", tx.run.state, state)
-    for task in list(tx.unfinished_tasks(None)):
-        tx.put_task(_evolve_task(task, state=TaskState.CANCELLED, lease_until=None,
-                                 updated_at=now))
+    _cancel_unfinished(tx, None, now, clear_lease=True)
     for node in list(tx.nodes()):
         if node.state in (NodeState.WAITING, NodeState.LAUNCHED):
             tx.put_node(_evolve_node(node, state=NodeState.CANCELLED))

@@ -21,6 +21,7 @@ from interlock._evolve import evolve_run as _evolve_run
 from interlock._evolve import evolve_task as _evolve_task
 from interlock._storekit_steps import (
     _STALE,
+    _cancel_unfinished,
     _claim,
     _complete,
     _current,
@@ -82,7 +83,14 @@ class RunTransaction(Protocol):
         ...
 
     def unfinished_tasks(self, node_index: int | None) -> Iterator[TaskRecord]:
-        """QUEUED, RUNNING and WAITING tasks (of one node, or of the whole run)."""
+        """QUEUED, RUNNING and WAITING tasks (of one node, or of the whole run).
+
+        Optional, next to it: ``cancel_unfinished(node, now, *, clear_lease)`` (``node`` an
+        ``(index, generation)`` pair or None for the whole run) sets those tasks CANCELLED
+        with ``updated_at = now`` (``lease_until = None`` if ``clear_lease``) as ``put_task``
+        of each would, including the tasks written earlier in the transaction; the terminate
+        procedure and a failed task's siblings use it when present (a database does it in
+        one statement instead of reading and rewriting every task)."""
         ...
 
     def add_artifacts(self, artifacts: Sequence[Artifact]) -> None:
@@ -322,9 +330,7 @@ class TransactionalDagStore(abc.ABC):
             check("task", task.state, final_state)
             tx.put_task(_evolve_task(task, state=final_state, error=error, lease_until=None,
                                      updated_at=now))
-            for sibling in list(tx.unfinished_tasks(task.node_index)):
-                if sibling.generation == task.generation:
-                    tx.put_task(_evolve_task(sibling, state=TaskState.CANCELLED, updated_at=now))
+            _cancel_unfinished(tx, (task.node_index, task.generation), now, clear_lease=False)
             node = tx.node(task.node_index)
             if node.generation != task.generation or node.state is not NodeState.LAUNCHED:
                 return Transition("applied")

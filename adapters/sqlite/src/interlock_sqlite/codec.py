@@ -81,6 +81,11 @@ UPDATE_TASK_STATE = (f"UPDATE tasks SET {', '.join(f'{c} = ?' for c in TASK_MUTA
 UNFINISHED = "state IN ('queued', 'running', 'waiting')"
 """Spelled once: the unfinished task states, as the SQL predicate every query uses."""
 
+CANCEL_UNFINISHED = ("UPDATE tasks INDEXED BY tasks_by_state SET state = 'cancelled', "
+                     "updated_at = ? WHERE run_id = ? AND " + UNFINISHED)
+"""The unfinished tasks of a run made CANCELLED in one statement (see
+``SqliteRunTransaction.cancel_unfinished``); ``lease_until`` is cleared by a variant."""
+
 SELECT_RUN_TASK_NODE = (
     f"SELECT {', '.join(f'r.{c}' for c in RUN_STATE_COLUMNS)}, "
     f"{', '.join(f't.{c}' for c in TASK_COLUMNS)}, {', '.join(f'n.{c}' for c in NODE_COLUMNS)} "
