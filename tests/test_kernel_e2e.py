@@ -306,6 +306,40 @@ def test_reconcile_repairs_a_crash_between_commit_and_launch() -> None:
     assert h.store.get_run("r").state is RunState.COMPLETED  # type: ignore[union-attr]
 
 
+def test_reconcile_with_queued_for_redispatches_only_what_waited_that_long() -> None:
+    """A periodic sweep: refs queued less than ``queued_for`` ago (or due later) stay as they
+    are; older ones are sent again; None sends every QUEUED task, as before."""
+    h = Harness()
+    h.kernel.start_run({"name": "p", "nodes": [
+        {"slug": "src", "plugin": "e"},
+        {"slug": "each", "plugin": "x", "depends_on": ["src"],
+         "retry": {"max_attempts": 2, "backoff_seconds": 100}}]}, run_id="r")
+    ref = h.dispatcher.refs.pop()
+    claim = h.kernel.claim_task("r", ref.task_id)
+    assert claim is not None
+    h.kernel.on_task_complete("r", ref.task_id, claim.attempt_id, emit(4))  # 4 QUEUED at t0
+    t0 = h.clock.t
+    h.dispatcher.refs.clear()
+    h.clock.t += 50
+    retried = h.kernel.claim_task("r", "each.0.3")  # fails: QUEUED again, due at t0 + 150
+    assert retried is not None
+    h.kernel.on_task_failed("r", "each.0.3", retried.attempt_id, "boom")
+    h.dispatcher.refs.clear()
+    assert h.kernel.reconcile_run("r", queued_for=60) == 0  # queued 50 s ago: in the queue
+    assert h.dispatcher.refs == []
+    h.clock.t = t0 + 60
+    assert h.kernel.reconcile_run("r", queued_for=60) == 3
+    assert sorted(r.task_id for r in h.dispatcher.refs) == ["each.0.0", "each.0.1", "each.0.2"]
+    h.dispatcher.refs.clear()
+    h.clock.t = t0 + 150 + 60  # the retry has been due for 60 s
+    assert h.kernel.reconcile_run("r", queued_for=60) == 4
+    h.dispatcher.refs.clear()
+    assert h.kernel.reconcile_run("r") == 4  # None: every QUEUED task
+    for bad in (-1, float("nan"), "60", True):
+        with pytest.raises(UsageError, match="queued_for"):
+            h.kernel.reconcile_run("r", queued_for=bad)  # type: ignore[arg-type]
+
+
 def test_start_run_is_idempotent_and_refuses_conflicts(harness: Harness) -> None:
     pipeline = {"name": "p", "nodes": [{"slug": "a", "plugin": "x"}]}
     first = harness.kernel.start_run(pipeline, {"k": 1}, run_id="r")

@@ -249,3 +249,32 @@ def test_reconcile_counts_only_the_current_generation_of_a_launch(store: Any) ->
     run = h.store.get_run("r")
     assert run is not None and run.state is RunState.COMPLETED
     assert len(seen["each"]) == N
+
+
+def test_reconcile_reads_unfinished_tasks_only_when_every_launch_is_whole(store: Any) -> None:
+    """A sweep of a running run whose launches are whole reads the unfinished tasks once — not
+    every task of every launched node (plans included) — and still sends every queued one."""
+    h = Harness(store=store, limits=Limits(max_outputs_per_task=N))
+    task_id, attempt_id = _wide(h)
+    h.kernel.on_task_complete("r", task_id, attempt_id,
+                              [{"id": f"a{i}", "fields": {"i": i}} for i in range(N)])
+    for ref in h.dispatcher.refs[:N - 10]:  # all but 10 done; 5 of those running
+        claim = h.kernel.claim_task("r", ref.task_id, worker="w")
+        assert claim is not None
+        h.kernel.on_task_complete("r", ref.task_id, claim.attempt_id, [])
+    running = h.dispatcher.refs[N - 10:N - 5]
+    for ref in running:
+        assert h.kernel.claim_task("r", ref.task_id, worker="w") is not None
+    reads: list[dict[str, Any]] = []
+    real = h.store.list_tasks
+
+    def list_tasks(run_id: str, **kwargs: Any) -> Any:
+        reads.append(kwargs)
+        return real(run_id, **kwargs)
+
+    h.store.list_tasks = list_tasks
+    h.dispatcher.refs.clear()
+    assert h.kernel.reconcile_run("r") == 5
+    assert [sorted(r) for r in reads] == [["states"]]  # one read, no node read whole
+    assert sorted(r.task_id for r in h.dispatcher.refs) == sorted(
+        f"each.0.{i}" for i in range(N - 5, N))

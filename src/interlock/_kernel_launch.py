@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 
 import attrs
@@ -27,6 +28,8 @@ from interlock.records import (
     Transition,
 )
 from interlock.states import NodeState, RunState, TaskState
+
+_UNFINISHED = (TaskState.QUEUED, TaskState.RUNNING, TaskState.WAITING)
 
 __all__ = ["Hold", "LaunchMixin", "RunContext", "launch_batches"]
 
@@ -352,6 +355,25 @@ class LaunchMixin:
             self._relaunch(run_id, node)
             tasks = current()
         return tasks
+
+    def _queued_after_relaunches(self, run_id: str, nodes: Sequence[NodeRecord]
+                                 ) -> list[TaskRecord]:
+        """The run's QUEUED tasks, once every launch of ``nodes`` a crash cut short is
+        finished (``reconcile_run``). A LAUNCHED node's launch is whole when its unfinished
+        tasks of the current generation number its ``remaining_tasks`` (the launch's total
+        less the completed ones): one read of the unfinished tasks tells, and only a node
+        short of tasks is read whole — not every task of every launched node (on Redis, 6.7 s
+        for a run of 100,000 tasks). A completion between the reads can only make a node look
+        short: then it is read and found whole."""
+        unfinished = self.store.list_tasks(run_id, states=_UNFINISHED)
+        held = Counter((t.node_index, t.generation) for t in unfinished)
+        short = [node for node in nodes if node.state is NodeState.LAUNCHED
+                 and held[node.index, node.generation] < node.remaining_tasks]
+        for node in short:
+            self._finish_launch(run_id, node)
+        if short:
+            return self.store.list_tasks(run_id, states=[TaskState.QUEUED])
+        return [t for t in unfinished if t.state is TaskState.QUEUED]
 
     def _dispatch(self, run_id: str, topology: Topology, tasks: Sequence[TaskRecord]) -> None:
         if not tasks:

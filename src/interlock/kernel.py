@@ -170,12 +170,21 @@ class Kernel(ContextMixin, FollowMixin):
             self._advance(run_id, [n.index for n in fresh if n.remaining_parents == 0])
         return self._run(run_id)
 
-    def reconcile_run(self, run_id: str) -> int:
+    def reconcile_run(self, run_id: str, *, queued_for: float | None = None) -> int:
         """Converge the run from persisted state; idempotent, callable any time.
 
         Plans every WAITING node whose parents have all settled, completes interrupted batched
-        launches, and re-dispatches every QUEUED task. Returns the number of tasks dispatched.
+        launches, and re-dispatches every QUEUED task — or, with ``queued_for``, only those
+        due for at least that many seconds (``max(updated_at, not_before) <= now -
+        queued_for``: QUEUED since then, so a dispatch was lost or its ref is still waiting in
+        a backlog). A periodic sweep passes a bound on the queue's latency, so that each pass
+        does not put a second copy of every waiting ref in the queue. Returns the number of
+        tasks dispatched.
         """
+        if queued_for is not None and (isinstance(queued_for, bool) or not isinstance(
+                queued_for, int | float) or not queued_for >= 0):
+            raise UsageError(f"reconcile_run: queued_for must be a number of seconds >= 0, "
+                             f"got {queued_for!r}")
         run = self._run(run_id)
         if run.state.terminal:
             return 0
@@ -187,10 +196,10 @@ class Kernel(ContextMixin, FollowMixin):
             and all(nodes[p].state.settled for p in topology.parents[n.index])
         ]
         self._advance(run_id, ready)
-        for node in nodes:
-            if node.state is NodeState.LAUNCHED:
-                self._finish_launch(run_id, node)  # its QUEUED tasks are in the read below
-        queued = self.store.list_tasks(run_id, states=[TaskState.QUEUED])
+        queued = self._queued_after_relaunches(run_id, nodes)
+        if queued_for is not None:
+            since = self.clock.now() - queued_for
+            queued = [t for t in queued if max(t.updated_at, t.not_before) <= since]
         self._dispatch(run_id, topology, queued)
         return len(queued)
 
