@@ -79,6 +79,18 @@ def test_default_store_is_sqlite_in_the_working_directory(tmp_path: Path) -> Non
     assert len(_runs(tmp_path / "interlock.db")) == 1
 
 
+def test_a_store_path_in_a_missing_directory_says_so(tmp_path: Path,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    """The cause (a relative path meant absolute), not an install hint for an adapter that is
+    installed; exit 3 (the store), nothing written."""
+    code = main(["run", str(MEDIA_YAML), "--store", "sqlite:///tmp/nowhere/runs.db"])
+    err = capsys.readouterr().err
+    assert code == 3
+    assert "directory" in err and "does not exist" in err and "sqlite:////PATH" in err
+    assert "pip install" not in err
+    assert not (tmp_path / "tmp").exists()
+
+
 BAD_DEFINITIONS = {
     "yaml-syntax": ("name: p\nnodes:\n  - slug: a\n    plugin: p\n  - slug: b\n    plugin: p\n"
                     "     depends_on: [a]\n",

@@ -133,7 +133,7 @@ def test_a_failed_task_cancels_its_siblings_in_one_update(
             if name == "loop":
                 _without_bulk(monkeypatch)
             statements = Statements()
-            kernel, clock, running = _half_done(tmp_path / f"{policy.value}-{name}.db",
+            kernel, _, running = _half_done(tmp_path / f"{policy.value}-{name}.db",
                                                 statements, policy=policy)
             statements.on = True
             failed = kernel.on_task_failed("r", "item.0.11", running["item.0.11"], "boom",

@@ -276,6 +276,7 @@ def test_url_forms(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     ("sqlite:///x.db?busy_timeout_ms=soon", "busy_timeout_ms"),
     ("sqlite:///x.db?synchronous", "bad query string"),
     ("sqlite:///:memory:", "in-memory"),
+    ("sqlite:///nowhere/x.db", r"directory '.*nowhere' does not exist; in a sqlite:/// URL"),
 ])
 def test_bad_urls_are_usage_errors(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                    url: str, needle: str) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import json
 import os
 import sys
@@ -152,7 +153,7 @@ def open_cli_store(url: str) -> DagStore:
         return open_store(url)
     except UsageError as exc:
         hint = ""
-        if url.startswith("sqlite:"):
+        if url.startswith("sqlite:") and importlib.util.find_spec("interlock_sqlite") is None:
             hint = ' (the default store needs the SQLite adapter: pip install "interlock-sqlite")'
         fail(f"store {url}: {exc}{hint}", EXIT_STORE)
     except Exception as exc:

@@ -112,7 +112,8 @@ class ConnectionPool:
             conn = sqlite3.connect(self.path, timeout=self.busy_timeout_ms / 1000,
                                    isolation_level=None, check_same_thread=False)
         except sqlite3.Error as exc:
-            raise UsageError(f"cannot open SQLite store {self.path!r}: {exc}") from exc
+            raise UsageError(f"cannot open SQLite store {self.path!r}: {exc}"
+                             f"{_missing_directory(self.path)}") from exc
         try:
             conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout_ms)}")
             mode = self._enable_wal(conn)
@@ -178,6 +179,17 @@ class SqliteBusy(StoreUnavailable, sqlite3.OperationalError):
 
 _FIRST_PAUSE: Final = 50e-6
 _MAX_PAUSE: Final = 1e-3
+
+
+def _missing_directory(path: str) -> str:
+    """The likeliest cause of an open failure, if it is that the file's directory does not
+    exist (SQLite creates the file, not its directories): a relative path where an absolute
+    one was meant, as ``sqlite:///tmp/x.db`` (relative) for ``sqlite:////tmp/x.db``."""
+    directory = os.path.dirname(os.path.abspath(path))
+    if os.path.isdir(directory):
+        return ""
+    return (f" (the directory {directory!r} does not exist; in a sqlite:/// URL the path is "
+            f"relative to the working directory, sqlite:////PATH is absolute)")
 
 
 def begin_immediate(conn: sqlite3.Connection, busy_timeout_ms: int) -> None:
