@@ -91,6 +91,28 @@ def test_a_store_path_in_a_missing_directory_says_so(tmp_path: Path,
     assert not (tmp_path / "tmp").exists()
 
 
+def test_limits_are_set_from_the_command_line(tmp_path: Path,
+                                             capsys: pytest.CaptureFixture[str]) -> None:
+    """--limit NAME=N reaches the kernel (8 outputs against a limit of 5 fail the run); a bad
+    one exits 2 before anything is written."""
+    db = tmp_path / "limits.db"
+    code = main(["run", str(MEDIA_YAML), "--input", "count=8", "--store", f"sqlite:///{db}",
+                 "--limit", "max_outputs_per_task=5", "--workers", "2"])
+    out = capsys.readouterr().out
+    assert code == 1 and "'max_outputs_per_task' exceeded: 8 > 5" in out
+    for bad, needle in (("nope=3", "name one of max_outputs_per_task"),
+                        ("launch_batch_size=0", "launch_batch_size must be >= 1"),
+                        ("max_fields_bytes=big", "'big' is not an integer"),
+                        ("expression=1", "name one of")):
+        fresh = tmp_path / "bad.db"
+        assert main(["run", str(MEDIA_YAML), "--store", f"sqlite:///{fresh}",
+                     "--limit", bad]) == 2
+        assert needle in capsys.readouterr().err
+        assert not fresh.exists()
+    assert main(["run", str(MEDIA_YAML), "--input", "count=8", "--store", f"sqlite:///{db}",
+                 "--limit", "max_outputs_per_task=8", "--quiet"]) == 0
+
+
 BAD_DEFINITIONS = {
     "yaml-syntax": ("name: p\nnodes:\n  - slug: a\n    plugin: p\n  - slug: b\n    plugin: p\n"
                     "     depends_on: [a]\n",

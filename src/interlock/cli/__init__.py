@@ -64,6 +64,13 @@ def _execution_options(parser: argparse.ArgumentParser) -> None:
     _plugins_option(parser)
     parser.add_argument("--quiet", "-q", action="store_true",
                         help="no progress bar and no table; print only the run id")
+    _limit_option(parser)
+
+
+def _limit_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--limit", action="append", metavar="NAME=N",
+                        help="raise or lower a kernel limit (interlock.Limits), e.g. "
+                             "max_outputs_per_task=100000; repeatable")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -130,6 +137,7 @@ def build_parser() -> argparse.ArgumentParser:
                              "1 = one at a time)")
     worker.add_argument("--concurrency", type=int, default=1, metavar="N",
                         help="worker threads (default: %(default)s)")
+    _limit_option(worker)
     worker.add_argument("--receive-timeout", type=float, default=1.0, metavar="SECONDS",
                         help=argparse.SUPPRESS)
     worker.set_defaults(handler=cmd_worker)

@@ -15,6 +15,7 @@ from typing import Any, TextIO
 from interlock.errors import GraphError, UsageError
 from interlock.graph import validate
 from interlock.kernel import Kernel
+from interlock.limits import Limits
 from interlock.plugins import default_registry
 from interlock.protocols import DagStore
 from interlock.runtime.local import LocalRunner
@@ -32,6 +33,7 @@ from .common import (
     load_and_validate,
     open_cli_store,
     parse_inputs,
+    parse_limits,
 )
 from .graphs import render_dot, render_mermaid
 from .render import ProgressBar, render_summary
@@ -57,7 +59,7 @@ class Streams:
 
 
 def _execute(args: argparse.Namespace, io: Streams, store: DagStore,
-             action: Callable[[LocalRunner], RunResult], run_id: str) -> int:
+             action: Callable[[LocalRunner], RunResult], run_id: str, limits: Limits) -> int:
     """Run ``action`` on a LocalRunner with a progress bar; print the table; the exit code.
 
     Ctrl-C: the runner cancels the run; the table of the cancelled run is printed (exit 4).
@@ -66,7 +68,8 @@ def _execute(args: argparse.Namespace, io: Streams, store: DagStore,
     """
     bar = None if args.quiet else ProgressBar(io.err)
     runner = LocalRunner(store, default_registry, workers=args.workers,
-                         mode="processes" if args.processes else "threads", on_progress=bar)
+                         mode="processes" if args.processes else "threads", on_progress=bar,
+                         limits=limits)
     previous: Any = None
     if threading.current_thread() is threading.main_thread():
         previous = signal.signal(signal.SIGTERM, lambda signum, frame: runner.stop())
@@ -108,12 +111,14 @@ def _execute(args: argparse.Namespace, io: Streams, store: DagStore,
 def cmd_run(args: argparse.Namespace, io: Streams) -> int:
     """Validate (exit 2, nothing written), open the store, start and execute the run."""
     inputs = parse_inputs(args.input or [], args.input_json)
+    limits = parse_limits(args.limit or [])
     if args.workers < 1:
         fail("--workers must be >= 1")
     data, _ = load_and_validate(args.pipeline, plugins=args.plugins or [])
     store = open_cli_store(args.store)
     run_id = args.run_id or uuid.uuid4().hex
-    return _execute(args, io, store, lambda r: r.run(data, inputs, run_id=run_id), run_id)
+    return _execute(args, io, store, lambda r: r.run(data, inputs, run_id=run_id), run_id,
+                    limits)
 
 
 def _prepare_existing(args: argparse.Namespace) -> DagStore:
@@ -132,19 +137,21 @@ def _prepare_existing(args: argparse.Namespace) -> DagStore:
 
 def cmd_resume(args: argparse.Namespace, io: Streams) -> int:
     """Continue an interrupted run (RUNNING tasks of a dead runner count as crashed)."""
+    limits = parse_limits(args.limit or [])
     store = _prepare_existing(args)
-    return _execute(args, io, store, lambda r: r.resume(args.run_id), args.run_id)
+    return _execute(args, io, store, lambda r: r.resume(args.run_id), args.run_id, limits)
 
 
 def cmd_retry(args: argparse.Namespace, io: Streams) -> int:
     """``retry_run`` a failed/crashed/cancelled run, then execute it."""
+    limits = parse_limits(args.limit or [])
     store = _prepare_existing(args)
     run = store.get_run(args.run_id)
     if run is not None and not run.state.terminal:
         fail(f"run {args.run_id} is {run.state.value}; use 'interlock resume' to continue it")
     if run is not None and run.state.value == "completed":
         fail(f"run {args.run_id} completed; nothing to retry")
-    return _execute(args, io, store, lambda r: r.retry(args.run_id), args.run_id)
+    return _execute(args, io, store, lambda r: r.retry(args.run_id), args.run_id, limits)
 
 
 def cmd_validate(args: argparse.Namespace, io: Streams) -> int:

@@ -11,9 +11,12 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
+import attrs
+
 from interlock.errors import GraphError, InterlockError, StoreUnavailable, UsageError
 from interlock.graph import ExpressionGraphError, Topology, validate
 from interlock.jsonvalues import JSON
+from interlock.limits import DEFAULT_LIMITS, Limits
 from interlock.plugins import PluginRegistry, default_registry
 from interlock.protocols import DagStore
 from interlock.runtime.files import PipelineFileError, add_plugin_path, load_pipeline_file
@@ -203,3 +206,29 @@ def parse_inputs(pairs: Sequence[str], json_file: str | None) -> dict[str, JSON]
             fail(f"--input {pair!r}: expected key=value")
         result[key] = _json_value(value)
     return result
+
+
+_LIMIT_NAMES = tuple(f.name for f in attrs.fields(Limits) if f.name != "expression")
+"""The integer limits ``--limit`` sets (the expression budget is not one of them)."""
+
+
+def parse_limits(pairs: Sequence[str]) -> Limits:
+    """The kernel's limits with each ``--limit name=N`` applied (``interlock.Limits``: an
+    integer >= 1, >= 0 for ``launch_first_batch``); exit 2 naming the bad one."""
+    changes: dict[str, int] = {}
+    for pair in pairs:
+        name, sep, text = pair.partition("=")
+        if name not in _LIMIT_NAMES or not sep:
+            fail(f"--limit {pair!r}: expected name=N with name one of "
+                 f"{', '.join(_LIMIT_NAMES)}")
+        least = 0 if name == "launch_first_batch" else 1
+        try:
+            value = int(text)  # 100_000 reads too
+        except ValueError:
+            fail(f"--limit {pair!r}: {text!r} is not an integer")
+        if value < least:
+            fail(f"--limit {pair!r}: {name} must be >= {least}")
+        changes[name] = value
+    # the names were checked against _LIMIT_NAMES (the int fields); mypy sees every field
+    limits: Limits = attrs.evolve(DEFAULT_LIMITS, **changes)  # type: ignore[arg-type]
+    return limits

@@ -20,11 +20,19 @@ from typing import Any
 
 from interlock.errors import UsageError
 from interlock.kernel import Kernel
+from interlock.limits import DEFAULT_LIMITS, Limits
 from interlock.plugins import PluginRegistry, default_registry
 from interlock.protocols import DagStore, Dispatcher, TaskSource
 from interlock.runtime.worker import Heartbeats, Worker, worker_name
 
-from .common import EXIT_OK, EXIT_STORE, fail, import_plugin_modules, open_cli_store
+from .common import (
+    EXIT_OK,
+    EXIT_STORE,
+    fail,
+    import_plugin_modules,
+    open_cli_store,
+    parse_limits,
+)
 
 __all__ = ["DEFAULT_BATCH", "QUEUE_GROUP", "cmd_worker", "open_queue", "serve"]
 
@@ -56,13 +64,14 @@ def open_queue(url: str) -> Any:
 
 def serve(store: DagStore, queue: Any, registry: PluginRegistry, *, concurrency: int,
           stop: threading.Event, receive_timeout: float = 1.0,
-          recover_interval: float = 30.0, batch: int = DEFAULT_BATCH) -> None:
+          recover_interval: float = 30.0, batch: int = DEFAULT_BATCH,
+          limits: Limits = DEFAULT_LIMITS) -> None:
     """Run ``concurrency`` worker threads until ``stop`` is set; then join them and call the
     queue's ``close()`` if it has one (which sends buffered acks). Each thread takes up to
     ``batch`` deliveries per receive (see :class:`~interlock.runtime.worker.Worker`)."""
     if not isinstance(queue, Dispatcher) or not isinstance(queue, TaskSource):
         raise UsageError(f"{queue!r} is not both a Dispatcher and a TaskSource")
-    kernel = Kernel(store, queue, plugins=registry)
+    kernel = Kernel(store, queue, plugins=registry, limits=limits)
     heartbeats = Heartbeats(kernel)
     heartbeats.start()
     threads = []
@@ -93,6 +102,7 @@ def cmd_worker(args: argparse.Namespace, io: Any) -> int:
     batch = getattr(args, "batch", DEFAULT_BATCH)  # --batch, where the parser declares it
     if batch < 1:
         fail("--batch must be >= 1")
+    limits = parse_limits(getattr(args, "limit", None) or [])
     import_plugin_modules(args.plugins or [])
     store = open_cli_store(args.store)
     queue_url = args.queue or args.store
@@ -112,7 +122,7 @@ def cmd_worker(args: argparse.Namespace, io: Any) -> int:
     io.error(f"worker: {args.concurrency} thread(s) on {queue_url}; SIGTERM or Ctrl-C stops")
     try:
         serve(store, queue, default_registry, concurrency=args.concurrency, stop=stop,
-              receive_timeout=args.receive_timeout, batch=batch)
+              receive_timeout=args.receive_timeout, batch=batch, limits=limits)
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
