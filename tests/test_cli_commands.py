@@ -196,14 +196,17 @@ def test_worker_serves_a_queue_until_sigterm(setup: dict[str, Any],
     client.start_run(data, {"n": 7}, run_id="served")
     # the worker's own kernel finishes the run; the client learns it from the store
     original = worker_command.Kernel
+    limits: list[Any] = []
 
     def kernel_factory(*args: Any, **kwargs: Any) -> Any:
+        limits.append(kwargs.get("limits"))
         return original(*args, on_run_finished=on_finished, **kwargs)
 
     monkeypatch.setattr(worker_command, "Kernel", kernel_factory)
     code = main(["worker", "--store", setup["url"], "--queue", "memq://", "--concurrency", "3",
-                 "--plugins", setup["module"]])
+                 "--plugins", setup["module"], "--limit", "max_fields_bytes=4096"])
     assert code == 0
+    assert [(lim.max_fields_bytes, lim.max_outputs_per_task) for lim in limits] == [(4096, 10_000)]
     assert opened == ["memq://"]
     assert [e.state for e in finished] == [RunState.COMPLETED]
     assert _total(setup["db"], "served") == sum(i * i for i in range(7))

@@ -34,6 +34,7 @@ _STALE = Transition("stale")
 _APPLIED = Transition("applied")  # records are frozen: one shared value for the common result
 _FACTS_LIMIT = 1_000  # artifacts a completion step may read to hand its follow-up facts
 
+
 def _cancel_unfinished(tx: RunTransaction, node: tuple[int, int] | None, now: float, *,
                        clear_lease: bool) -> None:
     """Every QUEUED, RUNNING and WAITING task of the run — or of ``node = (index,

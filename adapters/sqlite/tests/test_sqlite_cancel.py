@@ -54,9 +54,13 @@ def _pipeline(count: int, policy: FailurePolicy) -> Pipeline:
     ], failure_policy=policy)
 
 
+Running = dict[str, str]
+"""Attempt ids of the running tasks, by task id."""
+
+
 def _half_done(path: Path, statements: Statements, count: int = 60,
-               policy: FailurePolicy = FailurePolicy.FAIL_FAST) -> tuple[Kernel, Clock, dict[
-                   str, str]]:
+               policy: FailurePolicy = FailurePolicy.FAIL_FAST
+               ) -> tuple[Kernel, Clock, Running]:
     """A run of ``count`` items: 10 completed, 9 running, 1 waiting, the rest queued.
     Returns the kernel, its clock and the attempt ids of the running items."""
     clock = Clock()
@@ -66,7 +70,7 @@ def _half_done(path: Path, statements: Statements, count: int = 60,
     assert claim is not None
     kernel.on_task_complete("r", "source.0.0", claim.attempt_id,
                             [{"id": str(i), "fields": {"i": i}} for i in range(count)])
-    running: dict[str, str] = {}
+    running: Running = {}
     for i in range(20):
         clock.t += 1
         claim = kernel.claim_task("r", f"item.0.{i}", worker="w")
@@ -134,7 +138,7 @@ def test_a_failed_task_cancels_its_siblings_in_one_update(
                 _without_bulk(monkeypatch)
             statements = Statements()
             kernel, _, running = _half_done(tmp_path / f"{policy.value}-{name}.db",
-                                                statements, policy=policy)
+                                            statements, policy=policy)
             statements.on = True
             failed = kernel.on_task_failed("r", "item.0.11", running["item.0.11"], "boom",
                                            retryable=False)
