@@ -81,18 +81,27 @@ def _timed(call: Callable[[], object]) -> float:
     return perf_counter() - start
 
 
-def measure(new_store: Callable[[str], Any], n: int, expired: int) -> dict[str, float]:
-    """The figures of one adapter (see the module docstring)."""
+def _launched(new_store: Callable[[str], Any], name: str, n: int
+              ) -> tuple[Any, Any, float]:
+    """A 1 -> ``n`` -> 1 run named ``name`` whose source completed: its kernel, its
+    dispatcher (holding the ``n`` refs) and the seconds that completion took."""
     shape = shapes.fan_out(n)
-    kernel, dispatcher = make_kernel(new_store("big"), shape)
-    kernel.start_run(shape.pipeline, run_id="big")
+    kernel, dispatcher = make_kernel(new_store(name), shape)
+    kernel.start_run(shape.pipeline, run_id=name)
     source = dispatcher.queue.popleft()
-    claim = kernel.claim_task("big", source.task_id, worker="w")
+    claim = kernel.claim_task(name, source.task_id, worker="w")
     if claim is None:
         raise RuntimeError("the source could not be claimed")
     outputs = list(shape.outputs_of("src"))
-    row = {"launch": _timed(lambda: kernel.on_task_complete(
-        "big", source.task_id, claim.attempt_id, outputs))}
+    spent = _timed(lambda: kernel.on_task_complete(name, source.task_id, claim.attempt_id,
+                                                   outputs))
+    return kernel, dispatcher, spent
+
+
+def measure(new_store: Callable[[str], Any], n: int, expired: int) -> dict[str, float]:
+    """The figures of one adapter (see the module docstring)."""
+    kernel, dispatcher, launch = _launched(new_store, "big", n)
+    row = {"launch": launch}
     refs = list(dispatcher.queue)
     dispatcher.queue.clear()
     for ref in refs[:n // 2]:
@@ -112,15 +121,7 @@ def measure(new_store: Callable[[str], Any], n: int, expired: int) -> dict[str, 
 
 def _recover_us(new_store: Callable[[str], Any], count: int) -> float:
     """Microseconds per task of ``recover_expired`` over ``count`` expired leases."""
-    shape = shapes.fan_out(count)
-    kernel, dispatcher = make_kernel(new_store("expire"), shape)
-    kernel.start_run(shape.pipeline, run_id="expire")
-    source = dispatcher.queue.popleft()
-    claim = kernel.claim_task("expire", source.task_id, worker="w")
-    if claim is None:
-        raise RuntimeError("the source could not be claimed")
-    kernel.on_task_complete("expire", source.task_id, claim.attempt_id,
-                            list(shape.outputs_of("src")))
+    kernel, dispatcher, _ = _launched(new_store, "expire", count)
     for ref in list(dispatcher.queue):
         kernel.claim_task("expire", ref.task_id, worker="w")
     kernel.clock.t += 10 * kernel.lease_seconds  # type: ignore[attr-defined]  # a FakeClock
