@@ -79,10 +79,9 @@ def floor_cycle(pipeline: Mapping[str, Any],
     dispatcher's refs and the plan persisted as data.
     """
     slugs, _, parents, children, aggregate = _graph(pipeline)
-    nodes = slugs
-    settled = [False] * len(nodes)
-    remaining = [0] * len(nodes)
-    artifacts: list[list[dict[str, Any]]] = [[] for _ in nodes]
+    settled = [False] * len(slugs)
+    remaining = [0] * len(slugs)
+    artifacts: list[list[dict[str, Any]]] = [[] for _ in slugs]
     tasks: dict[str, list[Any]] = {}
     queue: deque[str] = deque()
     seq = 0
