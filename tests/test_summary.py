@@ -1,6 +1,6 @@
 """``summarize`` counts each node's current generation: completed tasks from the node
-counters, the others read — equal to counting every task record, without reading the completed
-ones (a finished run of a million tasks reads none)."""
+counters, unfinished ones from one read, failed or cancelled ones read only for the nodes that
+have some — equal to counting every task record, and a completed run reads no task record."""
 
 from __future__ import annotations
 
@@ -26,12 +26,16 @@ def _counted_from_every_task(h: Harness, run_id: str) -> dict[str, dict[TaskStat
     return {slug: dict(c) for slug, c in counts.items()}
 
 
+READS: list[dict[str, Any]] = []
+"""The ``list_tasks`` keyword arguments of the last ``_summary``."""
+
+
 def _summary(h: Harness, run_id: str) -> dict[str, dict[TaskState, int]]:
-    reads: list[Any] = []
+    READS.clear()
     real = h.store.list_tasks
 
     def list_tasks(rid: str, **kwargs: Any) -> Any:
-        reads.append(kwargs.get("states"))
+        READS.append(kwargs)
         return real(rid, **kwargs)
 
     h.store.list_tasks = list_tasks
@@ -39,8 +43,8 @@ def _summary(h: Harness, run_id: str) -> dict[str, dict[TaskState, int]]:
         summary = summarize(h.store, run_id)
     finally:
         del h.store.list_tasks
-    assert reads and all(states is not None and TaskState.COMPLETED not in states
-                         for states in reads), reads
+    assert READS and all(r.get("states") is not None and TaskState.COMPLETED not in r["states"]
+                         for r in READS), READS
     return {node.slug: node.tasks for node in summary.nodes}
 
 
@@ -72,8 +76,10 @@ def test_counts_equal_a_scan_of_every_task_without_reading_completed_ones() -> N
     run = h.store.get_run("r")
     assert run is not None and run.state is RunState.FAILED
     assert _summary(h, "r") == _counted_from_every_task(h, "r")  # failed, cancelled
+    assert [r.get("node_index") for r in READS] == [None, 1]  # "each" read for its failures
     h.kernel.retry_run("r")  # a new generation of each and agg: the old one is not counted
     h.work(lambda task: [{"fields": {}}])
     assert _summary(h, "r") == _counted_from_every_task(h, "r")
     assert _summary(h, "r") == {"src": {TaskState.COMPLETED: 1},
                                 "each": {TaskState.COMPLETED: 7}, "agg": {TaskState.COMPLETED: 1}}
+    assert READS == [{"states": (TaskState.QUEUED, TaskState.RUNNING, TaskState.WAITING)}]
