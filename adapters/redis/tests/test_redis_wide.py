@@ -7,7 +7,7 @@ from collections import deque
 from collections.abc import Sequence
 from typing import Any
 
-from interlock import Kernel, Limits, RunState, TaskInput, TaskRef
+from interlock import Kernel, Limits, RunState, TaskInput, TaskRef, TaskState
 from interlock.packed import PACK_MIN, ArtifactTexts
 from interlock_redis import RedisStore
 
@@ -102,3 +102,34 @@ def test_packed_output_args_are_the_texts_of_the_decoded_outputs() -> None:
         packed.fields_text(0)
     with pytest.raises(LookupError):
         packed.data(0)
+
+
+def test_large_task_reads_are_chunked(counting: Any, namespace: str) -> None:
+    """Listing a run of 2,500 tasks: no command carries the whole task hash (no HGETALL, no
+    HMGET of every id) — one such command holds the server for every client — and the
+    listings agree with each other."""
+    client, log = counting
+    store = RedisStore(client, namespace=namespace)
+    queue: deque[str] = deque()
+
+    class Queue:
+        def dispatch(self, tasks: Sequence[TaskRef]) -> None:
+            queue.extend(t.task_id for t in tasks)
+
+    kernel = Kernel(store, Queue(), limits=Limits(max_outputs_per_task=2_500))
+    kernel.start_run({"name": "p", "nodes": [
+        {"slug": "src", "plugin": "list"},
+        {"slug": "each", "plugin": "work", "depends_on": ["src"]}]}, run_id="r")
+    claim = kernel.claim_task("r", queue.popleft())
+    assert claim is not None
+    kernel.on_task_complete("r", claim.task_id, claim.attempt_id,
+                            [{"fields": {"i": i}} for i in range(2_500)])
+    log.reset()
+    everything = store.list_tasks("r")
+    assert log.commands["HGETALL"] == 0 and log.commands["HSCAN"] >= 3
+    assert [t.task_id for t in everything] == ["src.0.0", *(f"each.0.{i}" for i in range(2_500))]
+    log.reset()
+    queued = store.list_tasks("r", states=[TaskState.QUEUED])
+    of_node = store.list_tasks("r", node_index=1)
+    assert log.commands["HMGET"] >= 2 * 3  # the jmaps and the plans, 1,000 fields a command
+    assert queued == of_node == everything[1:]

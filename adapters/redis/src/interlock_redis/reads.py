@@ -21,6 +21,8 @@ from interlock_redis.scripts import text
 __all__ = ["RedisReads"]
 
 _UNFINISHED = frozenset({TaskState.QUEUED, TaskState.RUNNING, TaskState.WAITING})
+_CHUNK = 1000
+"""Fields per HMGET / HSCAN step of a large read."""
 
 
 class RedisReads:
@@ -79,9 +81,13 @@ class RedisReads:
             ids = sorted(text(m) for m in
                          self.client.smembers(self.keys.node_tasks(run_id, node_index)))
         if ids is None:
-            pairs = [(text(k), v) for k, v in self.client.hgetall(self.keys.tasks(run_id)).items()]
+            # HSCAN, not HGETALL: a run's whole task hash in one command blocks the server for
+            # every client (~60 ms per 100,000 tasks); tasks are never removed, so a scan sees
+            # every task that existed when it began
+            pairs = [(text(k), v) for k, v in dict(self.client.hscan_iter(
+                self.keys.tasks(run_id), count=_CHUNK)).items()]
         elif ids:
-            pairs = [(i, v) for i, v in zip(ids, self.client.hmget(self.keys.tasks(run_id), ids),
+            pairs = [(i, v) for i, v in zip(ids, self._hmget(self.keys.tasks(run_id), ids),
                                             strict=True) if v is not None]
         else:
             pairs = []
@@ -99,16 +105,21 @@ class RedisReads:
         return sorted(out, key=lambda t: (t.node_index, t.generation, t.seq))
 
     def _with_plans(self, run_id: str, heads: list[tuple[str, Any]]) -> list[TaskRecord]:
-        """Task records from their jmaps, fetching plans in pipelined chunks of 1,000."""
+        """Task records from their jmaps, their plans fetched by :meth:`_hmget`."""
         if not heads:
             return []
-        key = self.keys.plans(run_id)
-        step = 1000
-        pipe = self.client.pipeline(transaction=False)
-        for start in range(0, len(heads), step):
-            pipe.hmget(key, [task_id for task_id, _ in heads[start:start + step]])
-        plans = [plan for chunk in pipe.execute() for plan in chunk]
+        plans = self._hmget(self.keys.plans(run_id), [task_id for task_id, _ in heads])
         return task_records([(raw, plan) for (_, raw), plan in zip(heads, plans, strict=True)])
+
+    def _hmget(self, key: str, fields: Sequence[str]) -> list[Any]:
+        """``HMGET key fields`` as pipelined commands of :data:`_CHUNK` fields (one round
+        trip): one command of 100,000 fields would hold the server for all of them."""
+        if len(fields) <= _CHUNK:
+            return list(self.client.hmget(key, fields))
+        pipe = self.client.pipeline(transaction=False)
+        for start in range(0, len(fields), _CHUNK):
+            pipe.hmget(key, fields[start:start + _CHUNK])
+        return [value for chunk in pipe.execute() for value in chunk]
 
     @reachable
     def get_artifacts(self, run_id: str, node_index: int, generation: int) -> list[Artifact]:
