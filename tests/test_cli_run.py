@@ -113,6 +113,24 @@ def test_limits_are_set_from_the_command_line(tmp_path: Path,
                  "--limit", "max_outputs_per_task=8", "--quiet"]) == 0
 
 
+def test_the_pipelines_folder_wins_over_a_same_named_module_in_the_working_directory(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``module:function`` plugins import from the pipeline's folder, as documented — not
+    from a module of the same name in the working directory (it shadowed them)."""
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    name = f"shadowed_plugins_{os.getpid()}"
+    monkeypatch.delitem(sys.modules, name, raising=False)
+    here, there = tmp_path / "cwd", tmp_path / "pipeline"
+    here.mkdir()
+    there.mkdir()
+    (here / f"{name}.py").write_text("# not the pipeline's plugins\n")
+    (there / f"{name}.py").write_text("def one(task):\n    return [{'fields': {'ok': True}}]\n")
+    pipeline = there / "p.yaml"
+    pipeline.write_text(f"name: p\nnodes:\n  - {{slug: a, plugin: '{name}:one'}}\n")
+    monkeypatch.chdir(here)
+    assert main(["run", str(pipeline), "--store", f"sqlite:///{tmp_path / 'p.db'}", "-q"]) == 0
+
+
 BAD_DEFINITIONS = {
     "yaml-syntax": ("name: p\nnodes:\n  - slug: a\n    plugin: p\n  - slug: b\n    plugin: p\n"
                     "     depends_on: [a]\n",

@@ -140,8 +140,11 @@ def load_and_validate(path: str, *, plugins: Sequence[str] = (), check: bool = T
     try:
         topology = validate(data)
         if check:
-            add_plugin_path(path)
             import_plugin_modules(plugins)
+            # after: the pipeline's folder goes before the working directory, so its
+            # ``module:function`` plugins are found there even if the working directory holds
+            # a module of the same name
+            add_plugin_path(path)
             check_plugins(topology, registry)
             topology = validate(data, registry)
     except GraphError as exc:
