@@ -98,8 +98,9 @@ def test_limits_are_set_from_the_command_line(tmp_path: Path,
     db = tmp_path / "limits.db"
     code = main(["run", str(MEDIA_YAML), "--input", "count=8", "--store", f"sqlite:///{db}",
                  "--limit", "max_outputs_per_task=5", "--workers", "2"])
-    out = capsys.readouterr().out
+    out, err = capsys.readouterr()
     assert code == 1 and "'max_outputs_per_task' exceeded: 8 > 5" in out
+    assert "failures 1  " in err.splitlines()[-1]  # one failed task: not its node again
     for bad, needle in (("nope=3", "name one of max_outputs_per_task"),
                         ("launch_batch_size=0", "launch_batch_size must be >= 1"),
                         ("max_fields_bytes=big", "'big' is not an integer"),

@@ -34,7 +34,9 @@ def progress_line(event: Progress, width: int = 24) -> str:
     done = event.tasks_done if event.tasks_total else event.nodes_done
     filled = min(width, int(width * done / total)) if total else 0
     bar = "#" * filled + "-" * (width - filled)
-    failures = event.failures + event.failed_nodes
+    # a failed node had at least one failed attempt: the larger count, not the sum (one
+    # failure showed as 2); failed_nodes alone counts for a run failed before this runner
+    failures = max(event.failures, event.failed_nodes)
     return (f"[{bar}]  nodes {event.nodes_done}/{event.nodes_total}  "
             f"tasks {event.tasks_done}/{event.tasks_total}  failures {failures}  "
             f"{format_duration(event.elapsed)}")
