@@ -4,6 +4,7 @@ decorator that raises it, and the split of a ``redis://`` URL into client URL an
 from __future__ import annotations
 
 import functools
+import re
 from collections.abc import Callable
 from typing import ParamSpec, TypeVar
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
@@ -15,6 +16,9 @@ from interlock.errors import StoreUnavailable, UsageError
 __all__ = ["RedisUnavailable", "reachable", "split_url"]
 
 P = ParamSpec("P")
+_BUSY = re.compile(r"(?:^|error: )BUSY ")
+"""The server's ``BUSY`` error, alone or as redis-py quotes it from a pipeline ("Command # 1
+(...) of pipeline caused error: BUSY ..."); not ``BUSYGROUP``, which is an answer."""
 R = TypeVar("R")
 
 
@@ -29,7 +33,11 @@ class RedisUnavailable(StoreUnavailable, redis.ConnectionError):
 
 
 def reachable(method: Callable[P, R]) -> Callable[P, R]:
-    """Raise :class:`RedisUnavailable` (chained) for connection errors and timeouts."""
+    """Raise :class:`RedisUnavailable` (chained) for connection errors and timeouts, and for a
+    ``BUSY`` reply: the server is running a long script (another client's, or a cancel of a
+    huge run) and refused the command without running it — as unavailable as a lost
+    connection, and a repeat once it is done is safe (redis-py raises it as a plain
+    ``ResponseError``)."""
 
     @functools.wraps(method)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
@@ -39,6 +47,11 @@ def reachable(method: Callable[P, R]) -> Callable[P, R]:
             raise
         except (redis.ConnectionError, redis.TimeoutError) as exc:
             raise RedisUnavailable(f"redis store unreachable during {method.__name__}: "
+                                   f"{exc}") from exc
+        except redis.ResponseError as exc:
+            if not _BUSY.search(str(exc)):
+                raise
+            raise RedisUnavailable(f"redis store busy during {method.__name__}: "
                                    f"{exc}") from exc
 
     return wrapper
