@@ -16,10 +16,10 @@ from interlock.errors import StoreUnavailable, UsageError
 __all__ = ["RedisUnavailable", "reachable", "split_url"]
 
 P = ParamSpec("P")
+R = TypeVar("R")
 _BUSY = re.compile(r"(?:^|error: )BUSY ")
 """The server's ``BUSY`` error, alone or as redis-py quotes it from a pipeline ("Command # 1
 (...) of pipeline caused error: BUSY ..."); not ``BUSYGROUP``, which is an answer."""
-R = TypeVar("R")
 
 
 class RedisUnavailable(StoreUnavailable, redis.ConnectionError):
