@@ -40,7 +40,7 @@ import sqlite3
 import sys
 import tempfile
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from time import perf_counter
 from typing import Any
@@ -50,6 +50,7 @@ if str(HERE) not in sys.path:
     sys.path.insert(0, str(HERE))
 
 from ilbench import shapes  # noqa: E402
+from ilbench.adapters import close_store  # noqa: E402
 from ilbench.baselines import redis_evalsha_us, sqlite_raw_tx_us  # noqa: E402
 from ilbench.driver import Phase, drive  # noqa: E402
 
@@ -281,9 +282,7 @@ def _complete_us(store: Any, shape: shapes.Shape) -> float:
     try:
         return drive(store, shape, "kernel").complete_us
     finally:
-        close: Callable[[], None] | None = getattr(store, "close", None)
-        if close is not None:
-            close()
+        close_store(store)
 
 
 def _row(adapter: str, shape: shapes.Shape, raw: float, kernel: float, floor_s: float,

@@ -55,7 +55,8 @@ class Backend:
     (the baseline of the batched completion path), or None."""
 
 
-def _close(store: Any) -> None:
+def close_store(store: Any) -> None:
+    """Close ``store`` if it can be closed (errors ignored: a benchmark is ending with it)."""
     close = getattr(store, "close", None)
     if callable(close):
         with contextlib.suppress(Exception):
@@ -80,7 +81,7 @@ def sqlite_backend(module: ModuleType, raw_tx: int, reps: int) -> Iterator[Backe
 
     def new_store() -> Any:
         for old in stores:
-            _close(old)
+            close_store(old)
         stores.clear()
         counter[0] += 1
         store = module.SqliteStore(str(directory / f"run{counter[0]}.db"))
@@ -94,7 +95,7 @@ def sqlite_backend(module: ModuleType, raw_tx: int, reps: int) -> Iterator[Backe
                           directory, raw_tx, reps, k))
     finally:
         for old in stores:
-            _close(old)
+            close_store(old)
         shutil.rmtree(directory, ignore_errors=True)
 
 

@@ -27,9 +27,7 @@ from interlock.records import (
     TaskRef,
     Transition,
 )
-from interlock.states import NodeState, RunState, TaskState
-
-_UNFINISHED = (TaskState.QUEUED, TaskState.RUNNING, TaskState.WAITING)
+from interlock.states import UNFINISHED_TASK_STATES, NodeState, RunState, TaskState
 
 __all__ = ["Hold", "LaunchMixin", "RunContext", "launch_batches"]
 
@@ -365,7 +363,7 @@ class LaunchMixin:
         short of tasks is read whole — not every task of every launched node (which took
         5.6-6.7 s on Redis for a run of 100,000 tasks, half queued). A completion between the
         reads can only make a node look short: then it is read and found whole."""
-        unfinished = self.store.list_tasks(run_id, states=_UNFINISHED)
+        unfinished = self.store.list_tasks(run_id, states=UNFINISHED_TASK_STATES)
         held = Counter((t.node_index, t.generation) for t in unfinished)
         short = [node for node in nodes if node.state is NodeState.LAUNCHED
                  and held[node.index, node.generation] < node.remaining_tasks]

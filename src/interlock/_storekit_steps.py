@@ -29,7 +29,6 @@ from interlock.states import NodeState, RunState, TaskState, check
 if TYPE_CHECKING:
     from interlock.storekit import RunTransaction
 
-_UNFINISHED = (TaskState.QUEUED, TaskState.RUNNING, TaskState.WAITING)
 _STALE = Transition("stale")
 _APPLIED = Transition("applied")  # records are frozen: one shared value for the common result
 _FACTS_LIMIT = 1_000  # artifacts a completion step may read to hand its follow-up facts

@@ -17,6 +17,7 @@ __all__ = [
     "NODE_TRANSITIONS",
     "RUN_TRANSITIONS",
     "TASK_TRANSITIONS",
+    "UNFINISHED_TASK_STATES",
     "AttemptState",
     "IllegalTransition",
     "NodeState",
@@ -97,6 +98,10 @@ _RUN_TERMINAL = frozenset({RunState.COMPLETED, RunState.FAILED, RunState.CRASHED
                            RunState.CANCELLED})
 _TASK_FINISHED = frozenset({TaskState.COMPLETED, TaskState.FAILED, TaskState.CRASHED,
                             TaskState.CANCELLED})
+UNFINISHED_TASK_STATES: tuple[TaskState, ...] = tuple(
+    state for state in TaskState if state not in _TASK_FINISHED)
+"""QUEUED, RUNNING, WAITING (in that order): the states of tasks that still hold work, as
+``states=`` of ``DagStore.list_tasks`` takes them."""
 
 R, N, T, A = RunState, NodeState, TaskState, AttemptState
 

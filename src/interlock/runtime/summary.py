@@ -13,7 +13,7 @@ import attrs
 
 from interlock.errors import UsageError
 from interlock.protocols import DagStore
-from interlock.states import NodeState, RunState, TaskState
+from interlock.states import UNFINISHED_TASK_STATES, NodeState, RunState, TaskState
 
 __all__ = ["NodeSummary", "Progress", "RunResult", "RunSummary", "progress", "summarize"]
 
@@ -128,9 +128,8 @@ def progress(store: DagStore, run_id: str, *, failures: int = 0, elapsed: float 
     )
 
 
-_UNFINISHED = (TaskState.QUEUED, TaskState.RUNNING, TaskState.WAITING)
 _ENDED_UNCOMPLETED = tuple(state for state in TaskState
-                           if state is not TaskState.COMPLETED and state not in _UNFINISHED)
+                           if state.finished and state is not TaskState.COMPLETED)
 
 
 def summarize(store: DagStore, run_id: str,
@@ -148,7 +147,7 @@ def summarize(store: DagStore, run_id: str,
         raise UsageError(f"no run {run_id!r} in this store")
     nodes = store.get_nodes(run_id)
     counts: dict[tuple[int, int], Counter[TaskState]] = {}
-    for task in store.list_tasks(run_id, states=_UNFINISHED):
+    for task in store.list_tasks(run_id, states=UNFINISHED_TASK_STATES):
         counts.setdefault((task.node_index, task.generation), Counter())[task.state] += 1
     names = _slugs_and_plugins(run.pipeline)
     summaries = []
